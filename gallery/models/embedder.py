@@ -1,0 +1,51 @@
+"""A loaded embedding model: aligned uint8 chips in, L2-normalised float32 embeddings out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gallery.models.registry import ModelSpec
+
+
+class Embedder:
+    """Wraps a torch module with its model's preprocessing, device and precision.
+
+    Half precision is used only on CUDA, where it is safe for these conv nets (outputs are
+    normalised in float32); on the CPU float32 is both faster and exact.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        module: nn.Module,
+        preprocess: Callable[[torch.Tensor], torch.Tensor],
+        device: str = "cpu",
+        half: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.device = torch.device(device)
+        self.half = bool(half and self.device.type == "cuda")
+        self.module = module.eval().to(self.device)
+        if self.half:
+            self.module = self.module.half()
+        if self.device.type == "cpu":
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self._preprocess = preprocess
+
+    @torch.inference_mode()
+    def embed(self, chips: torch.Tensor) -> torch.Tensor:
+        """chips: (N, 3, S, S) uint8 RGB aligned to the model's template. Returns (N, D) float32 on CPU."""
+        if chips.shape[0] == 0:
+            return torch.empty((0, self.spec.dim), dtype=torch.float32)
+        x = chips.to(self.device, non_blocking=True).float()
+        x = self._preprocess(x)
+        if self.half:
+            x = x.half()
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.module(x).float()
+        return F.normalize(out, dim=1).cpu()

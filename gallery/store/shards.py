@@ -1,0 +1,120 @@
+"""Immutable Parquet embedding shards: written once (temp file + fsync + rename), then only read.
+
+Columns: face_id (int64, the vector id), image_id (int64), embedding (fixed_size_list<float32>[D],
+L2-normalised), box (fixed_size_list<float32>[4], x1 y1 x2 y2 in original image pixels),
+landmarks (fixed_size_list<float32>[10], 5 points x,y), det_score (float32).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_PREFIX = "shard-"
+TMP_SUFFIX = ".parquet.tmp"
+
+
+def shard_schema(dim: int, model_stamp: dict | None = None) -> pa.Schema:
+    fields = [
+        pa.field("face_id", pa.int64(), nullable=False),
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        pa.field("box", pa.list_(pa.float32(), 4), nullable=False),
+        pa.field("landmarks", pa.list_(pa.float32(), 10), nullable=False),
+        pa.field("det_score", pa.float32(), nullable=False),
+    ]
+    metadata = {b"face_gallery.model": json.dumps(model_stamp).encode()} if model_stamp else None
+    return pa.schema(fields, metadata=metadata)
+
+
+def _fixed_list(values: np.ndarray, width: int) -> pa.FixedSizeListArray:
+    flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), width)
+
+
+@dataclass
+class ShardRows:
+    """Columns of faces about to be written to one shard."""
+
+    face_id: np.ndarray  # (n,) int64
+    image_id: np.ndarray  # (n,) int64
+    embedding: np.ndarray  # (n, D) float32
+    box: np.ndarray  # (n, 4) float32
+    landmarks: np.ndarray  # (n, 5, 2) float32
+    det_score: np.ndarray  # (n,) float32
+
+    def __len__(self) -> int:
+        return int(self.face_id.shape[0])
+
+
+def shard_filename(shard_id: int) -> str:
+    return f"{SHARD_PREFIX}{shard_id:08d}.parquet"
+
+
+def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) -> int:
+    """Write atomically: a crash leaves either no file or a temp file, never a partial shard.
+
+    Returns the shard's size in bytes.
+    """
+    dim = int(rows.embedding.shape[1])
+    table = pa.Table.from_arrays(
+        [
+            pa.array(rows.face_id, type=pa.int64()),
+            pa.array(rows.image_id, type=pa.int64()),
+            _fixed_list(rows.embedding, dim),
+            _fixed_list(rows.box, 4),
+            _fixed_list(rows.landmarks, 10),
+            pa.array(rows.det_score, type=pa.float32()),
+        ],
+        schema=shard_schema(dim, model_stamp),
+    )
+    tmp = path.with_name(path.name.replace(".parquet", "") + TMP_SUFFIX)
+    # Embeddings barely compress; zstd still helps the other columns and costs little.
+    pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path.stat().st_size
+
+
+def embeddings_from_column(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """Zero-copy where possible view of a fixed_size_list<float32> column as an (n, dim) array."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    return values.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=list(columns) if columns else None)
+
+
+def iter_shard_batches(
+    paths: Sequence[Path], batch_size: int = 65536
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stream (face_ids int64 (n,), embeddings float32 (n, D)) over shards, bounded by batch_size rows.
+
+    Memory stays at one batch, whatever the gallery size: this is what index building streams over.
+    """
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        dim = parquet.schema_arrow.field("embedding").type.list_size
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=["face_id", "embedding"]):
+            ids = batch.column(0).to_numpy().astype(np.int64, copy=False)
+            yield ids, embeddings_from_column(batch.column(1), dim)
+
+
+def shard_num_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
