@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 
 class ModelWeightsMissing(RuntimeError):
     """Raised when a model's weights are neither given, cached, nor downloadable."""
@@ -29,6 +27,8 @@ def weights_dir() -> Path:
 
 def torch_hub_checkpoint(filename: str) -> Path:
     """Where facenet-pytorch itself stores downloads, so an earlier online download is reused."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
@@ -46,6 +46,8 @@ def resolve_weights(
             return candidate
     target = weights_dir() / filename
     error: Exception | None = None
+    import torch
+
     if url and not os.environ.get("FACE_GALLERY_OFFLINE"):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,128 @@
+"""Read and decode one photo into an RGB array, or say precisely why it cannot be used.
+
+Runs in worker processes: it reads the bytes once, hashes them (identical files are one image),
+applies EXIF orientation, converts any mode to 8-bit RGB and downsizes huge photos for detection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's own bomb guard is ~179 MP (warning) / 2x that (error); we refuse anything above this.
+MAX_PIXELS = 200_000_000
+MAX_SIDE = 40_000
+MIN_SIDE = 16
+
+
+@dataclass
+class DecodedPhoto:
+    """A decoded photo, or a failure with a reason code and a human-readable detail."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    pixels: np.ndarray | None = None  # (h, w, 3) uint8, possibly downsized
+    scale: float = 1.0  # pixels = original * scale
+    width: int = 0  # original (oriented) size
+    height: int = 0
+    reason: str | None = None  # unreadable | empty_file | not_an_image | truncated | too_large | ...
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited on white (what a viewer shows)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = arr.max() if arr.size else 1.0
+        if top > 255:
+            arr = arr * (255.0 / (65535.0 if top <= 65535 else top))
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
+        arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
+        img = Image.fromarray(arr.astype(np.uint8), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_photo(path: str, size: int, mtime_ns: int, max_side: int = 2048) -> DecodedPhoto:
+    """Decode for ingestion. Never raises for a bad photo: the reason is in the result."""
+    result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        result.reason, result.detail = "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}"
+        return result
+    result.size = len(data)
+    result.sha256 = hashlib.sha256(data).hexdigest()
+    if not data:
+        result.reason, result.detail = "empty_file", "0 bytes"
+        return result
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+                result.reason = "too_large"
+                result.detail = f"{width}x{height} exceeds {MAX_SIDE} px per side or {MAX_PIXELS:,} pixels"
+                return result
+            if min(width, height) < MIN_SIDE:
+                result.reason, result.detail = "too_small", f"{width}x{height} is below {MIN_SIDE} px"
+                return result
+            if img.format == "JPEG" and max(width, height) > 2 * max_side:
+                # Decode at reduced resolution straight from the DCT: much faster for huge JPEGs.
+                img.draft("RGB", (max(1, width * max_side // max(width, height)),) * 2)
+            orientation = img.getexif().get(0x0112, 1)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            # Orientations 5-8 rotate by 90 degrees: the photo as seen is height x width.
+            orient_w, orient_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+            img = _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        result.reason, result.detail = "too_large", f"decompression bomb: {exc}"
+        return result
+    except UnidentifiedImageError:
+        result.reason, result.detail = "not_an_image", "not a recognised image format"
+        return result
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        text = str(exc)
+        truncated = "truncated" in text.lower() or "broken data stream" in text.lower()
+        result.reason = "truncated" if truncated else "decode_error"
+        result.detail = f"{type(exc).__name__}: {text}"[:500]
+        return result
+    result.width, result.height = orient_w, orient_h
+    longest = max(img.size)
+    if longest > max_side:
+        factor = max_side / longest
+        img = img.resize((max(1, round(img.size[0] * factor)), max(1, round(img.size[1] * factor))),
+                         Image.Resampling.BILINEAR, reducing_gap=2.0)
+    result.pixels = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    result.scale = result.pixels.shape[1] / orient_w
+    return result
+
+
+def timed_decode(path: str, size: int, mtime_ns: int, max_side: int) -> tuple[DecodedPhoto, float]:
+    """Worker-process entry point: the decode and its own duration (for per-stage figures)."""
+    t0 = time.perf_counter()
+    photo = decode_photo(path, size, mtime_ns, max_side)
+    return photo, time.perf_counter() - t0

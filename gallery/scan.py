@@ -1,0 +1,63 @@
+"""Find photos under a source folder: recursive, extension-filtered, safe against symlink loops."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+def is_photo(path: Path) -> bool:
+    return path.suffix.lower() in PHOTO_EXTENSIONS
+
+
+def scan_photos(source: Path) -> Iterator[FoundFile]:
+    """Yield photo files in a stable (sorted) order.
+
+    Symlinked folders are followed once: a folder whose real path was already visited is skipped,
+    which breaks loops and avoids reading the same tree twice. A single file is yielded as-is.
+    """
+    source = Path(source)
+    if source.is_file():
+        st = source.stat()
+        yield FoundFile(source, st.st_size, st.st_mtime_ns)
+        return
+    if not source.is_dir():
+        raise FileNotFoundError(f"No such photo folder or file: '{source}'")
+    visited: set[tuple[int, int]] = set()
+    stack = [source]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+        except OSError:
+            continue
+        key = (st.st_dev, st.st_ino)
+        if key in visited:
+            continue
+        visited.add(key)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=True):
+                    subfolders.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=True) and is_photo(Path(entry.name)):
+                    est = entry.stat(follow_symlinks=True)
+                    yield FoundFile(Path(entry.path), est.st_size, est.st_mtime_ns)
+            except OSError:
+                continue  # a dangling symlink or a vanished file: nothing to ingest
+        stack.extend(reversed(subfolders))
