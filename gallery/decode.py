@@ -116,7 +116,7 @@ def decode_photo(path: str, size: int, mtime_ns: int, max_side: int = 2048) -> D
         factor = max_side / longest
         img = img.resize((max(1, round(img.size[0] * factor)), max(1, round(img.size[1] * factor))),
                          Image.Resampling.BILINEAR, reducing_gap=2.0)
-    result.pixels = np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    result.pixels = np.array(img, dtype=np.uint8)  # a writable copy (torch wraps it as is)
     result.scale = result.pixels.shape[1] / orient_w
     return result
 

@@ -229,7 +229,7 @@ class Ingestor:
                 self._next_image_id = int(s.scalar(select(func.coalesce(func.max(Image.image_id), 0)))) + 1
             status = "interrupted"
             try:
-                batch: list[DecodedPhoto] = []
+                batch: list[tuple[DecodedPhoto, int]] = []
                 for photo in self._decoded(self._new_files()):
                     self.summary.photos += 1
                     if photo.sha256 is not None and self._is_duplicate(photo):
@@ -237,7 +237,11 @@ class Ingestor:
                     elif not photo.ok:
                         self._record_failure(photo)
                     else:
-                        batch.append(photo)
+                        # Claim the image id now, so an identical file later in the same batch is
+                        # already known as a duplicate.
+                        image_id = self._alloc_image_id()
+                        self._seen_hashes[photo.sha256] = image_id
+                        batch.append((photo, image_id))
                     if len(batch) >= self.options.batch_size:
                         self._process(batch, detector, embedder)
                         batch = []
@@ -271,10 +275,11 @@ class Ingestor:
         reason = photo.reason or "unknown"
         self.summary.failed += 1
         self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
-        if photo.sha256 is not None and photo.sha256 not in self._seen_hashes:
-            # Record failures by content too: the same bad bytes elsewhere are not retried.
-            image_id = image_id or self._alloc_image_id()
+        if image_id is None and photo.sha256 is not None:
+            image_id = self._alloc_image_id()
             self._seen_hashes[photo.sha256] = image_id
+        if image_id is not None:
+            # Record failures by content too: the same bad bytes elsewhere are not retried.
             self._pending.images.append(
                 dict(
                     image_id=image_id,
@@ -309,15 +314,17 @@ class Ingestor:
         self._next_image_id += 1
         return image_id
 
-    def _process(self, batch: list[DecodedPhoto], detector: FaceDetector, embedder: Embedder) -> None:
+    def _process(
+        self, batch: list[tuple[DecodedPhoto, int]], detector: FaceDetector, embedder: Embedder
+    ) -> None:
         t0 = time.perf_counter()
-        detections = detector.detect([p.pixels for p in batch], [p.scale for p in batch])
+        detections = detector.detect([p.pixels for p, _ in batch], [p.scale for p, _ in batch])
         self._stage["detect"] += time.perf_counter() - t0
 
         t0 = time.perf_counter()
         template = self.spec.template_array()
         chips: list[torch.Tensor] = []
-        for photo, det in zip(batch, detections):
+        for (photo, _), det in zip(batch, detections):
             if len(det) == 0:
                 continue
             pixels = torch.from_numpy(photo.pixels).permute(2, 0, 1)
@@ -327,13 +334,13 @@ class Ingestor:
         self._stage["align_embed"] += time.perf_counter() - t0
 
         offset = 0
-        for photo, det in zip(batch, detections):
+        for (photo, image_id), det in zip(batch, detections):
             n = len(det)
             if n == 0:
                 photo.reason, photo.detail = "no_face", "no face found by the detector"
-                self._record_failure(photo)
+                self._record_failure(photo, image_id)
                 continue
-            self._add_photo(photo, det, embeddings[offset : offset + n])
+            self._add_photo(photo, image_id, det, embeddings[offset : offset + n])
             offset += n
 
     def _embed(self, embedder: Embedder, chips: torch.Tensor) -> np.ndarray:
@@ -356,10 +363,8 @@ class Ingestor:
             start += len(part)
         return np.concatenate(out) if out else np.zeros((0, self.spec.dim), np.float32)
 
-    def _add_photo(self, photo: DecodedPhoto, det: Detections, embeddings: np.ndarray) -> None:
+    def _add_photo(self, photo: DecodedPhoto, image_id: int, det: Detections, embeddings: np.ndarray) -> None:
         assert photo.sha256 is not None
-        image_id = self._alloc_image_id()
-        self._seen_hashes[photo.sha256] = image_id
         # The label is resolved to an identity id inside the commit transaction (see _commit).
         label = self.label_fn(Path(photo.path)) or None
         main = main_face_index(det.boxes, photo.width, photo.height)
