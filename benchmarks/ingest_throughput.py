@@ -1,0 +1,208 @@
+"""Ingest throughput: end to end, and each stage run alone (decode, detect, align+embed, write).
+
+The end-to-end figure should be close to the slowest stage alone: the stages overlap (decoding in
+worker processes while the main process detects and embeds) instead of queueing.
+
+    python benchmarks/ingest_throughput.py ../shared/data/lfw-aj/images --photos 500 \
+        --model facenet-untrained --model dlib-resnet --output results/ingest.json
+
+Photos are linked (not copied) into a temporary folder. `--compare-dlib` adds dlib's own
+`compute_face_descriptor` on the same aligned chips, for the dlib-resnet port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gallery.align import align_faces  # noqa: E402
+from gallery.decode import decode_photo  # noqa: E402
+from gallery.detect import FaceDetector  # noqa: E402
+from gallery.device import resolve_device  # noqa: E402
+from gallery.ingest import IngestOptions, default_workers, ingest  # noqa: E402
+from gallery.models import get_model_spec  # noqa: E402
+from gallery.store.shards import ShardRows, write_shard  # noqa: E402
+
+
+def pick_photos(root: Path, n: int, seed: int) -> list[Path]:
+    files = sorted(root.rglob("*.jpg"))
+    rng = np.random.default_rng(seed)
+    return [files[i] for i in sorted(rng.choice(len(files), min(n, len(files)), replace=False))]
+
+
+def link_archive(photos: list[Path], dest: Path) -> None:
+    for p in photos:
+        (dest / p.parent.name).mkdir(parents=True, exist_ok=True)
+        os.symlink(p.resolve(), dest / p.parent.name / p.name)
+
+
+def bench_model(photos: list[Path], model: str, device: str, batch: int, workers: int, compare_dlib: bool) -> dict:
+    spec = get_model_spec(model)
+    embedder = spec.load(None, device=device, half=device == "cuda")
+    detector = FaceDetector(device=device, max_batch=batch)
+    result: dict = {"model": model, "dim": spec.dim, "device": device, "photos": len(photos)}
+
+    # Stage 1: decode alone, through the same worker pool the pipeline uses.
+    t0 = time.perf_counter()
+    if workers > 0:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            pool.submit(decode_photo, str(photos[0]), 0, 0).result()  # start the workers first
+            t0 = time.perf_counter()
+            decoded = list(pool.map(decode_photo, [str(p) for p in photos], [0] * len(photos),
+                                    [0] * len(photos), chunksize=8))
+    else:
+        decoded = [decode_photo(str(p), 0, 0) for p in photos]
+    decode_s = time.perf_counter() - t0
+
+    # Stage 2: detect alone on decoded pixels (one warm-up batch first).
+    detector.detect([d.pixels for d in decoded[:batch]])
+    t0 = time.perf_counter()
+    detections = []
+    for i in range(0, len(decoded), batch):
+        part = decoded[i : i + batch]
+        detections.extend(detector.detect([d.pixels for d in part], [d.scale for d in part]))
+    detect_s = time.perf_counter() - t0
+    faces = sum(len(d) for d in detections)
+
+    # Stage 3: align + embed alone.
+    template = spec.template_array()
+    embedder.embed(torch.zeros((2, 3, spec.input_size, spec.input_size), dtype=torch.uint8))
+    t0 = time.perf_counter()
+    chips_all, embeddings = [], []
+    pending: list[torch.Tensor] = []
+    for d, det in zip(decoded, detections):
+        if len(det):
+            pixels = torch.from_numpy(d.pixels).permute(2, 0, 1)
+            pending.append(align_faces(pixels, det.landmarks * d.scale, template, spec.input_size))
+        if sum(len(c) for c in pending) >= 64:
+            chips = torch.cat(pending)
+            embeddings.append(embedder.embed(chips).numpy())
+            chips_all.append(chips)
+            pending = []
+    if pending:
+        chips = torch.cat(pending)
+        embeddings.append(embedder.embed(chips).numpy())
+        chips_all.append(chips)
+    embed_s = time.perf_counter() - t0
+    emb = np.concatenate(embeddings)
+
+    # Stage 4: write alone: one Parquet shard plus the SQLite rows, as a commit does.
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        n = len(emb)
+        rows = ShardRows(np.arange(1, n + 1), np.arange(1, n + 1), emb, np.zeros((n, 4), np.float32),
+                         np.zeros((n, 5, 2), np.float32), np.ones(n, np.float32))
+        write_shard(Path(tmp) / "shard.parquet", rows)
+        con = sqlite3.connect(Path(tmp) / "g.db")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("CREATE TABLE faces (face_id INTEGER PRIMARY KEY, image_id INT, x1 REAL, y1 REAL, x2 REAL, y2 REAL)")
+        with con:
+            con.executemany("INSERT INTO faces VALUES (?,?,?,?,?,?)", [(i, i, 0.0, 0.0, 1.0, 1.0) for i in range(n)])
+        con.close()
+        write_s = time.perf_counter() - t0
+
+    stages = {
+        "decode": {"seconds": decode_s, "photos_per_s": len(photos) / decode_s},
+        "detect": {"seconds": detect_s, "photos_per_s": len(photos) / detect_s},
+        "align_embed": {"seconds": embed_s, "photos_per_s": len(photos) / embed_s, "faces_per_s": faces / embed_s},
+        "write": {"seconds": write_s, "photos_per_s": len(photos) / write_s},
+    }
+    result["faces"] = faces
+    result["stages_alone"] = stages
+
+    if compare_dlib and model == "dlib-resnet":
+        result["dlib_native"] = dlib_native_throughput(torch.cat(chips_all))
+
+    # End to end through the real pipeline, on a fresh gallery.
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "archive"
+        link_archive(photos, archive)
+        opts = IngestOptions(model=model, device=device, batch_size=batch, workers=workers)
+        summary = ingest(archive, Path(tmp) / "gallery", opts)
+    e2e = {
+        "seconds": summary.seconds,
+        "photos_per_s": summary.photos_per_s,
+        "faces_per_s": summary.faces_per_s,
+        "stage_seconds": summary.stage_seconds,
+    }
+    slowest = min(s["photos_per_s"] for s in stages.values())
+    e2e["fraction_of_slowest_stage"] = e2e["photos_per_s"] / slowest
+    e2e["faces"] = summary.faces
+    result["end_to_end"] = e2e
+    return result
+
+
+def dlib_native_throughput(chips: torch.Tensor, limit: int = 256) -> dict:
+    """dlib's own compute_face_descriptor on the same 150 px chips, batched, this CPU."""
+    import dlib
+
+    from gallery.models.dlib_resnet import packaged_weights_path
+
+    net = dlib.face_recognition_model_v1(str(packaged_weights_path()))
+    batch = [np.ascontiguousarray(c.permute(1, 2, 0).numpy()) for c in chips[:limit]]
+    net.compute_face_descriptor(batch[:4])
+    t0 = time.perf_counter()
+    net.compute_face_descriptor(batch)
+    seconds = time.perf_counter() - t0
+    return {"faces": len(batch), "seconds": seconds, "faces_per_s": len(batch) / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("photos_root", type=Path)
+    parser.add_argument("--photos", type=int, default=500)
+    parser.add_argument("--model", action="append", help="repeatable; default facenet-untrained")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--compare-dlib", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args()
+    if not args.photos_root.is_dir():
+        sys.exit(f"No photo folder at {args.photos_root} (expected e.g. ../shared/data/lfw-aj/images).")
+    device = resolve_device(args.device)
+    workers = default_workers() if args.workers is None else args.workers
+    photos = pick_photos(args.photos_root, args.photos, args.seed)
+    runs = [bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib)
+            for m in (args.model or ["facenet-untrained"])]
+    report = {
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None},
+        "workers": workers,
+        "runs": runs,
+    }
+    print(f"{'model':<18} {'stage':<12} {'photos/s':>9} {'faces/s':>9} {'seconds':>8}")
+    for r in runs:
+        for name, st in r["stages_alone"].items():
+            faces_s = st.get("faces_per_s", float("nan"))
+            print(f"{r['model']:<18} {name:<12} {st['photos_per_s']:>9.1f} {faces_s:>9.1f} {st['seconds']:>8.2f}")
+        e = r["end_to_end"]
+        print(f"{r['model']:<18} {'END-TO-END':<12} {e['photos_per_s']:>9.1f} {e['faces_per_s']:>9.1f} "
+              f"{e['seconds']:>8.2f}  ({e['fraction_of_slowest_stage']:.0%} of slowest stage)")
+        if "dlib_native" in r:
+            d = r["dlib_native"]
+            print(f"{'dlib (native)':<18} {'embed':<12} {'':>9} {d['faces_per_s']:>9.1f} {d['seconds']:>8.2f}")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
