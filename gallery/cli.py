@@ -8,57 +8,22 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gallery.labels import LabelSourceError
-from gallery.models import ModelWeightsMissing, UnknownModelError, list_models
-from gallery.store import Gallery, GalleryError
+from gallery.models import list_models
+from gallery.store import Gallery
 
 app = typer.Typer(
     help="Face gallery search engine: ingest photo archives, index faces, ask 'who is this?'.",
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    GalleryError,
-    ModelWeightsMissing,
-    UnknownModelError,
-    LabelSourceError,
-    FileNotFoundError,
-)
-
-GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-
-
-def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Known problems become one clear message and exit code 2, never a traceback."""
-    from gallery.device import DeviceUnavailable  # imports torch: only when a command runs
-
-    try:
-        yield
-    except (*EXPECTED_ERRORS, DeviceUnavailable) as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted:[/] committed work is kept; run the same command again to resume.")
-        raise typer.Exit(130) from None
+from gallery.cli_common import GalleryOpt, JsonOpt, err, fail, out, user_errors  # noqa: F401
 
 
 def _human_bytes(n: float) -> str:
@@ -159,9 +124,8 @@ def ingest(
 @app.command()
 def info(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     """Summarise a gallery: model, photos, faces, identities, failures, shards, disk size, threshold."""
-    with user_errors():
-        with Gallery.open(gallery) as g:
-            summary = g.info()
+    with user_errors(), Gallery.open(gallery) as g:
+        summary = g.info()
     data = summary.as_dict()
     data["model_name"] = summary.model["name"] if summary.model else None
     if as_json:
@@ -191,9 +155,8 @@ def identities(
     as_json: JsonOpt = False,
 ) -> None:
     """List identities with their face counts, most faces first."""
-    with user_errors():
-        with Gallery.open(gallery) as g:
-            rows = g.identities()
+    with user_errors(), Gallery.open(gallery) as g:
+        rows = g.identities()
     if limit:
         rows = rows[:limit]
     if as_json:
@@ -225,7 +188,10 @@ def models(as_json: JsonOpt = False) -> None:
 
 
 def _mount_subcommands() -> None:
-    """Sub-apps of the other packages (index, search) mount here; each stays a thin CLI layer."""
+    """Commands of the other packages (index, search) mount here; each stays a thin CLI layer."""
+    from search.cli import register
+
+    register(app)
     try:
         from indexer.cli import index_app
     except ImportError:

@@ -36,8 +36,7 @@ from gallery.labels import LabelFn, make_label_fn
 from gallery.models import get_model_spec
 from gallery.models.embedder import Embedder
 from gallery.scan import FoundFile, scan_photos
-from gallery.store import Gallery
-from gallery.store import db
+from gallery.store import Gallery, db
 from gallery.store.db import Face, Image, Run, Shard, SourceFile
 from gallery.store.shards import ShardRows, shard_filename, write_shard
 

@@ -1,0 +1,180 @@
+"""`Searcher`: open a gallery once, then answer "who is this?" for photos or embeddings many times.
+
+The query is detected, aligned and embedded with the gallery's own model; the FAISS index returns
+the nearest faces (deleted ones never); SQLite maps their vector ids to identities and photos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from gallery.face_pipeline import FacePipeline, PhotoFaces
+from gallery.models import get_model_spec
+from gallery.store import Gallery, GalleryError
+from gallery.store.db import Face, Identity, Image
+from search.identify import FaceAnswer, Neighbour, decide, parse_aggregation
+
+MAX_NEIGHBOURS = 2048  # FAISS GPU caps k at 2048; the CPU path keeps the same bound
+
+
+class NoIndexError(GalleryError):
+    pass
+
+
+class Searcher:
+    """Answers queries against one gallery. Thread-compatible for reads; open one per process."""
+
+    def __init__(
+        self,
+        gallery_dir: Path | str,
+        k: int = 5,
+        nprobe: int | None = None,
+        threshold: float | None = None,
+        aggregation: str = "max",
+        device: str = "auto",
+        weights: Path | None = None,
+    ) -> None:
+        self.gallery = Gallery.open(gallery_dir)
+        stamp = self.gallery.model_stamp
+        if stamp is None:
+            raise GalleryError(f"Gallery '{gallery_dir}' has no faces yet: run `gallery ingest PHOTOS --gallery {gallery_dir}`.")
+        self.spec = get_model_spec(stamp["name"])
+        if self.spec.stamp() != stamp:
+            raise GalleryError(
+                f"Gallery model stamp {stamp} differs from this version's '{self.spec.name}' {self.spec.stamp()}: "
+                "the gallery was built with other preprocessing; re-ingest it with this version."
+            )
+        self.k = k
+        self.nprobe = nprobe
+        parse_aggregation(aggregation)
+        self.aggregation = aggregation
+        default_threshold, self.threshold_source = self.gallery.threshold()
+        self.threshold = float(threshold if threshold is not None else default_threshold)
+        if threshold is not None:
+            self.threshold_source = "--threshold"
+        self.index = self._open_index()
+        self._device = device
+        self._weights = weights
+        self._pipeline: FacePipeline | None = None
+
+    def _open_index(self):
+        from indexer import IndexNotFound, load_index
+
+        try:
+            return load_index(self.gallery)
+        except IndexNotFound:
+            raise NoIndexError(
+                f"Gallery '{self.gallery.root}' has no index yet. Build it with: "
+                f"gallery index build --gallery {self.gallery.root}"
+            ) from None
+
+    @property
+    def pipeline(self) -> FacePipeline:
+        """The detector and embedder, loaded on first photo query (embedding queries need neither)."""
+        if self._pipeline is None:
+            self._pipeline = FacePipeline(self.spec, self._weights, self._device)
+        return self._pipeline
+
+    def close(self) -> None:
+        self.gallery.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def search(
+        self, photo: Path | str, largest_only: bool = False, faces_mode: bool = False, k: int | None = None
+    ) -> tuple[PhotoFaces, list[FaceAnswer]]:
+        """All faces of a photo (or its main face), each answered. An unusable photo has `.error` set."""
+        found = self.pipeline.faces_of(photo, largest_only=largest_only)
+        if not found.ok:
+            return found, []
+        embeddings = np.stack([f.embedding for f in found.faces])
+        faces = [
+            {"index": f.index, "box": f.box, "det_score": f.det_score, "is_main": f.is_main} for f in found.faces
+        ]
+        answers = self.search_embeddings(embeddings, k=k, faces_mode=faces_mode, query=str(photo), faces=faces)
+        return found, answers
+
+    def search_embeddings(
+        self,
+        embeddings: np.ndarray,
+        k: int | None = None,
+        faces_mode: bool = False,
+        query: str | None = None,
+        faces: Sequence[dict] | None = None,
+        exclude_face_ids: Sequence[set[int]] | None = None,
+    ) -> list[FaceAnswer]:
+        """Answer each row of an (n, D) array of unit embeddings."""
+        k = k or self.k
+        x = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
+        if x.shape[1] != self.spec.dim:
+            raise ValueError(f"Embeddings have dimension {x.shape[1]}; this gallery's model has {self.spec.dim}.")
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        neighbours = self.neighbours(x, k, faces_mode, exclude_face_ids)
+        return [
+            decide(query, faces[i] if faces else None, neighbours[i], k, self.threshold, self.aggregation, faces_mode)
+            for i in range(len(x))
+        ]
+
+    def neighbours(
+        self,
+        x: np.ndarray,
+        k: int,
+        faces_mode: bool = False,
+        exclude_face_ids: Sequence[set[int]] | None = None,
+    ) -> list[list[Neighbour]]:
+        """Nearest live gallery faces for each query, enough of them to rank k distinct identities.
+
+        Starts at max(100, 10k) faces and widens (×4, up to 2048) for queries whose neighbours still
+        hold fewer than k identities: one person with hundreds of photos must not crowd out the rest.
+        """
+        ntotal = max(1, int(self.index.ntotal))
+        fetch = min(MAX_NEIGHBOURS, ntotal, k + 16 if faces_mode else max(100, 10 * k))
+        results: list[list[Neighbour] | None] = [None] * len(x)
+        todo = list(range(len(x)))
+        while todo:
+            scores, ids = self.index.search(x[todo], fetch, nprobe=self.nprobe)
+            meta = self._lookup({int(i) for i in ids.ravel() if i >= 0})
+            retry = []
+            for row, q in enumerate(todo):
+                excluded = exclude_face_ids[q] if exclude_face_ids else set()
+                found = [
+                    Neighbour(int(i), float(s), *meta[int(i)])
+                    for s, i in zip(scores[row], ids[row])
+                    if i >= 0 and int(i) in meta and int(i) not in excluded
+                ]
+                distinct = len({n.identity for n in found if n.identity is not None})
+                enough = len(found) >= k if faces_mode else distinct >= k
+                if not enough and fetch < min(MAX_NEIGHBOURS, ntotal):
+                    retry.append(q)
+                results[q] = found
+            todo = retry
+            fetch = min(MAX_NEIGHBOURS, ntotal, fetch * 4)
+        return [r or [] for r in results]
+
+    def _lookup(self, face_ids: set[int]) -> dict[int, tuple]:
+        """face_id → (identity, photo path, box, image_id) for live faces (deleted ones are dropped)."""
+        if not face_ids:
+            return {}
+        out: dict[int, tuple] = {}
+        ids = sorted(face_ids)
+        with self.gallery.session() as s:
+            for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+                rows = s.execute(
+                    select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id)
+                    .join(Image, Image.image_id == Face.image_id)
+                    .outerjoin(Identity, Identity.identity_id == Face.identity_id)
+                    .where(Face.face_id.in_(ids[start : start + 900]), Face.deleted.is_(False))
+                )
+                for fid, name, path, x1, y1, x2, y2, image_id in rows:
+                    out[fid] = (name, path, [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)], image_id)
+        return out
