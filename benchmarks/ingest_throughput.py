@@ -29,13 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gallery.align import align_faces  # noqa: E402
-from gallery.decode import decode_photo  # noqa: E402
-from gallery.detect import FaceDetector  # noqa: E402
-from gallery.device import resolve_device  # noqa: E402
-from gallery.ingest import IngestOptions, default_workers, ingest  # noqa: E402
-from gallery.models import get_model_spec  # noqa: E402
-from gallery.store.shards import ShardRows, write_shard  # noqa: E402
+from gallery.align import align_faces
+from gallery.decode import decode_photo
+from gallery.detect import FaceDetector
+from gallery.device import resolve_device
+from gallery.ingest import IngestOptions, default_workers, ingest
+from gallery.models import get_model_spec
+from gallery.store.shards import ShardRows, write_shard
 
 
 def pick_photos(root: Path, n: int, seed: int) -> list[Path]:
@@ -150,9 +150,9 @@ def dlib_native_throughput(chips: torch.Tensor, limit: int = 256) -> dict:
     """dlib's own compute_face_descriptor on the same 150 px chips, batched, this CPU."""
     import dlib
 
-    from gallery.models.dlib_resnet import packaged_weights_path
+    from gallery.models.dlib_resnet import packaged_weights
 
-    net = dlib.face_recognition_model_v1(str(packaged_weights_path()))
+    net = dlib.face_recognition_model_v1(str(packaged_weights()))
     batch = [np.ascontiguousarray(c.permute(1, 2, 0).numpy()) for c in chips[:limit]]
     net.compute_face_descriptor(batch[:4])
     t0 = time.perf_counter()
