@@ -193,6 +193,12 @@ def _mount_subcommands() -> None:
 
     register(app)
     try:
+        from search.bench_cli import register_bench
+    except ImportError:  # the bench command arrives with its own module
+        pass
+    else:
+        register_bench(app)
+    try:
         from indexer.cli import index_app
     except ImportError:
         return

@@ -39,10 +39,11 @@ def fail(message: str, code: int = 2) -> None:
 def user_errors() -> Iterator[None]:
     """Known problems become one clear message and exit code 2, never a traceback."""
     from gallery.device import DeviceUnavailable  # imports torch: only when a command runs
+    from indexer.errors import IndexerError
 
     try:
         yield
-    except (*EXPECTED_ERRORS, DeviceUnavailable) as exc:
+    except (*EXPECTED_ERRORS, DeviceUnavailable, IndexerError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted:[/] committed work is kept; run the same command again to resume.")

@@ -62,11 +62,12 @@ class Searcher:
         self._pipeline: FacePipeline | None = None
 
     def _open_index(self):
-        from indexer import IndexNotFound, load_index
+        from indexer import load_index
+        from indexer import NoIndexError as IndexMissing
 
         try:
             return load_index(self.gallery)
-        except IndexNotFound:
+        except IndexMissing:
             raise NoIndexError(
                 f"Gallery '{self.gallery.root}' has no index yet. Build it with: "
                 f"gallery index build --gallery {self.gallery.root}"
