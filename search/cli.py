@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.progress import Progress
-from rich.table import Table
+from rich.table import Column, Table
 
 from gallery.cli_common import GalleryOpt, JsonOpt, err, out, user_errors
 from gallery.scan import scan_photos
@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
                     continue
                 face = r["face"]
                 verdict = f"[bold green]{r['identity']}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
-                table = Table("rank", "identity" if not faces else "face", "score", "faces", "photo",
+                table = Table("rank", "identity" if not faces else "face", "score", "faces",
+                              Column("photo", overflow="fold"),
                               title=f"{r['query']} · face {face['index']} {face['box']} → {verdict}"
                                     f" (threshold {r['threshold']:.3f})")
                 for rank, c in enumerate(r["candidates"], 1):
