@@ -162,7 +162,7 @@ def test_model_mismatch_is_refused(tmp_path: Path, lfw_archive: Path) -> None:
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     src = tmp_path / "archive"
     copy_lfw_people(src, {"Abdullah_Gul": 6, "Alejandro_Toledo": 6, "Amelie_Mauresmo": 6})
-    reference = ingest(src, tmp_path / "ref", fast_options())
+    reference = ingest(src, tmp_path / "ref", fast_options(batch_size=2))  # same batches as below
 
     cmd = [sys.executable, "-m", "gallery.cli", "ingest", str(src), "--gallery", str(tmp_path / "g"),
            "--model", "facenet-untrained", "--workers", "1", "--batch-size", "2", "--shard-size", "3",
@@ -196,10 +196,22 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
 
     rows = gallery_faces(tmp_path / "g")
     ref_rows = gallery_faces(tmp_path / "ref")
-    # Every face exactly once: same (photo, box) set as an uninterrupted run, no repeats.
-    key = lambda r: (r[1], round(r[2], 1), round(r[3], 1))  # noqa: E731
-    assert sorted(map(key, rows)) == sorted(map(key, ref_rows))
-    assert len({key(r) for r in rows}) == len(rows)
+    # Every face exactly once: the same faces per photo as an uninterrupted run, at the same places
+    # (within 3 px: CPU conv kernels differ slightly with batch size), and no photo twice.
+    def faces_by_photo(rs: list[tuple]) -> dict[str, list[tuple[float, float]]]:
+        out: dict[str, list[tuple[float, float]]] = {}
+        for r in rs:
+            out.setdefault(r[1], []).append((r[2], r[3]))
+        return {k: sorted(v) for k, v in out.items()}
+
+    got, want = faces_by_photo(rows), faces_by_photo(ref_rows)
+    assert got.keys() == want.keys()
+    for sha, boxes in want.items():
+        assert len(got[sha]) == len(boxes), sha
+        assert np.allclose(np.asarray(got[sha]), np.asarray(boxes), atol=3.0), sha
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    assert con.execute("SELECT count(*), count(DISTINCT sha256) FROM images").fetchone() == (18, 18)
+    con.close()
     # One id everywhere: Parquet holds exactly the committed faces (crash leftovers are removed).
     assert sorted(parquet_face_ids(tmp_path / "g")) == [r[0] for r in rows]
     assert not list((tmp_path / "g" / "shards").glob("*.tmp"))

@@ -154,9 +154,7 @@ def _read_details(r: _Reader) -> DlibLayer:
         layer.tensors["beta"] = flat[n : n + int(np.prod(beta))].reshape(beta).clone()
     elif kind in ("max_pool_2", "avg_pool_2"):
         a = layer.attrs
-        a["nr"], a["nc"], a["stride_y"], a["stride_x"], a["padding_y"], a["padding_x"] = (
-            r.int() for _ in range(6)
-        )
+        a["nr"], a["nc"], a["stride_y"], a["stride_x"], a["padding_y"], a["padding_x"] = (r.int() for _ in range(6))
     elif kind == "fc_2":
         a = layer.attrs
         a["num_outputs"], a["num_inputs"] = r.int(), r.int()

@@ -80,7 +80,7 @@ def list_models() -> list[ModelSpec]:
 
 
 def _ensure_builtin_models() -> None:
-    # Importing the modules registers their specs; kept lazy so `import gallery` stays light.
-    if _REGISTRY:
-        return
+    # Importing the modules registers their specs (once: Python caches modules); kept lazy so that
+    # `import gallery` stays light. Not keyed on an empty registry: importing one model module
+    # directly must not hide the others.
     from gallery.models import dlib_resnet, facenet  # noqa: F401

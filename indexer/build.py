@@ -1,0 +1,502 @@
+"""Build, update and prune a gallery's FAISS index, streaming the Parquet shards.
+
+Memory during a build: the training sample (train_size x D float32), one shard batch, the growing index
+(codes + ids, ~72 B per face with the default 512-d choice) and faiss' working buffers. The float
+vectors for re-ranking go to a file on disk as they stream by; nothing holds all vectors at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from gallery.store import Gallery
+from gallery.store.db import IndexBuild
+from gallery.store.shards import iter_shard_batches
+from indexer import files, gpu
+from indexer.choose import (
+    DEFAULT_TRAIN_PER_CENTROID,
+    FLAT_MAX_VECTORS,
+    IndexChoice,
+    choose_index,
+)
+from indexer.errors import EmptyGalleryError, IndexerError, IndexMismatchError, IndexOutgrownWarning
+from indexer.galleryio import (
+    ShardRow,
+    as_gallery,
+    deleted_ids,
+    is_deleted,
+    paths_of,
+    sample_vectors,
+    shard_rows,
+)
+from indexer.memory import PeakMemory
+from indexer.vectors import VectorFileWriter
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+BATCH_SIZE = 65536
+OUTGROWN_FACTOR = 4
+
+
+def _add_batch(index: Any, ids: np.ndarray, x: np.ndarray) -> None:
+    """Add one streamed batch (module-level so that tests can make a build fail midway)."""
+    index.add_with_ids(x, ids)
+
+
+def _make_index(choice: IndexChoice, seed: int) -> Any:
+    try:
+        index = faiss.index_factory(choice.dim, choice.factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        raise IndexerError(f"faiss cannot build factory '{choice.factory}': {first}") from None
+    ivf = _ivf_of(index)
+    if ivf is None and not isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        # add_with_ids needs an id map on top of anything that is not IVF
+        wrapped = faiss.IndexIDMap2(index)
+        wrapped.own_fields = True
+        index.this.disown()
+        index = wrapped
+    if ivf is not None:
+        ivf.cp.seed = seed
+        if choice.nprobe:
+            ivf.nprobe = int(choice.nprobe)
+    inner = faiss.downcast_index(ivf if ivf is not None else _base_of(index))
+    pq = getattr(inner, "pq", None)
+    if pq is not None:
+        pq.cp.seed = seed
+    return index
+
+
+def _base_of(index: Any) -> Any:
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return index.index
+    return index
+
+
+def _ivf_of(index: Any) -> Any | None:
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _record(gallery: Gallery, kind: str, manifest: dict, path: Path) -> None:
+    import json
+
+    with gallery.session() as s, s.begin():
+        s.add(
+            IndexBuild(
+                created_at=time.time(),
+                kind=kind,
+                factory=manifest["factory"],
+                ntotal=int(manifest["ntotal"]),
+                max_face_id=int(manifest["max_face_id"]),
+                path=str(path),
+                manifest=json.dumps(manifest, sort_keys=True),
+            )
+        )
+
+
+def _save_index(index: Any, path: Path) -> int:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    files.fsync_dir(path.parent)
+    return path.stat().st_size
+
+
+def _outgrown_warnings(manifest: dict, gallery_root: Path) -> list[str]:
+    kind = manifest.get("kind_of_index")
+    ntotal = int(manifest["ntotal"])
+    trained_n = int((manifest.get("training") or {}).get("trained_for_n") or 0)
+    cmd = f"gallery index build --gallery {gallery_root}"
+    out = []
+    if kind in ("flat", "pq") and ntotal >= FLAT_MAX_VECTORS:
+        out.append(
+            f"The index is an exhaustive {kind} index over {ntotal:,} faces (>= {FLAT_MAX_VECTORS:,}): "
+            f"searches now scan everything; rebuild to get IVF-PQ: {cmd}"
+        )
+    elif manifest.get("nlist") and trained_n and ntotal >= OUTGROWN_FACTOR * trained_n:
+        out.append(
+            f"The gallery outgrew the index: its coarse quantizer ({manifest['nlist']} lists) was trained "
+            f"for {trained_n:,} faces and the index now holds {ntotal:,} ({ntotal / trained_n:.1f}x); lists "
+            f"get long and searches slow down or lose recall. Rebuild (retrains): {cmd}"
+        )
+    return out
+
+
+def _check_model(gallery: Gallery, manifest: dict) -> dict:
+    stamp = gallery.model_stamp
+    if stamp is not None and manifest.get("model") not in (None, stamp):
+        raise IndexMismatchError(
+            f"The index was built for model {manifest['model'].get('name')} but the gallery uses "
+            f"{stamp.get('name')}. Rebuild it: gallery index build --gallery {gallery.root}"
+        )
+    return stamp or {}
+
+
+# --- build -------------------------------------------------------------------------------------
+
+
+def build_index(
+    gallery: Gallery | str | Path,
+    factory: str | None = None,
+    memory_budget: float | None = None,
+    rerank: bool | None = None,
+    device: str = "auto",
+    nprobe: int | None = None,
+    seed: int = 0,
+    batch_size: int = BATCH_SIZE,
+    train_per_centroid: int = DEFAULT_TRAIN_PER_CENTROID,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Choose, train and fill an index over every live face of the gallery; returns the manifest.
+
+    factory: any faiss index_factory string (inner product) instead of the automatic choice.
+    memory_budget: bytes per vector for the in-RAM index (codes + id). rerank: None = on where it pays
+    (compressed indexes). device: auto | cpu | cuda. nprobe: default nprobe stored in the manifest.
+    The previous index stays in place and usable until the new one is complete (atomic switch).
+    """
+    g, owned = as_gallery(gallery)
+    try:
+        with files.index_lock(g.index_dir):
+            return _build(
+                g, factory, memory_budget, rerank, device, nprobe, seed, batch_size, train_per_centroid, progress
+            )
+    finally:
+        if owned:
+            g.close()
+
+
+def _build(
+    g: Gallery,
+    factory: str | None,
+    memory_budget: float | None,
+    rerank: bool | None,
+    device: str,
+    nprobe: int | None,
+    seed: int,
+    batch_size: int,
+    train_per_centroid: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    t_start = time.time()
+    stamp = g.model_stamp
+    shards = shard_rows(g)
+    if stamp is None or not shards:
+        raise EmptyGalleryError(
+            f"Gallery '{g.root}' has no faces to index yet. Ingest photos first: gallery ingest PHOTOS "
+            f"--gallery {g.root}"
+        )
+    dim = int(stamp["dim"])
+    deleted = deleted_ids(g)
+    total_rows = sum(r.n_faces for r in shards)
+    n_live = total_rows - int(deleted.size)
+    if n_live <= 0:
+        raise EmptyGalleryError(f"Every face of gallery '{g.root}' is deleted: nothing to index.")
+    dev = gpu.resolve_device(device)
+    choice = choose_index(
+        n_live, dim, memory_budget, rerank, dev, factory, nprobe, train_per_centroid=train_per_centroid
+    )
+    index = _make_index(choice, seed)
+    paths = paths_of(g, shards)
+    g.index_dir.mkdir(parents=True, exist_ok=True)
+    tag = files.new_tag()
+    index_name = f"index-{tag}.faiss"
+    vec_name = f"vectors-{tag}.f32" if choice.rerank else None
+    committed = False
+    try:
+        with PeakMemory() as mem:
+            t0 = time.time()
+            n_train = 0
+            if not index.is_trained:
+                if progress:
+                    progress("sample", 0, choice.train_size)
+                x_train = sample_vectors(paths, total_rows, max(choice.train_size, 1), dim, seed, batch_size)
+                n_train = int(x_train.shape[0])
+                if progress:
+                    progress("train", 0, n_train)
+                if dev == "cuda":
+                    gpu.train_on_gpu(index, x_train, seed)
+                else:
+                    index.train(x_train)
+                del x_train
+            t_train = time.time() - t0
+
+            t1 = time.time()
+            # GPU add for IVF indexes only (an exact flat "add" is a memcpy: CPU is as good)
+            adder = gpu.GpuAdder(index, expected_n=n_live) if dev == "cuda" and _ivf_of(index) else None
+            target = adder if adder is not None else index
+            writer = VectorFileWriter(g.index_dir / vec_name, dim, create=True) if vec_name else None
+            max_id = 0
+            added = 0
+            try:
+                for ids, x in iter_shard_batches(paths, batch_size):
+                    if x.shape[1] != dim:
+                        raise IndexMismatchError(
+                            f"a shard holds {x.shape[1]}-d embeddings but the gallery model is {dim}-d"
+                        )
+                    max_id = max(max_id, int(ids.max())) if ids.size else max_id
+                    if deleted.size:
+                        keep = ~is_deleted(ids, deleted)
+                        ids, x = ids[keep], x[keep]
+                    if ids.size == 0:
+                        continue
+                    if adder is not None:
+                        adder.add(ids, x)
+                    else:
+                        _add_batch(target, ids, x)
+                    if writer is not None:
+                        writer.write(ids, x)
+                    added += int(ids.size)
+                    if progress:
+                        progress("add", added, n_live)
+                if adder is not None:
+                    index = adder.finish()
+                if writer is not None:
+                    writer.close()
+            except BaseException:
+                if writer is not None:
+                    writer.close(fsync=False)
+                raise
+            t_add = time.time() - t1
+            t2 = time.time()
+            index_bytes = _save_index(index, g.index_dir / index_name)
+            t_save = time.time() - t2
+
+        covered_max = max(max_id, max(r.max_face_id for r in shards))
+        ivf = _ivf_of(index)
+        manifest: dict[str, Any] = {
+            "version": files.MANIFEST_VERSION,
+            "kind": "build",
+            "created_at": time.time(),
+            "built_at": time.time(),
+            "faiss_version": faiss.__version__,
+            "factory": choice.factory,
+            "kind_of_index": choice.kind,
+            "index_type": type(faiss.downcast_index(_base_of(index))).__name__,
+            "metric": "inner_product",
+            "dim": dim,
+            "ntotal": int(index.ntotal),
+            "nlist": int(ivf.nlist) if ivf is not None else None,
+            "pq": {"m": choice.pq_m, "nbits": choice.pq_nbits, "fast_scan": choice.fast_scan} if choice.pq_m else None,
+            "nprobe": int(ivf.nprobe) if ivf is not None else None,
+            "model": stamp,
+            "shards": [r.shard_id for r in shards],
+            "shard_files": len(shards),
+            "last_shard_id": shards[-1].shard_id,
+            "max_face_id": int(covered_max),
+            "deleted_skipped": int(deleted.size),
+            "removed": 0,
+            "training": {
+                "sample_size": n_train,
+                "points_per_centroid": (n_train / ivf.nlist) if ivf is not None and n_train else None,
+                "seed": seed,
+                "trained_for_n": n_live,
+                "coarse_kmeans_iterations": int(ivf.cp.niter) if ivf is not None else None,
+            },
+            "timing_s": {
+                "train": round(t_train, 3),
+                "add": round(t_add, 3),
+                "save": round(t_save, 3),
+                "total": round(time.time() - t_start, 3),
+            },
+            "build_seconds": round(time.time() - t_start, 3),
+            "memory": mem.report(),
+            "memory_budget": memory_budget,
+            "device": dev,
+            "reason": choice.reason,
+            "notes": choice.notes,
+            "index_file": index_name,
+            "index_bytes": index_bytes,
+            "index_bytes_per_vector": round(index_bytes / max(1, index.ntotal), 2),
+            "rerank": {
+                "enabled": True,
+                "file": vec_name,
+                "dtype": "float32",
+                "dim": dim,
+                "candidates": choice.rerank_candidates,
+                "bytes": (covered_max + 1) * dim * 4,
+            }
+            if vec_name
+            else {"enabled": False},
+            "updates": [],
+        }
+        manifest["warnings"] = _outgrown_warnings(manifest, g.root)
+        files.write_manifest(g.index_dir, manifest)
+        committed = True
+    finally:
+        if not committed:
+            for name in (index_name, vec_name):
+                if name:
+                    (g.index_dir / name).unlink(missing_ok=True)
+    files.cleanup_unreferenced(g.index_dir, manifest)
+    _record(g, "build", manifest, g.index_dir / index_name)
+    return manifest
+
+
+# --- update ------------------------------------------------------------------------------------
+
+
+def update_index(
+    gallery: Gallery | str | Path, batch_size: int = BATCH_SIZE, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Add the faces ingested since the last build/update, without retraining; returns the manifest.
+
+    Adds face_id > manifest max_face_id from shards after the last covered one. Warns
+    (IndexOutgrownWarning, and manifest["warnings"]) when the gallery outgrew the trained index.
+    """
+    g, owned = as_gallery(gallery)
+    try:
+        with files.index_lock(g.index_dir):
+            return _update(g, batch_size, progress)
+    finally:
+        if owned:
+            g.close()
+
+
+def _update(g: Gallery, batch_size: int, progress: Progress | None) -> dict[str, Any]:
+    t_start = time.time()
+    manifest = files.read_manifest(g.index_dir, g.root)
+    _check_model(g, manifest)
+    new_shards: list[ShardRow] = shard_rows(g, after_shard_id=int(manifest["last_shard_id"]))
+    old_max = int(manifest["max_face_id"])
+    if not new_shards:
+        manifest = dict(manifest, added=0)
+        for w in manifest.get("warnings") or []:
+            warnings.warn(w, IndexOutgrownWarning, stacklevel=3)
+        return manifest
+    deleted = deleted_ids(g)
+    dim = int(manifest["dim"])
+    index = faiss.read_index(str(g.index_dir / manifest["index_file"]))  # not mmap: we modify it
+    rerank = manifest.get("rerank") or {}
+    writer = VectorFileWriter(g.index_dir / rerank["file"], dim, create=False) if rerank.get("enabled") else None
+    tag = files.new_tag()
+    index_name = f"index-{tag}.faiss"
+    added = 0
+    max_id = old_max
+    committed = False
+    try:
+        with PeakMemory() as mem:
+            try:
+                for ids, x in iter_shard_batches(paths_of(g, new_shards), batch_size):
+                    if x.shape[1] != dim:
+                        raise IndexMismatchError(f"a new shard holds {x.shape[1]}-d embeddings, index is {dim}-d")
+                    if ids.size:
+                        max_id = max(max_id, int(ids.max()))
+                    keep = ids > old_max
+                    if deleted.size:
+                        keep &= ~is_deleted(ids, deleted)
+                    ids, x = ids[keep], x[keep]
+                    if ids.size == 0:
+                        continue
+                    _add_batch(index, ids, x)
+                    if writer is not None:
+                        writer.write(ids, x)
+                    added += int(ids.size)
+                    if progress:
+                        progress("add", added, 0)
+                if writer is not None:
+                    writer.close()
+            except BaseException:
+                if writer is not None:
+                    writer.close(fsync=False)
+                raise
+            index_bytes = _save_index(index, g.index_dir / index_name)
+        max_id = max(max_id, max(r.max_face_id for r in new_shards))
+        seconds = round(time.time() - t_start, 3)
+        new = dict(manifest)
+        new.update(
+            kind="update",
+            created_at=time.time(),
+            ntotal=int(index.ntotal),
+            shards=list(manifest.get("shards", [])) + [r.shard_id for r in new_shards],
+            shard_files=int(manifest.get("shard_files", 0)) + len(new_shards),
+            last_shard_id=new_shards[-1].shard_id,
+            max_face_id=int(max_id),
+            index_file=index_name,
+            index_bytes=index_bytes,
+            index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
+            added=added,
+            updates=list(manifest.get("updates", []))
+            + [{"at": time.time(), "added": added, "seconds": seconds, "memory": mem.report()}],
+        )
+        if rerank.get("enabled"):
+            new["rerank"] = dict(rerank, bytes=(max_id + 1) * dim * 4)
+        new["warnings"] = _outgrown_warnings(new, g.root)
+        files.write_manifest(g.index_dir, new)
+        committed = True
+    finally:
+        if not committed:
+            (g.index_dir / index_name).unlink(missing_ok=True)
+    files.cleanup_unreferenced(g.index_dir, new)
+    _record(g, "update", new, g.index_dir / index_name)
+    for w in new["warnings"]:
+        warnings.warn(w, IndexOutgrownWarning, stacklevel=3)
+    return new
+
+
+# --- remove ------------------------------------------------------------------------------------
+
+
+def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> dict[str, Any]:
+    """Remove vector ids from the index file (CPU indexes); ids=None removes every face deleted in SQLite.
+
+    Searches already filter deleted faces; this reclaims their space and scan time. Returns the
+    manifest with "removed_now" (how many were in the index).
+    """
+    g, owned = as_gallery(gallery)
+    try:
+        with files.index_lock(g.index_dir):
+            manifest = files.read_manifest(g.index_dir, g.root)
+            if ids is None:
+                arr = deleted_ids(g, int(manifest["max_face_id"]))
+            else:
+                arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
+            if arr.size == 0:
+                return dict(manifest, removed_now=0)
+            index = faiss.read_index(str(g.index_dir / manifest["index_file"]))
+            try:
+                n_removed = int(index.remove_ids(faiss.IDSelectorBatch(arr)))
+            except RuntimeError as err:
+                raise IndexerError(f"this index type cannot remove ids: {str(err).splitlines()[0]}") from None
+            if n_removed == 0:
+                return dict(manifest, removed_now=0)
+            index_name = f"index-{files.new_tag()}.faiss"
+            committed = False
+            try:
+                index_bytes = _save_index(index, g.index_dir / index_name)
+                new = dict(manifest)
+                new.update(
+                    kind="remove",
+                    created_at=time.time(),
+                    ntotal=int(index.ntotal),
+                    index_file=index_name,
+                    index_bytes=index_bytes,
+                    index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
+                    removed=int(manifest.get("removed", 0)) + n_removed,
+                )
+                new.pop("added", None)
+                files.write_manifest(g.index_dir, new)
+                committed = True
+            finally:
+                if not committed:
+                    (g.index_dir / index_name).unlink(missing_ok=True)
+            files.cleanup_unreferenced(g.index_dir, new)
+            _record(g, "remove", new, g.index_dir / index_name)
+            return dict(new, removed_now=n_removed)
+    finally:
+        if owned:
+            g.close()

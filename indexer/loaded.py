@@ -1,0 +1,259 @@
+"""Open a gallery's index for search: memory-mapped where faiss supports it, deleted faces filtered.
+
+`LoadedIndex.search(queries, k)` returns (scores, ids) like faiss, best first, padded with
+(-inf, -1) when fewer than k faces exist. Ids deleted in SQLite never come back, even before the index
+is rebuilt: the deleted set is re-read whenever SQLite reports a commit by another connection
+(`PRAGMA data_version`, a few microseconds per search call), and the search over-fetches
+(k + the number of deleted ids, retried wider for any query that still falls short).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from gallery.store import Gallery
+from indexer import files, gpu
+from indexer.errors import IndexMismatchError
+from indexer.galleryio import as_gallery, is_deleted
+from indexer.vectors import VectorFile
+
+RERANK_QUERY_CHUNK = 256
+
+
+class _DeletedIds:
+    """The sorted ids deleted in SQLite, refreshed only when the database changed."""
+
+    def __init__(self, db_path: Path, max_face_id: int) -> None:
+        self.max_face_id = max_face_id
+        self.conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
+        self.lock = threading.Lock()
+        self.version: int | None = None
+        self.ids = np.empty(0, dtype=np.int64)
+
+    def get(self) -> np.ndarray:
+        with self.lock:
+            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self.version:
+                rows = self.conn.execute(
+                    "SELECT face_id FROM faces WHERE deleted = 1 AND face_id <= ? ORDER BY face_id",
+                    (self.max_face_id,),
+                ).fetchall()
+                self.ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                self.version = version
+            return self.ids
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class LoadedIndex:
+    """A gallery index ready for k-NN search (CPU, memory-mapped; or on GPU(s) after `to_gpu`)."""
+
+    def __init__(self, root: Path, manifest: dict, index: Any, vectors: VectorFile | None, mmap_mode: str):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.index = index
+        self.vectors = vectors
+        self.mmap_mode = mmap_mode
+        self.dim = int(manifest["dim"])
+        self.nprobe = manifest.get("nprobe")
+        self.rerank = vectors is not None
+        self.rerank_candidates = int((manifest.get("rerank") or {}).get("candidates") or 100)
+        self._deleted = _DeletedIds(self.root / "gallery.db", int(manifest["max_face_id"]))
+        try:
+            self._ivf = faiss.extract_index_ivf(index)
+        except RuntimeError:
+            self._ivf = None
+        self._ivf_top = self._ivf is not None and isinstance(faiss.downcast_index(index), faiss.IndexIVF)
+        self._gpu: gpu.GpuSearcher | None = None
+        self._ntotal = int(index.ntotal)  # immutable while loaded: cached (a SWIG call costs ~20 us)
+        self._params: dict[int, Any] = {}
+
+    # --- properties -------------------------------------------------------------------------
+
+    @property
+    def ntotal(self) -> int:
+        return self._ntotal
+
+    @property
+    def factory(self) -> str:
+        return str(self.manifest["factory"])
+
+    @property
+    def max_face_id(self) -> int:
+        return int(self.manifest["max_face_id"])
+
+    def deleted_ids(self) -> np.ndarray:
+        return self._deleted.get()
+
+    def to_gpu(self, all_gpus: bool = False) -> LoadedIndex:
+        """Search on one GPU, or sharded over all GPUs (all_gpus=True). Untested: no GPU here."""
+        self._gpu = gpu.GpuSearcher(self.index, all_gpus=all_gpus)
+        return self
+
+    def close(self) -> None:
+        self._deleted.close()
+        self._gpu = None
+
+    def __enter__(self) -> LoadedIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- search -----------------------------------------------------------------------------
+
+    def _raw_search(self, q: np.ndarray, k: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        if self._gpu is not None:
+            return self._gpu.search(q, k, nprobe)
+        if self._ivf is None or nprobe is None:
+            return self.index.search(q, k)
+        nprobe = int(max(1, min(nprobe, self._ivf.nlist)))
+        if self._ivf_top:
+            params = self._params.get(nprobe)
+            if params is None:
+                params = self._params.setdefault(nprobe, faiss.SearchParametersIVF(nprobe=nprobe))
+            return self.index.search(q, k, params=params)
+        self._ivf.nprobe = nprobe  # wrapped IVF (e.g. pre-transform): set on the IVF itself
+        return self.index.search(q, k)
+
+    def _live_candidates(self, q: np.ndarray, want: int, nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the first `want` live results per query, padded with (-inf, -1)."""
+        deleted = self._deleted.get()
+        cap = self.ntotal if self._gpu is None else min(self.ntotal, gpu.GPU_MAX_K)
+        want = min(want, cap)
+        fetch = min(cap, want + min(int(deleted.size), want))
+        n = q.shape[0]
+        out_d = np.full((n, want), -np.inf, dtype=np.float32)
+        out_i = np.full((n, want), -1, dtype=np.int64)
+        rows = np.arange(n)
+        while rows.size:
+            dist, lab = self._raw_search(q[rows], fetch, nprobe)
+            live = lab >= 0
+            if deleted.size:
+                live &= ~is_deleted(lab, deleted)
+            if fetch == want and live.all():  # the common case: nothing to filter or pad
+                out_d[rows] = dist
+                out_i[rows] = lab
+                break
+            order = np.argsort(~live, axis=1, kind="stable")[:, :want]
+            Dc = np.take_along_axis(dist, order, axis=1)
+            Ic = np.take_along_axis(lab, order, axis=1)
+            Lc = np.take_along_axis(live, order, axis=1)
+            Dc[~Lc] = -np.inf
+            Ic[~Lc] = -1
+            out_d[rows, : Dc.shape[1]] = Dc
+            out_i[rows, : Ic.shape[1]] = Ic
+            # a query is short when it has < want live results although its list was full (no -1 pad)
+            short = (Lc.sum(axis=1) < want) & (lab[:, -1] >= 0)
+            if fetch >= cap or not short.any():
+                break
+            rows = rows[short]
+            fetch = min(cap, fetch * 2)
+        return out_d, out_i
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        nprobe: int | None = None,
+        rerank: bool | None = None,
+        candidates: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores float32 (n, k), ids int64 (n, k)) by inner product, best first.
+
+        nprobe: lists to visit (default: the manifest's). rerank: exact re-scoring of the top
+        `candidates` PQ results with the stored float vectors (default: on when the index has them;
+        candidates default max(manifest candidates, 10*k)). Deleted faces are never returned.
+        """
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32))
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries must be (n, {self.dim}) float32, got shape {q.shape}")
+        k = int(k)
+        if k <= 0:
+            raise ValueError("k must be >= 1")
+        n = q.shape[0]
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        if n == 0 or self.ntotal == 0:
+            return scores, ids
+        nprobe = nprobe if nprobe is not None else self.nprobe
+        use_rerank = self.rerank if rerank is None else (bool(rerank) and self.vectors is not None)
+        if not use_rerank:
+            dist, lab = self._live_candidates(q, k, nprobe)
+            scores[:, : dist.shape[1]] = dist
+            ids[:, : lab.shape[1]] = lab
+            return scores, ids
+        want = max(k, candidates or max(self.rerank_candidates, 10 * k))
+        dist, lab = self._live_candidates(q, want, nprobe)
+        assert self.vectors is not None
+        for s in range(0, n, RERANK_QUERY_CHUNK):
+            Ib = lab[s : s + RERANK_QUERY_CHUNK]
+            vecs = self.vectors.take(Ib)  # (b, want, dim)
+            exact = np.einsum("bkd,bd->bk", vecs, q[s : s + RERANK_QUERY_CHUNK])
+            exact[Ib < 0] = -np.inf
+            order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+            kk = order.shape[1]
+            scores[s : s + RERANK_QUERY_CHUNK, :kk] = np.take_along_axis(exact, order, axis=1)
+            ids[s : s + RERANK_QUERY_CHUNK, :kk] = np.take_along_axis(Ib, order, axis=1)
+        ids[~np.isfinite(scores)] = -1
+        return scores, ids
+
+
+def _read_index(path: Path, mmap: bool) -> tuple[Any, str]:
+    if mmap:
+        attempts = []
+        if hasattr(faiss, "IO_FLAG_MMAP_IFC"):
+            attempts.append(("mmap_ifc", faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
+        attempts.append(("mmap", faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY))
+        for mode, flags in attempts:
+            try:
+                return faiss.read_index(str(path), flags), mode
+            except RuntimeError:
+                continue
+    return faiss.read_index(str(path)), "read"
+
+
+def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
+    """Open the current index of a gallery for search (raises NoIndexError when there is none).
+
+    mmap=True maps the index file (faiss IO_FLAG_MMAP_IFC / IO_FLAG_MMAP, read-only) so that opening a
+    large index is fast and its pages are shared between processes; the loaded index must then not be
+    modified (build/update/remove work on their own copy).
+    """
+    g, owned = as_gallery(gallery)
+    try:
+        for attempt in range(3):
+            manifest = files.read_manifest(g.index_dir, g.root)
+            stamp = g.model_stamp
+            if stamp is not None and manifest.get("model") not in (None, stamp):
+                raise IndexMismatchError(
+                    f"The index was built for model {manifest['model'].get('name')}, the gallery uses "
+                    f"{stamp.get('name')}. Rebuild it: gallery index build --gallery {g.root}"
+                )
+            try:
+                index, mode = _read_index(g.index_dir / manifest["index_file"], mmap)
+                rerank = manifest.get("rerank") or {}
+                vectors = (
+                    VectorFile(g.index_dir / rerank["file"], int(manifest["dim"])) if rerank.get("enabled") else None
+                )
+            except (FileNotFoundError, RuntimeError):
+                # a concurrent build switched the manifest and removed the old files: read it again
+                if attempt == 2:
+                    raise
+                time.sleep(0.05)
+                continue
+            return LoadedIndex(g.root, manifest, index, vectors, mode)
+        raise AssertionError("unreachable")
+    finally:
+        if owned:
+            g.close()
