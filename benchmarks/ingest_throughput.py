@@ -60,10 +60,12 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
     t0 = time.perf_counter()
     if workers > 0:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            pool.submit(decode_photo, str(photos[0]), 0, 0).result()  # start the workers first
+            for f in [pool.submit(time.sleep, 0.5) for _ in range(workers)]:  # start every worker first
+                f.result()
             t0 = time.perf_counter()
-            decoded = list(pool.map(decode_photo, [str(p) for p in photos], [0] * len(photos),
-                                    [0] * len(photos), chunksize=8))
+            decoded = list(
+                pool.map(decode_photo, [str(p) for p in photos], [0] * len(photos), [0] * len(photos), chunksize=8)
+            )
     else:
         decoded = [decode_photo(str(p), 0, 0) for p in photos]
     decode_s = time.perf_counter() - t0
@@ -104,12 +106,20 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         n = len(emb)
-        rows = ShardRows(np.arange(1, n + 1), np.arange(1, n + 1), emb, np.zeros((n, 4), np.float32),
-                         np.zeros((n, 5, 2), np.float32), np.ones(n, np.float32))
+        rows = ShardRows(
+            np.arange(1, n + 1),
+            np.arange(1, n + 1),
+            emb,
+            np.zeros((n, 4), np.float32),
+            np.zeros((n, 5, 2), np.float32),
+            np.ones(n, np.float32),
+        )
         write_shard(Path(tmp) / "shard.parquet", rows)
         con = sqlite3.connect(Path(tmp) / "g.db")
         con.execute("PRAGMA journal_mode=WAL")
-        con.execute("CREATE TABLE faces (face_id INTEGER PRIMARY KEY, image_id INT, x1 REAL, y1 REAL, x2 REAL, y2 REAL)")
+        con.execute(
+            "CREATE TABLE faces (face_id INTEGER PRIMARY KEY, image_id INT, x1 REAL, y1 REAL, x2 REAL, y2 REAL)"
+        )
         with con:
             con.executemany("INSERT INTO faces VALUES (?,?,?,?,?,?)", [(i, i, 0.0, 0.0, 1.0, 1.0) for i in range(n)])
         con.close()
@@ -178,12 +188,18 @@ def main() -> None:
     device = resolve_device(args.device)
     workers = default_workers() if args.workers is None else args.workers
     photos = pick_photos(args.photos_root, args.photos, args.seed)
-    runs = [bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib)
-            for m in (args.model or ["facenet-untrained"])]
+    runs = [
+        bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib)
+        for m in (args.model or ["facenet-untrained"])
+    ]
     report = {
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+        },
         "workers": workers,
         "runs": runs,
     }
@@ -193,8 +209,10 @@ def main() -> None:
             faces_s = st.get("faces_per_s", float("nan"))
             print(f"{r['model']:<18} {name:<12} {st['photos_per_s']:>9.1f} {faces_s:>9.1f} {st['seconds']:>8.2f}")
         e = r["end_to_end"]
-        print(f"{r['model']:<18} {'END-TO-END':<12} {e['photos_per_s']:>9.1f} {e['faces_per_s']:>9.1f} "
-              f"{e['seconds']:>8.2f}  ({e['fraction_of_slowest_stage']:.0%} of slowest stage)")
+        print(
+            f"{r['model']:<18} {'END-TO-END':<12} {e['photos_per_s']:>9.1f} {e['faces_per_s']:>9.1f} "
+            f"{e['seconds']:>8.2f}  ({e['fraction_of_slowest_stage']:.0%} of slowest stage)"
+        )
         if "dlib_native" in r:
             d = r["dlib_native"]
             print(f"{'dlib (native)':<18} {'embed':<12} {'':>9} {d['faces_per_s']:>9.1f} {d['seconds']:>8.2f}")

@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gallery.cli_common import GalleryOpt, JsonOpt, err, out, user_errors
 from gallery.models import list_models
 from gallery.store import Gallery
 
@@ -23,7 +24,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-from gallery.cli_common import GalleryOpt, JsonOpt, err, fail, out, user_errors  # noqa: F401
 
 
 def _human_bytes(n: float) -> str:
@@ -173,17 +173,33 @@ def models(as_json: JsonOpt = False) -> None:
     """List the embedding models, their dimension, default threshold and where weights come from."""
     specs = list_models()
     if as_json:
-        print(json.dumps([
-            {"name": s.name, "dim": s.dim, "input_size": s.input_size, "offline": s.offline,
-             "pretrained": s.pretrained, "default_threshold": s.default_threshold,
-             "description": s.description, "warning": s.warning}
-            for s in specs
-        ]))
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "dim": s.dim,
+                        "input_size": s.input_size,
+                        "offline": s.offline,
+                        "pretrained": s.pretrained,
+                        "default_threshold": s.default_threshold,
+                        "description": s.description,
+                        "warning": s.warning,
+                    }
+                    for s in specs
+                ]
+            )
+        )
         return
     table = Table("model", "dim", "offline", "threshold", "description")
     for s in specs:
-        table.add_row(s.name, str(s.dim), "yes" if s.offline else "download", f"{s.default_threshold:.3f}",
-                      s.description + (f"\n[yellow]{s.warning}[/]" if s.warning else ""))
+        table.add_row(
+            s.name,
+            str(s.dim),
+            "yes" if s.offline else "download",
+            f"{s.default_threshold:.3f}",
+            s.description + (f"\n[yellow]{s.warning}[/]" if s.warning else ""),
+        )
     out.print(table)
 
 

@@ -73,8 +73,15 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     if len(values) == 0:
         return {}
     q = np.quantile(values, [0.01, 0.05, 0.5, 0.95, 0.99])
-    return {"n": len(values), "mean": float(values.mean()), "p01": float(q[0]), "p05": float(q[1]),
-            "p50": float(q[2]), "p95": float(q[3]), "p99": float(q[4])}
+    return {
+        "n": len(values),
+        "mean": float(values.mean()),
+        "p01": float(q[0]),
+        "p05": float(q[1]),
+        "p50": float(q[2]),
+        "p95": float(q[3]),
+        "p99": float(q[4]),
+    }
 
 
 def calibrate(
@@ -92,8 +99,14 @@ def calibrate(
             .join(Shard, Shard.shard_id == Face.shard_id)
             .where(Face.deleted.is_(False))
         ).all()
-        n_identities = s.scalar(select(func.count(func.distinct(Face.identity_id))).where(
-            Face.deleted.is_(False), Face.identity_id.is_not(None))) or 0
+        n_identities = (
+            s.scalar(
+                select(func.count(func.distinct(Face.identity_id))).where(
+                    Face.deleted.is_(False), Face.identity_id.is_not(None)
+                )
+            )
+            or 0
+        )
     if n_identities < 2:
         raise CalibrationError(
             "Calibration needs labeled faces of at least 2 identities (ingest with --labels folder or csv:FILE)."
@@ -115,10 +128,8 @@ def calibrate(
     batch = 256
     for start in range(0, len(probes), batch):
         part = probes[start : start + batch]
-        neighbours = searcher.neighbours(
-            x[start : start + batch], k=2, exclude_face_ids=[{int(r[0])} for r in part]
-        )
-        for (fid, name, _), found in zip(part, neighbours):
+        neighbours = searcher.neighbours(x[start : start + batch], k=2, exclude_face_ids=[{int(r[0])} for r in part])
+        for (_, name, _), found in zip(part, neighbours):
             ranked = rank_identities(found, k=len(found) or 1, aggregation=searcher.aggregation)
             others = [score for ident, score, _ in ranked if ident != name]
             impostor.append(others[0] if others else -1.0)
@@ -154,11 +165,15 @@ def calibrate(
     )
     if apply:
         with gallery.session() as s, s.begin():
-            db.set_meta(s, "threshold", {
-                "value": report.threshold,
-                "source": f"gallery calibrate: FPIR {fpir:.2%} (target {target_fpir:.2%}), FNIR {fnir:.2%}, "
-                          f"{mated_total} mated / {len(imp)} non-mated searches",
-                "calibrated_at": time.time(),
-                "report": report.as_dict(),
-            })
+            db.set_meta(
+                s,
+                "threshold",
+                {
+                    "value": report.threshold,
+                    "source": f"gallery calibrate: FPIR {fpir:.2%} (target {target_fpir:.2%}), FNIR {fnir:.2%}, "
+                    f"{mated_total} mated / {len(imp)} non-mated searches",
+                    "calibrated_at": time.time(),
+                    "report": report.as_dict(),
+                },
+            )
     return report

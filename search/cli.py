@@ -19,8 +19,21 @@ from rich.table import Column, Table
 from gallery.cli_common import GalleryOpt, JsonOpt, err, out, user_errors
 from gallery.scan import scan_photos
 
-CSV_FIELDS = ["query", "face_index", "x1", "y1", "x2", "y2", "det_score", "identity", "unknown", "score",
-              "candidates", "error", "detail"]
+CSV_FIELDS = [
+    "query",
+    "face_index",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "det_score",
+    "identity",
+    "unknown",
+    "score",
+    "candidates",
+    "error",
+    "detail",
+]
 
 
 def _expand_queries(queries: list[Path]) -> list[Path]:
@@ -39,7 +52,10 @@ def _csv_row(record: dict) -> dict:
     return {
         "query": record.get("query"),
         "face_index": face.get("index"),
-        "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3],
+        "x1": box[0],
+        "y1": box[1],
+        "x2": box[2],
+        "y2": box[3],
         "det_score": face.get("det_score"),
         "identity": record.get("identity"),
         "unknown": record.get("unknown"),
@@ -62,8 +78,12 @@ def register(app: typer.Typer) -> None:
         gallery: GalleryOpt,
         k: Annotated[int, typer.Option("-k", "--top-k", help="Identities (or faces) per query face.", min=1)] = 5,
         nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (default: the index's).")] = None,
-        threshold: Annotated[float | None, typer.Option(help="Match threshold (default: calibrated or model's).")] = None,
-        largest_only: Annotated[bool, typer.Option("--largest-only", help="Answer only each photo's main face.")] = False,
+        threshold: Annotated[
+            float | None, typer.Option(help="Match threshold (default: calibrated or model's).")
+        ] = None,
+        largest_only: Annotated[
+            bool, typer.Option("--largest-only", help="Answer only each photo's main face.")
+        ] = False,
         faces: Annotated[bool, typer.Option("--faces", help="Nearest gallery faces instead of identities.")] = False,
         aggregation: Annotated[str, typer.Option(help="Identity score: 'max' or 'mean:M'.")] = "max",
         device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -75,8 +95,15 @@ def register(app: typer.Typer) -> None:
         from search.searcher import Searcher
 
         with user_errors():
-            searcher = Searcher(gallery, k=k, nprobe=nprobe, threshold=threshold, aggregation=aggregation,
-                                device=device, weights=weights)
+            searcher = Searcher(
+                gallery,
+                k=k,
+                nprobe=nprobe,
+                threshold=threshold,
+                aggregation=aggregation,
+                device=device,
+                weights=weights,
+            )
             photos = _expand_queries(queries)
             records: list[dict] = []
             failed = 0
@@ -86,9 +113,18 @@ def register(app: typer.Typer) -> None:
                     found, answers = searcher.search(photo, largest_only=largest_only, faces_mode=faces)
                     if not found.ok:
                         failed += 1
-                        records.append({"query": str(photo), "error": found.error, "detail": found.detail,
-                                        "face": None, "identity": None, "unknown": None, "score": None,
-                                        "candidates": []})
+                        records.append(
+                            {
+                                "query": str(photo),
+                                "error": found.error,
+                                "detail": found.detail,
+                                "face": None,
+                                "identity": None,
+                                "unknown": None,
+                                "score": None,
+                                "candidates": [],
+                            }
+                        )
                         if not as_json and output is None:
                             err.print(f"[yellow]{photo}:[/] {found.error} — {found.detail}")
                     else:
@@ -114,15 +150,21 @@ def register(app: typer.Typer) -> None:
                     continue
                 face = r["face"]
                 verdict = f"[bold green]{r['identity']}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
-                table = Table("rank", "identity" if not faces else "face", "score", "faces",
-                              Column("photo", overflow="fold"),
-                              title=f"{r['query']} · face {face['index']} {face['box']} → {verdict}"
-                                    f" (threshold {r['threshold']:.3f})")
+                table = Table(
+                    "rank",
+                    "identity" if not faces else "face",
+                    "score",
+                    "faces",
+                    Column("photo", overflow="fold"),
+                    title=f"{r['query']} · face {face['index']} {face['box']} → {verdict}"
+                    f" (threshold {r['threshold']:.3f})",
+                )
                 for rank, c in enumerate(r["candidates"], 1):
                     mark = "" if c["above_threshold"] else " [dim](below threshold)[/]"
                     label = c["identity"] if c["identity"] is not None else f"face {c['face_id']}"
-                    table.add_row(str(rank), f"{label}{mark}", f"{c['score']:.3f}", str(c["faces_in_neighbours"]),
-                                  c["photo"])
+                    table.add_row(
+                        str(rank), f"{label}{mark}", f"{c['score']:.3f}", str(c["faces_in_neighbours"]), c["photo"]
+                    )
                 out.print(table)
         if failed:
             raise typer.Exit(1)
@@ -130,7 +172,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def calibrate(
         gallery: GalleryOpt,
-        target_fpir: Annotated[float, typer.Option(help="False positive identification rate to allow.", min=0, max=1)] = 0.01,
+        target_fpir: Annotated[
+            float, typer.Option(help="False positive identification rate to allow.", min=0, max=1)
+        ] = 0.01,
         max_probes: Annotated[int, typer.Option(help="Labeled faces searched leave-one-out.", min=10)] = 2000,
         seed: Annotated[int, typer.Option()] = 0,
         nprobe: Annotated[int | None, typer.Option()] = None,
@@ -156,7 +200,9 @@ def register(app: typer.Typer) -> None:
             return
         table = Table(show_header=False, title=f"Calibration of {gallery}")
         table.add_row("threshold", f"{report.threshold:.4f}" + ("" if report.applied else " (dry run: not stored)"))
-        table.add_row("FPIR", f"{report.fpir:.2%} (target {report.target_fpir:.2%}, {report.nonmated_searches} searches)")
+        table.add_row(
+            "FPIR", f"{report.fpir:.2%} (target {report.target_fpir:.2%}, {report.nonmated_searches} searches)"
+        )
         table.add_row("FNIR", f"{report.fnir:.2%} ({report.mated_searches} mated searches)")
         table.add_row("rank-1", f"{report.rank1:.2%}")
         g, i = report.genuine_scores, report.impostor_scores
@@ -169,7 +215,9 @@ def register(app: typer.Typer) -> None:
     def verify(
         photo_a: Annotated[Path, typer.Argument(help="First photo (its main face).")],
         photo_b: Annotated[Path, typer.Argument(help="Second photo (its main face).")],
-        gallery: Annotated[Path | None, typer.Option("--gallery", "-g", help="Use this gallery's model and threshold.")] = None,
+        gallery: Annotated[
+            Path | None, typer.Option("--gallery", "-g", help="Use this gallery's model and threshold.")
+        ] = None,
         model: Annotated[str, typer.Option(help="Model when no gallery is given.")] = "dlib-resnet",
         threshold: Annotated[float | None, typer.Option(help="Override the threshold.")] = None,
         device: Annotated[str, typer.Option()] = "auto",
@@ -190,5 +238,7 @@ def register(app: typer.Typer) -> None:
             print(json.dumps(result.as_dict()))
             return
         verdict = "[bold green]same person[/]" if result.same else "[bold yellow]different people[/]"
-        out.print(f"{verdict}: similarity {result.score:.3f} vs threshold {result.threshold:.3f} "
-                  f"({result.threshold_source}; model {result.model})")
+        out.print(
+            f"{verdict}: similarity {result.score:.3f} vs threshold {result.threshold:.3f} "
+            f"({result.threshold_source}; model {result.model})"
+        )

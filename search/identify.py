@@ -70,7 +70,9 @@ def parse_aggregation(spec: str) -> tuple[str, int]:
     raise ValueError(f"Unknown aggregation '{spec}': use 'max' or 'mean:M' (e.g. mean:3).")
 
 
-def rank_identities(neighbours: list[Neighbour], k: int, aggregation: str = "max") -> list[tuple[str, float, list[Neighbour]]]:
+def rank_identities(
+    neighbours: list[Neighbour], k: int, aggregation: str = "max"
+) -> list[tuple[str, float, list[Neighbour]]]:
     """Top-k distinct identities: (name, aggregated score, that identity's neighbours best first)."""
     method, m = parse_aggregation(aggregation)
     groups: dict[str, list[Neighbour]] = {}
@@ -106,24 +108,41 @@ def decide(
     if faces_mode:
         ranked = sorted(neighbours, key=lambda n: -n.score)[:k]
         candidates = [
-            Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold)
-            for n in ranked
+            Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold) for n in ranked
         ]
         top = candidates[0] if candidates else None
         matched = top is not None and top.above_threshold
         return FaceAnswer(
-            query, face, top.identity if matched and top else None, not matched,
-            top.score if top else None, threshold, candidates, mode="faces",
+            query,
+            face,
+            top.identity if matched and top else None,
+            not matched,
+            top.score if top else None,
+            threshold,
+            candidates,
+            mode="faces",
         )
     ranked_ids = rank_identities(neighbours, k, aggregation)
     candidates = [
-        Candidate(name, round(score, 4), members[0].photo, members[0].box, members[0].face_id, len(members),
-                  score >= threshold)
+        Candidate(
+            name,
+            round(score, 4),
+            members[0].photo,
+            members[0].box,
+            members[0].face_id,
+            len(members),
+            score >= threshold,
+        )
         for name, score, members in ranked_ids
     ]
     top = candidates[0] if candidates else None
     matched = top is not None and top.above_threshold
     return FaceAnswer(
-        query, face, top.identity if matched and top else None, not matched,
-        top.score if top else None, threshold, candidates,
+        query,
+        face,
+        top.identity if matched and top else None,
+        not matched,
+        top.score if top else None,
+        threshold,
+        candidates,
     )

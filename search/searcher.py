@@ -41,7 +41,9 @@ class Searcher:
         self.gallery = Gallery.open(gallery_dir)
         stamp = self.gallery.model_stamp
         if stamp is None:
-            raise GalleryError(f"Gallery '{gallery_dir}' has no faces yet: run `gallery ingest PHOTOS --gallery {gallery_dir}`.")
+            raise GalleryError(
+                f"Gallery '{gallery_dir}' has no faces yet: run `gallery ingest PHOTOS --gallery {gallery_dir}`."
+            )
         self.spec = get_model_spec(stamp["name"])
         if self.spec.stamp() != stamp:
             raise GalleryError(
@@ -62,8 +64,8 @@ class Searcher:
         self._pipeline: FacePipeline | None = None
 
     def _open_index(self):
-        from indexer import load_index
         from indexer import NoIndexError as IndexMissing
+        from indexer import load_index
 
         try:
             return load_index(self.gallery)
@@ -99,9 +101,7 @@ class Searcher:
         if not found.ok:
             return found, []
         embeddings = np.stack([f.embedding for f in found.faces])
-        faces = [
-            {"index": f.index, "box": f.box, "det_score": f.det_score, "is_main": f.is_main} for f in found.faces
-        ]
+        faces = [{"index": f.index, "box": f.box, "det_score": f.det_score, "is_main": f.is_main} for f in found.faces]
         answers = self.search_embeddings(embeddings, k=k, faces_mode=faces_mode, query=str(photo), faces=faces)
         return found, answers
 
@@ -143,7 +143,10 @@ class Searcher:
         results: list[list[Neighbour] | None] = [None] * len(x)
         todo = list(range(len(x)))
         while todo:
-            scores, ids = self.index.search(x[todo], fetch, nprobe=self.nprobe)
+            # Re-rank 2x the faces we keep (not the indexer's 10x default): identities are ranked from
+            # many neighbours, so the far end of the list needs no exhaustive exact re-scoring.
+            candidates = max(int(getattr(self.index, "rerank_candidates", 0) or 0), 2 * fetch)
+            scores, ids = self.index.search(x[todo], fetch, nprobe=self.nprobe, candidates=candidates)
             meta = self._lookup({int(i) for i in ids.ravel() if i >= 0})
             retry = []
             for row, q in enumerate(todo):

@@ -22,6 +22,7 @@ from tests.conftest import REPO, copy_lfw_people, lfw_photo, requires_lfw
 
 pytestmark = requires_lfw
 
+
 def fast_options(**overrides) -> IngestOptions:
     opts = IngestOptions(model="facenet-untrained", workers=0, batch_size=8)
     for k, v in overrides.items():
@@ -57,7 +58,12 @@ def test_labeled_lfw_ingest_is_plausible(tmp_path: Path) -> None:
     with Gallery.open(tmp_path / "g") as g:
         info = g.info()
         assert info.identities == 4 and info.photos == 26 and info.faces == summary.faces
-        assert dict(g.identities()) == {"Abdullah_Gul": 8, "Alejandro_Toledo": 8, "Amelie_Mauresmo": 6, "Aaron_Peirsol": 4}
+        assert dict(g.identities()) == {
+            "Abdullah_Gul": 8,
+            "Alejandro_Toledo": 8,
+            "Amelie_Mauresmo": 6,
+            "Aaron_Peirsol": 4,
+        }
         assert info.model["name"] == "facenet-untrained" and info.dim == 512
 
     # Shards: unit vectors, ids matching SQLite, boxes inside the 250x250 photo, landmarks in the box.
@@ -67,8 +73,9 @@ def test_labeled_lfw_ingest_is_plausible(tmp_path: Path) -> None:
     assert sorted(table.column("face_id").to_pylist()) == [r[0] for r in gallery_faces(tmp_path / "g")]
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
     main_ids = {r[0] for r in con.execute("SELECT face_id FROM faces WHERE is_main")}
-    for face_id, box, lm in zip(table.column("face_id").to_pylist(), table.column("box").to_pylist(),
-                                table.column("landmarks").to_pylist()):
+    for face_id, box, lm in zip(
+        table.column("face_id").to_pylist(), table.column("box").to_pylist(), table.column("landmarks").to_pylist()
+    ):
         x1, y1, x2, y2 = box
         assert 0 <= x1 < x2 <= 250 and 0 <= y1 < y2 <= 250
         if face_id in main_ids:
@@ -164,9 +171,26 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     copy_lfw_people(src, {"Abdullah_Gul": 6, "Alejandro_Toledo": 6, "Amelie_Mauresmo": 6})
     reference = ingest(src, tmp_path / "ref", fast_options(batch_size=2))  # same batches as below
 
-    cmd = [sys.executable, "-m", "gallery.cli", "ingest", str(src), "--gallery", str(tmp_path / "g"),
-           "--model", "facenet-untrained", "--workers", "1", "--batch-size", "2", "--shard-size", "3",
-           "--commit-interval", "0", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gallery.cli",
+        "ingest",
+        str(src),
+        "--gallery",
+        str(tmp_path / "g"),
+        "--model",
+        "facenet-untrained",
+        "--workers",
+        "1",
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "3",
+        "--commit-interval",
+        "0",
+        "--quiet",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     db_path = tmp_path / "g" / "gallery.db"
@@ -196,6 +220,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
 
     rows = gallery_faces(tmp_path / "g")
     ref_rows = gallery_faces(tmp_path / "ref")
+
     # Every face exactly once: the same faces per photo as an uninterrupted run, at the same places
     # (within 3 px: CPU conv kernels differ slightly with batch size), and no photo twice.
     def faces_by_photo(rs: list[tuple]) -> dict[str, list[tuple[float, float]]]:

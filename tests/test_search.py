@@ -20,8 +20,18 @@ from tests.conftest import copy_lfw_people, lfw_photo, requires_lfw
 
 pytestmark = requires_lfw
 
-KNOWN = ["Ariel_Sharon", "Colin_Powell", "Donald_Rumsfeld", "Gerhard_Schroeder", "Hugo_Chavez",
-         "Jacques_Chirac", "Jean_Chretien", "Ari_Fleischer", "Bill_Clinton", "Gray_Davis"]
+KNOWN = [
+    "Ariel_Sharon",
+    "Colin_Powell",
+    "Donald_Rumsfeld",
+    "Gerhard_Schroeder",
+    "Hugo_Chavez",
+    "Jacques_Chirac",
+    "Jean_Chretien",
+    "Ari_Fleischer",
+    "Bill_Clinton",
+    "Gray_Davis",
+]
 UNKNOWN = ["Amelie_Mauresmo", "Andre_Agassi", "Alvaro_Uribe"]
 PER_PERSON = 4  # photos 1..4 in the gallery; photo 5 is the held-out query
 runner = CliRunner()
@@ -108,8 +118,21 @@ def test_json_schema_and_batch_output_with_a_bad_query(labeled_gallery: Path, tm
     (queries / "a.jpg").write_bytes(lfw_photo("Jacques_Chirac", 7).read_bytes())
     (queries / "b.jpg").write_bytes(lfw_photo("Bill_Clinton", 7).read_bytes())
     (queries / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    result = runner.invoke(app, ["search", str(queries), "--gallery", str(labeled_gallery), "--json",
-                                 "--largest-only", "-k", "3", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            str(queries),
+            "--gallery",
+            str(labeled_gallery),
+            "--json",
+            "--largest-only",
+            "-k",
+            "3",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 1  # one query could not be answered; the others were
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
     assert len(lines) == 3
@@ -124,14 +147,38 @@ def test_json_schema_and_batch_output_with_a_bad_query(labeled_gallery: Path, tm
         assert {"identity", "score", "photo"} <= set(r["candidates"][0])
         assert r["candidates"][0]["identity"] == person
     out_csv = tmp_path / "results.csv"
-    result = runner.invoke(app, ["search", str(queries), "--gallery", str(labeled_gallery), "--output",
-                                 str(out_csv), "--largest-only", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            str(queries),
+            "--gallery",
+            str(labeled_gallery),
+            "--output",
+            str(out_csv),
+            "--largest-only",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 1
     rows = out_csv.read_text().strip().splitlines()
     assert rows[0].startswith("query,face_index") and len(rows) == 4
     out_jsonl = tmp_path / "results.jsonl"
-    runner.invoke(app, ["search", str(queries), "--gallery", str(labeled_gallery), "--output", str(out_jsonl),
-                        "--largest-only", "--device", "cpu"])
+    runner.invoke(
+        app,
+        [
+            "search",
+            str(queries),
+            "--gallery",
+            str(labeled_gallery),
+            "--output",
+            str(out_jsonl),
+            "--largest-only",
+            "--device",
+            "cpu",
+        ],
+    )
     assert len(out_jsonl.read_text().strip().splitlines()) == 3
 
 
@@ -142,9 +189,13 @@ def test_deleted_faces_never_appear(labeled_gallery: Path, tmp_path: Path) -> No
     shutil.copytree(labeled_gallery, g)
     con = sqlite3.connect(g / "gallery.db")
     with con:
-        deleted = [r[0] for r in con.execute(
-            "SELECT face_id FROM faces JOIN identities USING (identity_id) WHERE name = 'Gray_Davis'")]
-        con.execute("UPDATE faces SET deleted = 1 WHERE face_id IN (%s)" % ",".join(map(str, deleted)))
+        deleted = [
+            r[0]
+            for r in con.execute(
+                "SELECT face_id FROM faces JOIN identities USING (identity_id) WHERE name = 'Gray_Davis'"
+            )
+        ]
+        con.execute(f"UPDATE faces SET deleted = 1 WHERE face_id IN ({','.join(map(str, deleted))})")
     con.close()
     assert deleted
     with Searcher(g, k=10, device="cpu") as searcher:
@@ -160,8 +211,22 @@ def test_faces_mode_on_an_unlabeled_gallery(tmp_path: Path) -> None:
     from indexer import build_index
 
     build_index(tmp_path / "g")
-    result = runner.invoke(app, ["search", str(lfw_photo("Jean_Chretien", 9)), "--gallery", str(tmp_path / "g"),
-                                 "--faces", "--json", "-k", "3", "--largest-only", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "search",
+            str(lfw_photo("Jean_Chretien", 9)),
+            "--gallery",
+            str(tmp_path / "g"),
+            "--faces",
+            "--json",
+            "-k",
+            "3",
+            "--largest-only",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout.strip().splitlines()[0])
     assert len(record["candidates"]) == 3
@@ -175,8 +240,19 @@ def test_verify_same_and_different(labeled_gallery: Path) -> None:
     same = verify(lfw_photo("Colin_Powell", 1), lfw_photo("Colin_Powell", 8), device="cpu")
     diff = verify(lfw_photo("Colin_Powell", 1), lfw_photo("Hugo_Chavez", 8), device="cpu")
     assert same.same and not diff.same and same.score > diff.score
-    result = runner.invoke(app, ["verify", str(lfw_photo("Colin_Powell", 1)), str(lfw_photo("Colin_Powell", 8)),
-                                 "--gallery", str(labeled_gallery), "--json", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "verify",
+            str(lfw_photo("Colin_Powell", 1)),
+            str(lfw_photo("Colin_Powell", 8)),
+            "--gallery",
+            str(labeled_gallery),
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert data["same"] is True and data["model"] == "dlib-resnet"

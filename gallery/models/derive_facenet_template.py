@@ -39,7 +39,7 @@ def main() -> None:
     for start in range(0, len(files), 64):
         batch = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files[start : start + 64]])
         boxes, probs, landmarks = mtcnn.detect(batch, landmarks=True)
-        for b, p, lm in zip(boxes, probs, landmarks):
+        for b, lm in zip(boxes, landmarks):
             if b is None:
                 continue
             i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))  # the LFW subject: largest face
