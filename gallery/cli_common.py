@@ -23,7 +23,7 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ModelWeightsMissing,
     UnknownModelError,
     LabelSourceError,
-    FileNotFoundError,
+    OSError,  # FileNotFoundError, PermissionError, NotADirectoryError...: the message names the path
 )
 
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)]
@@ -38,15 +38,17 @@ def fail(message: str, code: int = 2) -> None:
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Known problems become one clear message and exit code 2, never a traceback."""
+    from sqlalchemy.exc import DatabaseError
+
     from gallery.device import DeviceUnavailable  # imports torch: only when a command runs
     from indexer.errors import IndexerError
 
     try:
         yield
+    except DatabaseError as exc:
+        fail(f"gallery database problem: {exc.orig}. Is the gallery folder writable and its gallery.db intact?")
     except (*EXPECTED_ERRORS, DeviceUnavailable, IndexerError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted:[/] committed work is kept; run the same command again to resume.")
         raise typer.Exit(130) from None
-
-

@@ -117,7 +117,8 @@ class Ingestor:
     """Runs one ingest of a source folder into a gallery. Construct, then call `run()`."""
 
     def __init__(self, source: Path, gallery_dir: Path, options: IngestOptions | None = None) -> None:
-        self.source = Path(source)
+        # Absolute: resumes match files whatever the working directory, and stored paths stay valid.
+        self.source = Path(source).resolve()
         self.options = options or IngestOptions()
         self.spec = get_model_spec(self.options.model)
         if not self.source.exists():
@@ -244,7 +245,10 @@ class Ingestor:
                     if len(batch) >= self.options.batch_size:
                         self._process(batch, detector, embedder)
                         batch = []
-                    self._maybe_commit()
+                    if not batch:
+                        # Never commit while photos of the open batch hold image ids without rows:
+                        # a duplicate's file row could point at one of them.
+                        self._maybe_commit()
                     if on_progress is not None:
                         self._update_rates(started)
                         on_progress(self.summary)

@@ -42,20 +42,24 @@ def csv_labels(csv_path: Path, source: Path) -> LabelFn:
         raise LabelSourceError(f"Label file not found: '{csv_path}' (expected rows: path,identity).")
     table: dict[str, str] = {}
     base_dirs = [source if source.is_dir() else source.parent, csv_path.parent]
-    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "identity"]:
-                continue
-            if len(row) < 2:
-                raise LabelSourceError(f"{csv_path}:{line_no}: expected 'path,identity', got {row!r}")
-            rel, name = row[0].strip(), row[1].strip()
-            if not name:
-                continue
-            candidates = [Path(rel)] if os.path.isabs(rel) else [base / rel for base in base_dirs]
-            for candidate in candidates:
-                table.setdefault(_key(candidate), name)
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            for line_no, row in enumerate(csv.reader(fh), start=1):
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "identity"]:
+                    continue
+                if len(row) < 2:
+                    raise LabelSourceError(f"{csv_path}:{line_no}: expected 'path,identity', got {row!r}")
+                rel, name = row[0].strip(), row[1].strip()
+                if not name:
+                    continue
+                candidates = [Path(rel)] if os.path.isabs(rel) else [base / rel for base in base_dirs]
+                for candidate in candidates:
+                    table.setdefault(_key(candidate), name)
+
+    except UnicodeDecodeError as exc:
+        raise LabelSourceError(f"{csv_path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8.") from None
 
     def label(path: Path) -> str | None:
         return table.get(_key(path))

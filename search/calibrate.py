@@ -146,12 +146,13 @@ def calibrate(
     allowed = int(math.floor(target_fpir * len(imp)))
     # Lowest threshold whose FPIR stays within the target: just above the (allowed+1)-th best impostor.
     threshold = float(np.nextafter(np.float32(imp[min(allowed, len(imp) - 1)]), np.float32(2.0)))
+    threshold = math.ceil(threshold * 1e6) / 1e6  # stored rounded: round up, never below the boundary
     fpir = float((imp >= threshold).mean())
     hits = np.asarray(mated_hits_at)
     fnir = float((hits < threshold).mean()) if len(hits) else float("nan")
     rank1 = correct_rank1 / mated_total if mated_total else float("nan")
     report = CalibrationReport(
-        threshold=round(threshold, 6),
+        threshold=threshold,
         target_fpir=target_fpir,
         fpir=fpir,
         fnir=fnir,

@@ -131,16 +131,17 @@ def register(app: typer.Typer) -> None:
                         records.extend(a.as_dict() for a in answers)
                     progress.advance(task)
             searcher.close()
-        if output is not None:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            if output.suffix.lower() == ".csv":
-                with open(output, "w", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-                    writer.writeheader()
-                    writer.writerows(_csv_row(r) for r in records)
-            else:
-                output.write_text("".join(json.dumps(r) + "\n" for r in records))
-            err.print(f"wrote {len(records)} records for {len(photos)} photos to {output} ({failed} failed)")
+        with user_errors():  # an unwritable --output path is a message, not a traceback
+            if output is not None:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                if output.suffix.lower() == ".csv":
+                    with open(output, "w", newline="") as fh:
+                        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+                        writer.writeheader()
+                        writer.writerows(_csv_row(r) for r in records)
+                else:
+                    output.write_text("".join(json.dumps(r) + "\n" for r in records))
+                err.print(f"wrote {len(records)} records for {len(photos)} photos to {output} ({failed} failed)")
         if as_json:
             for r in records:
                 print(json.dumps(r))

@@ -52,7 +52,10 @@ class Searcher:
             )
         self.k = k
         self.nprobe = nprobe
-        parse_aggregation(aggregation)
+        try:
+            parse_aggregation(aggregation)
+        except ValueError as exc:
+            raise GalleryError(str(exc)) from None
         self.aggregation = aggregation
         default_threshold, self.threshold_source = self.gallery.threshold()
         self.threshold = float(threshold if threshold is not None else default_threshold)
