@@ -52,23 +52,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from benchmarks.synthetic import SyntheticFaces, SyntheticSpec, write_synthetic_gallery  # noqa: E402
 from gallery.store import Gallery  # noqa: E402
 from indexer import build_index, load_index  # noqa: E402
-from search.bench import GroundTruth, K, evaluate, exact_ground_truth, plot_curves  # noqa: E402
+from search.bench import (  # noqa: E402
+    GroundTruth,
+    K,
+    evaluate,
+    exact_ground_truth,
+    memory_available,
+    plot_curves,
+)
 
 THRESHOLD = 0.5
 NUMPY_BLOCK_FLOATS = 1 << 26  # 256 MiB of float32 scores per query block
 COLUMNS = ["method", "params", "recall@1", "recall@10", "mate_recall", "p50_ms", "p95_ms", "p99_ms", "qps",
            "bytes_per_vector", "disk_bytes_per_vector", "build_s"]
-
-
-def _memory_available() -> int:
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def spec_for(n: int, dim: int, seed: int = 0) -> SyntheticSpec:
@@ -141,7 +137,7 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
         paths = g.shard_paths()
 
     need = n * dim * 4 * (2.2 if not args.no_hnsw else 1.0)
-    avail = _memory_available()
+    avail = memory_available()
     in_ram = avail == 0 or need <= args.max_memory_fraction * avail
     if not in_ram:
         run["notes"].append(

@@ -328,7 +328,8 @@ def default_nprobes(nlist: int, default: int | None) -> list[int]:
     return sorted(values)
 
 
-def _memory_available() -> int:
+def memory_available() -> int:
+    """Bytes the kernel says are available now (0 when unknown): decides what fits in RAM."""
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
@@ -516,7 +517,7 @@ def run_bench(
         # ground truth (+ the exact baseline's flat index when it fits)
         dim = int(manifest["dim"])
         need = all_ids.size * dim * 4
-        avail = _memory_available()
+        avail = memory_available()
         collect = exact_baseline and (avail == 0 or need <= 0.4 * avail)
         if exact_baseline and not collect:
             notes.append(

@@ -106,35 +106,23 @@ def decide(
 ) -> FaceAnswer:
     """Rank identities (or, in faces mode, faces) and make the open-set decision."""
     if faces_mode:
-        ranked = sorted(neighbours, key=lambda n: -n.score)[:k]
         candidates = [
-            Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold) for n in ranked
+            Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold)
+            for n in sorted(neighbours, key=lambda n: -n.score)[:k]
         ]
-        top = candidates[0] if candidates else None
-        matched = top is not None and top.above_threshold
-        return FaceAnswer(
-            query,
-            face,
-            top.identity if matched and top else None,
-            not matched,
-            top.score if top else None,
-            threshold,
-            candidates,
-            mode="faces",
-        )
-    ranked_ids = rank_identities(neighbours, k, aggregation)
-    candidates = [
-        Candidate(
-            name,
-            round(score, 4),
-            members[0].photo,
-            members[0].box,
-            members[0].face_id,
-            len(members),
-            score >= threshold,
-        )
-        for name, score, members in ranked_ids
-    ]
+    else:
+        candidates = [
+            Candidate(
+                name,
+                round(score, 4),
+                members[0].photo,
+                members[0].box,
+                members[0].face_id,
+                len(members),
+                score >= threshold,
+            )
+            for name, score, members in rank_identities(neighbours, k, aggregation)
+        ]
     top = candidates[0] if candidates else None
     matched = top is not None and top.above_threshold
     return FaceAnswer(
@@ -145,4 +133,5 @@ def decide(
         top.score if top else None,
         threshold,
         candidates,
+        mode="faces" if faces_mode else "identities",
     )
