@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import sqlite3
 import sys
 import tempfile
 import time
@@ -29,13 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gallery.align import align_faces
-from gallery.decode import decode_photo
-from gallery.detect import FaceDetector
-from gallery.device import resolve_device
-from gallery.ingest import IngestOptions, default_workers, ingest
-from gallery.models import get_model_spec
-from gallery.store.shards import ShardRows, write_shard
+from gallery.device import resolve_device  # noqa: E402
+from gallery.faces.decode import decode_photo  # noqa: E402
+from gallery.faces.models import get_model_spec  # noqa: E402
+from gallery.faces.pipeline import FacePipeline  # noqa: E402
+from gallery.ingest import IngestOptions, ingest  # noqa: E402
+from gallery.ingest.reader import default_workers  # noqa: E402
+from gallery.store import FileRecord, Gallery, GalleryWriter  # noqa: E402
 
 
 def pick_photos(root: Path, n: int, seed: int) -> list[Path]:
@@ -51,12 +50,13 @@ def link_archive(photos: list[Path], dest: Path) -> None:
 
 
 def bench_model(photos: list[Path], model: str, device: str, batch: int, workers: int, compare_dlib: bool) -> dict:
+    """Each stage alone through the product's own code (FacePipeline's detect and embed_detected, the
+    store's writer), then the real ingest end to end."""
     spec = get_model_spec(model)
-    embedder = spec.load(None, device=device, half=device == "cuda")
-    detector = FaceDetector(device=device, max_batch=batch)
-    result: dict = {"model": model, "dim": spec.dim, "device": device, "photos": len(photos)}
+    pipeline = FacePipeline(spec, device, detect_batch_size=batch)
+    result: dict = {"model": model, "dim": spec.dim, "device": pipeline.device.name, "photos": len(photos)}
 
-    # Stage 1: decode alone, through the same worker pool the pipeline uses.
+    # Stage 1: decode alone, through the same worker function the pipeline uses.
     t0 = time.perf_counter()
     if workers > 0:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
@@ -69,60 +69,31 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
     else:
         decoded = [decode_photo(str(p), 0, 0) for p in photos]
     decode_s = time.perf_counter() - t0
+    batches = [decoded[i : i + batch] for i in range(0, len(decoded), batch)]
 
     # Stage 2: detect alone on decoded pixels (one warm-up batch first).
-    detector.detect([d.pixels for d in decoded[:batch]])
+    pipeline.detect(batches[0])
     t0 = time.perf_counter()
-    detections = []
-    for i in range(0, len(decoded), batch):
-        part = decoded[i : i + batch]
-        detections.extend(detector.detect([d.pixels for d in part], [d.scale for d in part]))
+    detections = [pipeline.detect(part) for part in batches]
     detect_s = time.perf_counter() - t0
-    faces = sum(len(d) for d in detections)
 
-    # Stage 3: align + embed alone.
-    template = spec.template_array()
-    embedder.embed(torch.zeros((2, 3, spec.input_size, spec.input_size), dtype=torch.uint8))
+    # Stage 3: align + embed alone (one warm-up batch first).
+    pipeline.embed_detected(batches[0], detections[0])
     t0 = time.perf_counter()
-    chips_all, embeddings = [], []
-    pending: list[torch.Tensor] = []
-    for d, det in zip(decoded, detections):
-        if len(det):
-            pixels = torch.from_numpy(d.pixels).permute(2, 0, 1)
-            pending.append(align_faces(pixels, det.landmarks * d.scale, template, spec.input_size))
-        if sum(len(c) for c in pending) >= 64:
-            chips = torch.cat(pending)
-            embeddings.append(embedder.embed(chips).numpy())
-            chips_all.append(chips)
-            pending = []
-    if pending:
-        chips = torch.cat(pending)
-        embeddings.append(embedder.embed(chips).numpy())
-        chips_all.append(chips)
+    found = [f for part, det in zip(batches, detections) for f in pipeline.embed_detected(part, det)]
     embed_s = time.perf_counter() - t0
-    emb = np.concatenate(embeddings)
+    faces = sum(len(f.boxes) for f in found)
 
-    # Stage 4: write alone: one Parquet shard plus the SQLite rows, as a commit does.
-    with tempfile.TemporaryDirectory() as tmp:
+    # Stage 4: write alone: the store's commit (one Parquet shard plus the SQLite rows).
+    with tempfile.TemporaryDirectory() as tmp, Gallery.open_or_create(Path(tmp) / "g") as gallery:
+        writer = GalleryWriter(gallery, spec.stamp(), tmp, {})
         t0 = time.perf_counter()
-        n = len(emb)
-        rows = ShardRows(
-            np.arange(1, n + 1),
-            np.arange(1, n + 1),
-            emb,
-            np.zeros((n, 4), np.float32),
-            np.zeros((n, 5, 2), np.float32),
-            np.ones(n, np.float32),
-        )
-        write_shard(Path(tmp) / "shard.parquet", rows)
-        con = sqlite3.connect(Path(tmp) / "g.db")
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute(
-            "CREATE TABLE faces (face_id INTEGER PRIMARY KEY, image_id INT, x1 REAL, y1 REAL, x2 REAL, y2 REAL)"
-        )
-        with con:
-            con.executemany("INSERT INTO faces VALUES (?,?,?,?,?,?)", [(i, i, 0.0, 0.0, 1.0, 1.0) for i in range(n)])
-        con.close()
+        for image_id, (photo, f) in enumerate(zip(decoded, found), start=1):
+            if f.ok:
+                file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+                writer.add_photo(file, image_id, photo.width, photo.height, None, f.main, f.boxes, f.scores,
+                                 f.landmarks, f.embeddings)
+        writer.commit({"photos": len(photos), "faces": faces})
         write_s = time.perf_counter() - t0
 
     stages = {
@@ -135,13 +106,13 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
     result["stages_alone"] = stages
 
     if compare_dlib and model == "dlib-resnet":
-        result["dlib_native"] = dlib_native_throughput(torch.cat(chips_all))
+        result["dlib_native"] = dlib_native_throughput(decoded, detections, pipeline)
 
     # End to end through the real pipeline, on a fresh gallery.
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "archive"
         link_archive(photos, archive)
-        opts = IngestOptions(model=model, device=device, batch_size=batch, workers=workers)
+        opts = IngestOptions(model=model, device=device, detect_batch_size=batch, workers=workers)
         summary = ingest(archive, Path(tmp) / "gallery", opts)
     e2e = {
         "seconds": summary.seconds,
@@ -156,13 +127,21 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
     return result
 
 
-def dlib_native_throughput(chips: torch.Tensor, limit: int = 256) -> dict:
-    """dlib's own compute_face_descriptor on the same 150 px chips, batched, this CPU."""
+def dlib_native_throughput(decoded: list, detections: list, pipeline: FacePipeline, limit: int = 256) -> dict:
+    """dlib's own compute_face_descriptor on the product's aligned 150 px chips, batched, this CPU."""
     import dlib
 
-    from gallery.models.dlib_resnet import packaged_weights
+    from gallery.faces.align import align_faces
+    from gallery.faces.models.dlib_resnet import packaged_weights
 
     net = dlib.face_recognition_model_v1(str(packaged_weights()))
+    template, size = pipeline.spec.template_array(), pipeline.spec.input_size
+    chips = [
+        c
+        for part, dets in zip(decoded, [d for batch in detections for d in batch])
+        if dets is not None and len(dets)
+        for c in align_faces(torch.from_numpy(part.pixels).permute(2, 0, 1), dets.landmarks * part.scale, template, size)
+    ]
     batch = [np.ascontiguousarray(c.permute(1, 2, 0).numpy()) for c in chips[:limit]]
     net.compute_face_descriptor(batch[:4])
     t0 = time.perf_counter()
@@ -185,7 +164,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.photos_root.is_dir():
         sys.exit(f"No photo folder at {args.photos_root} (expected e.g. ../shared/data/lfw-aj/images).")
-    device = resolve_device(args.device)
+    device = resolve_device(args.device).name
     workers = default_workers() if args.workers is None else args.workers
     photos = pick_photos(args.photos_root, args.photos, args.seed)
     runs = [

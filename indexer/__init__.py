@@ -9,12 +9,11 @@ add, deletes, save/load. The API the search module calls:
     scores, ids = index.search(queries, k, nprobe=None)   # deleted faces never returned
     info = index_info(gallery)
 
-`gallery` is a gallery.store.Gallery or a gallery folder path.
+`gallery` is a gallery.store.Gallery or a gallery folder path. Errors are gallery.errors.IndexerError
+subclasses (re-exported here).
 """
 
-from indexer.build import build_index, remove_ids, update_index
-from indexer.choose import FLAT_MAX_VECTORS, IndexChoice, choose_index
-from indexer.errors import (
+from gallery.errors import (
     EmptyGalleryError,
     GpuUnavailableError,
     IndexBusyError,
@@ -23,8 +22,11 @@ from indexer.errors import (
     IndexOutgrownWarning,
     NoIndexError,
 )
+from indexer.build import build_index, remove_ids, update_index
+from indexer.choose import FLAT_MAX_VECTORS, IndexChoice, choose_index
 from indexer.info import index_info
 from indexer.loaded import LoadedIndex, load_index
+from indexer.manifest import Manifest, set_search_defaults
 
 __all__ = [
     "FLAT_MAX_VECTORS",
@@ -36,11 +38,13 @@ __all__ = [
     "IndexOutgrownWarning",
     "IndexerError",
     "LoadedIndex",
+    "Manifest",
     "NoIndexError",
     "build_index",
     "choose_index",
     "index_info",
     "load_index",
     "remove_ids",
+    "set_search_defaults",
     "update_index",
 ]

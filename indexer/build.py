@@ -7,41 +7,41 @@ vectors for re-ranking go to a file on disk as they stream by; nothing holds all
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
-from gallery.store import Gallery
-from gallery.store.db import IndexBuild
-from gallery.store.shards import iter_shard_batches
-from indexer import files, gpu
+from gallery.device import resolve_index_device
+from gallery.errors import EmptyGalleryError, IndexerError, IndexMismatchError, IndexOutgrownWarning
+from gallery.fsutil import atomic_write
+from gallery.progress import ProgressFn, report
+from gallery.store import Gallery, ShardRow
+from indexer import gpu
 from indexer.choose import (
     DEFAULT_TRAIN_PER_CENTROID,
     FLAT_MAX_VECTORS,
     IndexChoice,
     choose_index,
 )
-from indexer.errors import EmptyGalleryError, IndexerError, IndexMismatchError, IndexOutgrownWarning
-from indexer.galleryio import (
-    ShardRow,
-    as_gallery,
-    deleted_ids,
-    is_deleted,
-    paths_of,
-    sample_vectors,
-    shard_rows,
+from indexer.loaded import as_gallery
+from indexer.manifest import (
+    MANIFEST_VERSION,
+    Manifest,
+    check_model,
+    cleanup_unreferenced,
+    index_lock,
+    new_tag,
+    read_manifest,
+    write_manifest,
 )
 from indexer.memory import PeakMemory
-from indexer.vectors import VectorFileWriter
+from indexer.vectors import VectorFileWriter, is_deleted, sample_vectors
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
-BATCH_SIZE = 65536
+READ_BATCH_ROWS = 65536  # shard rows streamed per batch while building
 OUTGROWN_FACTOR = 4
 
 
@@ -87,34 +87,8 @@ def _ivf_of(index: Any) -> Any | None:
         return None
 
 
-def _record(gallery: Gallery, kind: str, manifest: dict, path: Path) -> None:
-    import json
-
-    with gallery.session() as s, s.begin():
-        s.add(
-            IndexBuild(
-                created_at=time.time(),
-                kind=kind,
-                factory=manifest["factory"],
-                ntotal=int(manifest["ntotal"]),
-                max_face_id=int(manifest["max_face_id"]),
-                path=str(path),
-                manifest=json.dumps(manifest, sort_keys=True),
-            )
-        )
-
-
 def _save_index(index: Any, path: Path) -> int:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        faiss.write_index(index, str(tmp))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    files.fsync_dir(path.parent)
-    return path.stat().st_size
+    return atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
 
 
 def _outgrown_warnings(manifest: dict, gallery_root: Path) -> list[str]:
@@ -137,14 +111,65 @@ def _outgrown_warnings(manifest: dict, gallery_root: Path) -> list[str]:
     return out
 
 
-def _check_model(gallery: Gallery, manifest: dict) -> dict:
-    stamp = gallery.model_stamp
-    if stamp is not None and manifest.get("model") not in (None, stamp):
-        raise IndexMismatchError(
-            f"The index was built for model {manifest['model'].get('name')} but the gallery uses "
-            f"{stamp.get('name')}. Rebuild it: gallery index build --gallery {gallery.root}"
-        )
-    return stamp or {}
+def _stream_add(
+    g: Gallery,
+    target: Any,
+    shards: list[ShardRow],
+    dim: int,
+    deleted: np.ndarray,
+    writer: VectorFileWriter | None,
+    read_batch_rows: int,
+    on_progress: ProgressFn | None,
+    total: int | None,
+    above_id: int = 0,
+) -> tuple[int, int]:
+    """Add every live face of `shards` with an id above `above_id` to `target` (an index or a GpuAdder)
+    and to the re-rank file; returns (faces added, highest id seen). The re-rank file is closed
+    (fsynced on success, left for clean-up on failure)."""
+    added = 0
+    max_id = above_id
+    try:
+        for ids, x in g.iter_embeddings(shards, read_batch_rows):
+            if x.shape[1] != dim:
+                raise IndexMismatchError(f"a shard holds {x.shape[1]}-d embeddings but the gallery model is {dim}-d")
+            if ids.size:
+                max_id = max(max_id, int(ids.max()))
+            keep = ids > above_id
+            if deleted.size:
+                keep &= ~is_deleted(ids, deleted)
+            ids, x = ids[keep], x[keep]
+            if ids.size == 0:
+                continue
+            if isinstance(target, gpu.GpuAdder):
+                target.add(ids, x)
+            else:
+                _add_batch(target, ids, x)
+            if writer is not None:
+                writer.write(ids, x)
+            added += int(ids.size)
+            report(on_progress, "add", added, total)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close(fsync=False)
+        raise
+    return added, max_id
+
+
+def _commit(g: Gallery, manifest: Manifest, new_files: list[str | None], kind: str) -> None:
+    """Switch to `manifest` (the commit point), then delete unreferenced files and record the build.
+    If the switch fails, the new files are removed and the previous index stays current."""
+    try:
+        manifest["warnings"] = _outgrown_warnings(manifest, g.root)
+        write_manifest(g.index_dir, manifest)
+    except BaseException:
+        for name in new_files:
+            if name:
+                (g.index_dir / name).unlink(missing_ok=True)
+        raise
+    cleanup_unreferenced(g.index_dir, manifest)
+    g.record_index_build(kind, dict(manifest), g.index_dir / manifest["index_file"])
 
 
 # --- build -------------------------------------------------------------------------------------
@@ -152,16 +177,17 @@ def _check_model(gallery: Gallery, manifest: dict) -> dict:
 
 def build_index(
     gallery: Gallery | str | Path,
+    *,
     factory: str | None = None,
     memory_budget: float | None = None,
     rerank: bool | None = None,
     device: str = "auto",
     nprobe: int | None = None,
     seed: int = 0,
-    batch_size: int = BATCH_SIZE,
+    read_batch_rows: int = READ_BATCH_ROWS,
     train_per_centroid: int = DEFAULT_TRAIN_PER_CENTROID,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
+    on_progress: ProgressFn | None = None,
+) -> Manifest:
     """Choose, train and fill an index over every live face of the gallery; returns the manifest.
 
     factory: any faiss index_factory string (inner product) instead of the automatic choice.
@@ -171,63 +197,53 @@ def build_index(
     """
     g, owned = as_gallery(gallery)
     try:
-        with files.index_lock(g.index_dir):
-            return _build(
-                g, factory, memory_budget, rerank, device, nprobe, seed, batch_size, train_per_centroid, progress
-            )
+        with index_lock(g.index_dir):
+            choice_args = dict(factory=factory, memory_budget=memory_budget, rerank=rerank, nprobe=nprobe,
+                               train_per_centroid=train_per_centroid)
+            return _build(g, choice_args, device, seed, read_batch_rows, on_progress)
     finally:
         if owned:
             g.close()
 
 
 def _build(
-    g: Gallery,
-    factory: str | None,
-    memory_budget: float | None,
-    rerank: bool | None,
-    device: str,
-    nprobe: int | None,
-    seed: int,
-    batch_size: int,
-    train_per_centroid: int,
-    progress: Progress | None,
-) -> dict[str, Any]:
+    g: Gallery, choice_args: dict[str, Any], device: str, seed: int, read_batch_rows: int,
+    on_progress: ProgressFn | None,
+) -> Manifest:
     t_start = time.time()
     stamp = g.model_stamp
-    shards = shard_rows(g)
+    shards = g.shard_rows()
     if stamp is None or not shards:
         raise EmptyGalleryError(
             f"Gallery '{g.root}' has no faces to index yet. Ingest photos first: gallery ingest PHOTOS "
             f"--gallery {g.root}"
         )
     dim = int(stamp["dim"])
-    deleted = deleted_ids(g)
+    deleted = g.deleted_ids()
     total_rows = sum(r.n_faces for r in shards)
     n_live = total_rows - int(deleted.size)
     if n_live <= 0:
         raise EmptyGalleryError(f"Every face of gallery '{g.root}' is deleted: nothing to index.")
-    dev = gpu.resolve_device(device)
+    dev = resolve_index_device(device)
     choice = choose_index(
-        n_live, dim, memory_budget, rerank, dev, factory, nprobe, train_per_centroid=train_per_centroid
+        n_live, dim, choice_args["memory_budget"], choice_args["rerank"], dev, choice_args["factory"],
+        choice_args["nprobe"], train_per_centroid=choice_args["train_per_centroid"],
     )
     index = _make_index(choice, seed)
-    paths = paths_of(g, shards)
     g.index_dir.mkdir(parents=True, exist_ok=True)
-    tag = files.new_tag()
+    tag = new_tag()
     index_name = f"index-{tag}.faiss"
     vec_name = f"vectors-{tag}.f32" if choice.rerank else None
-    committed = False
     try:
         with PeakMemory() as mem:
             t0 = time.time()
             n_train = 0
             if not index.is_trained:
-                if progress:
-                    progress("sample", 0, choice.train_size)
-                x_train = sample_vectors(paths, total_rows, max(choice.train_size, 1), dim, seed, batch_size)
+                report(on_progress, "sample", 0, choice.train_size)
+                x_train = sample_vectors(g.iter_embeddings(shards, read_batch_rows), total_rows,
+                                         max(choice.train_size, 1), dim, seed)
                 n_train = int(x_train.shape[0])
-                if progress:
-                    progress("train", 0, n_train)
+                report(on_progress, "train", 0, n_train)
                 if dev == "cuda":
                     gpu.train_on_gpu(index, x_train, seed)
                 else:
@@ -238,39 +254,11 @@ def _build(
             t1 = time.time()
             # GPU add for IVF indexes only (an exact flat "add" is a memcpy: CPU is as good)
             adder = gpu.GpuAdder(index, expected_n=n_live) if dev == "cuda" and _ivf_of(index) else None
-            target = adder if adder is not None else index
             writer = VectorFileWriter(g.index_dir / vec_name, dim, create=True) if vec_name else None
-            max_id = 0
-            added = 0
-            try:
-                for ids, x in iter_shard_batches(paths, batch_size):
-                    if x.shape[1] != dim:
-                        raise IndexMismatchError(
-                            f"a shard holds {x.shape[1]}-d embeddings but the gallery model is {dim}-d"
-                        )
-                    max_id = max(max_id, int(ids.max())) if ids.size else max_id
-                    if deleted.size:
-                        keep = ~is_deleted(ids, deleted)
-                        ids, x = ids[keep], x[keep]
-                    if ids.size == 0:
-                        continue
-                    if adder is not None:
-                        adder.add(ids, x)
-                    else:
-                        _add_batch(target, ids, x)
-                    if writer is not None:
-                        writer.write(ids, x)
-                    added += int(ids.size)
-                    if progress:
-                        progress("add", added, n_live)
-                if adder is not None:
-                    index = adder.finish()
-                if writer is not None:
-                    writer.close()
-            except BaseException:
-                if writer is not None:
-                    writer.close(fsync=False)
-                raise
+            _, max_id = _stream_add(g, adder if adder is not None else index, shards, dim, deleted, writer,
+                                    read_batch_rows, on_progress, n_live)
+            if adder is not None:
+                index = adder.finish()
             t_add = time.time() - t1
             t2 = time.time()
             index_bytes = _save_index(index, g.index_dir / index_name)
@@ -278,8 +266,8 @@ def _build(
 
         covered_max = max(max_id, max(r.max_face_id for r in shards))
         ivf = _ivf_of(index)
-        manifest: dict[str, Any] = {
-            "version": files.MANIFEST_VERSION,
+        manifest: Manifest = {
+            "version": MANIFEST_VERSION,
             "kind": "build",
             "created_at": time.time(),
             "built_at": time.time(),
@@ -315,7 +303,7 @@ def _build(
             },
             "build_seconds": round(time.time() - t_start, 3),
             "memory": mem.report(),
-            "memory_budget": memory_budget,
+            "memory_budget": choice_args["memory_budget"],
             "device": dev,
             "reason": choice.reason,
             "notes": choice.notes,
@@ -333,17 +321,13 @@ def _build(
             if vec_name
             else {"enabled": False},
             "updates": [],
-        }
-        manifest["warnings"] = _outgrown_warnings(manifest, g.root)
-        files.write_manifest(g.index_dir, manifest)
-        committed = True
-    finally:
-        if not committed:
-            for name in (index_name, vec_name):
-                if name:
-                    (g.index_dir / name).unlink(missing_ok=True)
-    files.cleanup_unreferenced(g.index_dir, manifest)
-    _record(g, "build", manifest, g.index_dir / index_name)
+        }  # type: ignore[typeddict-unknown-key]
+    except BaseException:
+        for name in (index_name, vec_name):
+            if name:
+                (g.index_dir / name).unlink(missing_ok=True)
+        raise
+    _commit(g, manifest, [index_name, vec_name], "build")
     return manifest
 
 
@@ -351,8 +335,8 @@ def _build(
 
 
 def update_index(
-    gallery: Gallery | str | Path, batch_size: int = BATCH_SIZE, progress: Progress | None = None
-) -> dict[str, Any]:
+    gallery: Gallery | str | Path, *, read_batch_rows: int = READ_BATCH_ROWS, on_progress: ProgressFn | None = None
+) -> Manifest:
     """Add the faces ingested since the last build/update, without retraining; returns the manifest.
 
     Adds face_id > manifest max_face_id from shards after the last covered one. Warns
@@ -360,89 +344,58 @@ def update_index(
     """
     g, owned = as_gallery(gallery)
     try:
-        with files.index_lock(g.index_dir):
-            return _update(g, batch_size, progress)
+        with index_lock(g.index_dir):
+            return _update(g, read_batch_rows, on_progress)
     finally:
         if owned:
             g.close()
 
 
-def _update(g: Gallery, batch_size: int, progress: Progress | None) -> dict[str, Any]:
+def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) -> Manifest:
     t_start = time.time()
-    manifest = files.read_manifest(g.index_dir, g.root)
-    _check_model(g, manifest)
-    new_shards: list[ShardRow] = shard_rows(g, after_shard_id=int(manifest["last_shard_id"]))
+    manifest = read_manifest(g.index_dir, g.root)
+    check_model(manifest, g.model_stamp, g.root)
+    new_shards = g.shard_rows(after_shard_id=int(manifest["last_shard_id"]))
     old_max = int(manifest["max_face_id"])
     if not new_shards:
-        manifest = dict(manifest, added=0)
+        manifest = Manifest(**{**manifest, "added": 0})  # type: ignore[typeddict-item]
         for w in manifest.get("warnings") or []:
             warnings.warn(w, IndexOutgrownWarning, stacklevel=3)
         return manifest
-    deleted = deleted_ids(g)
     dim = int(manifest["dim"])
     index = faiss.read_index(str(g.index_dir / manifest["index_file"]))  # not mmap: we modify it
     rerank = manifest.get("rerank") or {}
     writer = VectorFileWriter(g.index_dir / rerank["file"], dim, create=False) if rerank.get("enabled") else None
-    tag = files.new_tag()
-    index_name = f"index-{tag}.faiss"
-    added = 0
-    max_id = old_max
-    committed = False
+    index_name = f"index-{new_tag()}.faiss"
     try:
         with PeakMemory() as mem:
-            try:
-                for ids, x in iter_shard_batches(paths_of(g, new_shards), batch_size):
-                    if x.shape[1] != dim:
-                        raise IndexMismatchError(f"a new shard holds {x.shape[1]}-d embeddings, index is {dim}-d")
-                    if ids.size:
-                        max_id = max(max_id, int(ids.max()))
-                    keep = ids > old_max
-                    if deleted.size:
-                        keep &= ~is_deleted(ids, deleted)
-                    ids, x = ids[keep], x[keep]
-                    if ids.size == 0:
-                        continue
-                    _add_batch(index, ids, x)
-                    if writer is not None:
-                        writer.write(ids, x)
-                    added += int(ids.size)
-                    if progress:
-                        progress("add", added, 0)
-                if writer is not None:
-                    writer.close()
-            except BaseException:
-                if writer is not None:
-                    writer.close(fsync=False)
-                raise
+            added, max_id = _stream_add(g, index, new_shards, dim, g.deleted_ids(), writer, read_batch_rows,
+                                        on_progress, None, above_id=old_max)
             index_bytes = _save_index(index, g.index_dir / index_name)
-        max_id = max(max_id, max(r.max_face_id for r in new_shards))
-        seconds = round(time.time() - t_start, 3)
-        new = dict(manifest)
-        new.update(
-            kind="update",
-            created_at=time.time(),
-            ntotal=int(index.ntotal),
-            shards=list(manifest.get("shards", [])) + [r.shard_id for r in new_shards],
-            shard_files=int(manifest.get("shard_files", 0)) + len(new_shards),
-            last_shard_id=new_shards[-1].shard_id,
-            max_face_id=int(max_id),
-            index_file=index_name,
-            index_bytes=index_bytes,
-            index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
-            added=added,
-            updates=list(manifest.get("updates", []))
-            + [{"at": time.time(), "added": added, "seconds": seconds, "memory": mem.report()}],
-        )
-        if rerank.get("enabled"):
-            new["rerank"] = dict(rerank, bytes=(max_id + 1) * dim * 4)
-        new["warnings"] = _outgrown_warnings(new, g.root)
-        files.write_manifest(g.index_dir, new)
-        committed = True
-    finally:
-        if not committed:
-            (g.index_dir / index_name).unlink(missing_ok=True)
-    files.cleanup_unreferenced(g.index_dir, new)
-    _record(g, "update", new, g.index_dir / index_name)
+    except BaseException:
+        (g.index_dir / index_name).unlink(missing_ok=True)
+        raise
+    max_id = max(max_id, max(r.max_face_id for r in new_shards))
+    seconds = round(time.time() - t_start, 3)
+    new: Manifest = dict(manifest)  # type: ignore[assignment]
+    new.update(
+        kind="update",
+        created_at=time.time(),
+        ntotal=int(index.ntotal),
+        shards=list(manifest.get("shards", [])) + [r.shard_id for r in new_shards],
+        shard_files=int(manifest.get("shard_files", 0)) + len(new_shards),
+        last_shard_id=new_shards[-1].shard_id,
+        max_face_id=int(max_id),
+        index_file=index_name,
+        index_bytes=index_bytes,
+        index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
+        added=added,
+        updates=list(manifest.get("updates", []))
+        + [{"at": time.time(), "added": added, "seconds": seconds, "memory": mem.report()}],
+    )
+    if rerank.get("enabled"):
+        new["rerank"] = dict(rerank, bytes=(max_id + 1) * dim * 4)  # type: ignore[typeddict-item]
+    _commit(g, new, [index_name], "update")
     for w in new["warnings"]:
         warnings.warn(w, IndexOutgrownWarning, stacklevel=3)
     return new
@@ -451,7 +404,7 @@ def _update(g: Gallery, batch_size: int, progress: Progress | None) -> dict[str,
 # --- remove ------------------------------------------------------------------------------------
 
 
-def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> dict[str, Any]:
+def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
     """Remove vector ids from the index file (CPU indexes); ids=None removes every face deleted in SQLite.
 
     Searches already filter deleted faces; this reclaims their space and scan time. Returns the
@@ -459,44 +412,40 @@ def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> dict[str, Any]
     """
     g, owned = as_gallery(gallery)
     try:
-        with files.index_lock(g.index_dir):
-            manifest = files.read_manifest(g.index_dir, g.root)
+        with index_lock(g.index_dir):
+            manifest = read_manifest(g.index_dir, g.root)
             if ids is None:
-                arr = deleted_ids(g, int(manifest["max_face_id"]))
+                arr = g.deleted_ids(int(manifest["max_face_id"]))
             else:
                 arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
             if arr.size == 0:
-                return dict(manifest, removed_now=0)
+                return Manifest(**{**manifest, "removed_now": 0})  # type: ignore[typeddict-item]
             index = faiss.read_index(str(g.index_dir / manifest["index_file"]))
             try:
                 n_removed = int(index.remove_ids(faiss.IDSelectorBatch(arr)))
             except RuntimeError as err:
                 raise IndexerError(f"this index type cannot remove ids: {str(err).splitlines()[0]}") from None
             if n_removed == 0:
-                return dict(manifest, removed_now=0)
-            index_name = f"index-{files.new_tag()}.faiss"
-            committed = False
+                return Manifest(**{**manifest, "removed_now": 0})  # type: ignore[typeddict-item]
+            index_name = f"index-{new_tag()}.faiss"
             try:
                 index_bytes = _save_index(index, g.index_dir / index_name)
-                new = dict(manifest)
-                new.update(
-                    kind="remove",
-                    created_at=time.time(),
-                    ntotal=int(index.ntotal),
-                    index_file=index_name,
-                    index_bytes=index_bytes,
-                    index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
-                    removed=int(manifest.get("removed", 0)) + n_removed,
-                )
-                new.pop("added", None)
-                files.write_manifest(g.index_dir, new)
-                committed = True
-            finally:
-                if not committed:
-                    (g.index_dir / index_name).unlink(missing_ok=True)
-            files.cleanup_unreferenced(g.index_dir, new)
-            _record(g, "remove", new, g.index_dir / index_name)
-            return dict(new, removed_now=n_removed)
+            except BaseException:
+                (g.index_dir / index_name).unlink(missing_ok=True)
+                raise
+            new: Manifest = dict(manifest)  # type: ignore[assignment]
+            new.update(
+                kind="remove",
+                created_at=time.time(),
+                ntotal=int(index.ntotal),
+                index_file=index_name,
+                index_bytes=index_bytes,
+                index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
+                removed=int(manifest.get("removed", 0)) + n_removed,
+            )
+            new.pop("added", None)  # type: ignore[misc]
+            _commit(g, new, [index_name], "remove")
+            return Manifest(**{**new, "removed_now": n_removed})  # type: ignore[typeddict-item]
     finally:
         if owned:
             g.close()

@@ -19,7 +19,8 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from indexer.errors import GpuUnavailableError, IndexerError
+from gallery.device import faiss_gpus
+from gallery.errors import GpuUnavailableError, IndexerError
 
 GPU_MAX_K = 2048
 GPU_MAX_NPROBE = 2048
@@ -28,38 +29,8 @@ ADD_CHUNK = 1 << 18
 DEFAULT_MAX_GPU_VECTORS = 50_000_000
 
 
-def num_gpus() -> int:
-    get = getattr(faiss, "get_num_gpus", None)
-    try:
-        return int(get()) if get else 0
-    except Exception:  # a broken CUDA runtime must not break CPU use
-        return 0
-
-
 def has_gpu_support() -> bool:
-    return hasattr(faiss, "StandardGpuResources") and num_gpus() > 0
-
-
-def resolve_device(device: str | None) -> str:
-    """'auto' -> 'cuda' when faiss sees a GPU, else 'cpu'; 'cuda' without one raises GpuUnavailableError."""
-    device = (device or "auto").lower()
-    if device == "cpu":
-        return "cpu"
-    if device == "auto":
-        return "cuda" if has_gpu_support() else "cpu"
-    if device in ("cuda", "gpu"):
-        if not hasattr(faiss, "StandardGpuResources"):
-            raise GpuUnavailableError(
-                "--device cuda: this faiss build has no GPU support (faiss-cpu is installed). Install "
-                "faiss-gpu-cu12 (pip install 'face-gallery[gpu]') on a machine with an NVIDIA GPU, "
-                "or use --device cpu."
-            )
-        if num_gpus() == 0:
-            raise GpuUnavailableError(
-                "--device cuda: faiss sees no CUDA device on this machine. Use --device cpu (or auto)."
-            )
-        return "cuda"
-    raise ValueError(f"unknown device '{device}': use auto, cpu or cuda")
+    return faiss_gpus() > 0
 
 
 def make_resources(temp_memory_bytes: int | None = None):
@@ -191,7 +162,7 @@ class GpuSearcher:
             raise GpuUnavailableError("no GPU available to faiss: search on the CPU (device='cpu')")
         self.resources = []
         try:
-            if all_gpus and num_gpus() > 1:
+            if all_gpus and faiss_gpus() > 1:
                 co = cloner_options(cpu_index, multiple=True, shard=True)
                 self.index = faiss.index_cpu_to_all_gpus(cpu_index, co=co)
             else:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from gallery.store import Gallery
-from indexer import files
-from indexer.galleryio import as_gallery, deleted_ids, live_faces, live_faces_after
+from indexer.loaded import as_gallery
+from indexer.manifest import read_manifest
 
 
 def index_info(gallery: Gallery | str | Path) -> dict[str, Any]:
@@ -15,12 +15,12 @@ def index_info(gallery: Gallery | str | Path) -> dict[str, Any]:
     among the covered ids: filtered at search time, reclaimed by remove_ids), live_faces, index_path."""
     g, owned = as_gallery(gallery)
     try:
-        manifest = files.read_manifest(g.index_dir, g.root)
+        manifest = read_manifest(g.index_dir, g.root)
         max_id = int(manifest["max_face_id"])
-        info = dict(manifest)
-        info["stale_faces"] = live_faces_after(g, max_id)
-        info["deleted_filtered"] = int(deleted_ids(g, max_id).size)
-        info["live_faces"] = live_faces(g)
+        info: dict[str, Any] = dict(manifest)
+        info["stale_faces"] = g.live_face_count(after_face_id=max_id)
+        info["deleted_filtered"] = int(g.deleted_ids(max_id).size)
+        info["live_faces"] = g.live_face_count()
         info["up_to_date"] = info["stale_faces"] == 0
         info["index_path"] = str(g.index_dir / manifest["index_file"])
         rerank = manifest.get("rerank") or {}

@@ -9,8 +9,6 @@ is rebuilt: the deleted set is re-read whenever SQLite reports a commit by anoth
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,44 +17,19 @@ import faiss
 import numpy as np
 
 from gallery.store import Gallery
-from indexer import files, gpu
-from indexer.errors import IndexMismatchError
-from indexer.galleryio import as_gallery, is_deleted
-from indexer.vectors import VectorFile
+from gallery.store.queries import DeletedIds
+from indexer import gpu
+from indexer.manifest import Manifest, check_model, read_manifest
+from indexer.vectors import VectorFile, is_deleted
 
 RERANK_QUERY_CHUNK = 256
-
-
-class _DeletedIds:
-    """The sorted ids deleted in SQLite, refreshed only when the database changed."""
-
-    def __init__(self, db_path: Path, max_face_id: int) -> None:
-        self.max_face_id = max_face_id
-        self.conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
-        self.lock = threading.Lock()
-        self.version: int | None = None
-        self.ids = np.empty(0, dtype=np.int64)
-
-    def get(self) -> np.ndarray:
-        with self.lock:
-            version = self.conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self.version:
-                rows = self.conn.execute(
-                    "SELECT face_id FROM faces WHERE deleted = 1 AND face_id <= ? ORDER BY face_id",
-                    (self.max_face_id,),
-                ).fetchall()
-                self.ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                self.version = version
-            return self.ids
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 class LoadedIndex:
     """A gallery index ready for k-NN search (CPU, memory-mapped; or on GPU(s) after `to_gpu`)."""
 
-    def __init__(self, root: Path, manifest: dict, index: Any, vectors: VectorFile | None, mmap_mode: str):
+    def __init__(self, root: Path, manifest: Manifest, index: Any, vectors: VectorFile | None, mmap_mode: str,
+                 deleted: DeletedIds) -> None:
         self.root = Path(root)
         self.manifest = manifest
         self.index = index
@@ -66,7 +39,7 @@ class LoadedIndex:
         self.nprobe = manifest.get("nprobe")
         self.rerank = vectors is not None
         self.rerank_candidates = int((manifest.get("rerank") or {}).get("candidates") or 100)
-        self._deleted = _DeletedIds(self.root / "gallery.db", int(manifest["max_face_id"]))
+        self._deleted = deleted
         try:
             self._ivf = faiss.extract_index_ivf(index)
         except RuntimeError:
@@ -209,6 +182,13 @@ class LoadedIndex:
         return scores, ids
 
 
+def as_gallery(gallery: Gallery | str | Path) -> tuple[Gallery, bool]:
+    """(Gallery, owned): a path is opened here (and must be closed by the caller when owned)."""
+    if isinstance(gallery, Gallery):
+        return gallery, False
+    return Gallery.open(gallery), True
+
+
 def _read_index(path: Path, mmap: bool) -> tuple[Any, str]:
     if mmap:
         attempts = []
@@ -233,13 +213,8 @@ def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
     g, owned = as_gallery(gallery)
     try:
         for attempt in range(3):
-            manifest = files.read_manifest(g.index_dir, g.root)
-            stamp = g.model_stamp
-            if stamp is not None and manifest.get("model") not in (None, stamp):
-                raise IndexMismatchError(
-                    f"The index was built for model {manifest['model'].get('name')}, the gallery uses "
-                    f"{stamp.get('name')}. Rebuild it: gallery index build --gallery {g.root}"
-                )
+            manifest = read_manifest(g.index_dir, g.root)
+            check_model(manifest, g.model_stamp, g.root)
             try:
                 index, mode = _read_index(g.index_dir / manifest["index_file"], mmap)
                 rerank = manifest.get("rerank") or {}
@@ -252,7 +227,7 @@ def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
                     raise
                 time.sleep(0.05)
                 continue
-            return LoadedIndex(g.root, manifest, index, vectors, mode)
+            return LoadedIndex(g.root, manifest, index, vectors, mode, g.watch_deleted(int(manifest["max_face_id"])))
         raise AssertionError("unreachable")
     finally:
         if owned:

@@ -1,4 +1,4 @@
-"""Peak memory of a build: the process RSS sampled from /proc/self/statm by a background thread.
+"""Memory probes: the process RSS (psutil), a peak-RSS sampler for builds, and available memory.
 
 `resource.getrusage(RUSAGE_SELF).ru_maxrss` is the high-water mark of the whole process lifetime, so it
 cannot isolate a build that runs after other work in the same process; the sampler records the RSS
@@ -8,19 +8,20 @@ missed). Both are reported.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import threading
-import time
+
+import psutil
 
 
 def current_rss() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return maxrss()
+    return int(psutil.Process().memory_info().rss)
+
+
+def memory_available() -> int:
+    """Bytes the kernel says are available now: decides what fits in RAM."""
+    return int(psutil.virtual_memory().available)
 
 
 def maxrss() -> int:
@@ -37,9 +38,9 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, current_rss())
-            time.sleep(self.interval)
+        process = psutil.Process()
+        while not self._stop.wait(self.interval):
+            self.peak_rss = max(self.peak_rss, int(process.memory_info().rss))
 
     def __enter__(self) -> PeakMemory:
         self.start_rss = self.peak_rss = current_rss()
@@ -55,7 +56,7 @@ class PeakMemory:
 
     def report(self) -> dict:
         return {
-            "method": "RSS sampled from /proc/self/statm every 20 ms during the build; "
+            "method": "RSS sampled with psutil every 20 ms during the build; "
             "ru_maxrss = getrusage high-water mark of the whole process",
             "rss_before_bytes": self.start_rss,
             "peak_rss_bytes": self.peak_rss,

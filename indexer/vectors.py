@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,37 @@ class VectorFile:
             out = self._plain[np.where(bad, 0, flat)]
             out[bad] = 0.0
         return out.reshape(*ids.shape, self.dim)
+
+
+def is_deleted(ids: np.ndarray, deleted_sorted: np.ndarray) -> np.ndarray:
+    """Boolean mask: ids found in the sorted `deleted_sorted` array (fast membership, any shape)."""
+    if deleted_sorted.size == 0:
+        return np.zeros(ids.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(deleted_sorted, ids), deleted_sorted.size - 1)
+    return deleted_sorted[pos] == ids
+
+
+def sample_vectors(
+    batches: Iterator[tuple[np.ndarray, np.ndarray]], total_rows: int, n_sample: int, dim: int, seed: int
+) -> np.ndarray:
+    """A seeded uniform sample of `n_sample` rows drawn across streamed (ids, vectors) batches, in one
+    pass. Only the sample (n_sample x dim float32) and one batch are in memory at any time."""
+    rng = np.random.default_rng(seed)
+    n_sample = int(min(n_sample, total_rows))
+    positions = np.sort(rng.choice(total_rows, size=n_sample, replace=False)) if n_sample < total_rows else None
+    out = np.empty((n_sample, dim), dtype=np.float32)
+    filled = 0
+    offset = 0
+    for ids, x in batches:
+        n = ids.shape[0]
+        if positions is None:
+            take = x[: n_sample - filled]
+        else:
+            lo, hi = np.searchsorted(positions, [offset, offset + n])
+            take = x[positions[lo:hi] - offset]
+        out[filled : filled + take.shape[0]] = take
+        filled += take.shape[0]
+        offset += n
+        if filled >= n_sample:
+            break
+    return out[:filled]

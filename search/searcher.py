@@ -10,19 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
-from gallery.face_pipeline import FacePipeline, PhotoFaces
-from gallery.models import get_model_spec
-from gallery.store import Gallery, GalleryError
-from gallery.store.db import Face, Identity, Image
+from gallery.errors import GalleryError
+from gallery.faces.models import model_for_gallery
+from gallery.faces.pipeline import FacePipeline, PhotoFaces
+from gallery.store import Gallery
+from indexer import LoadedIndex, load_index
 from search.identify import FaceAnswer, Neighbour, decide, parse_aggregation
+from search.threshold import resolve_threshold
 
 MAX_NEIGHBOURS = 2048  # FAISS GPU caps k at 2048; the CPU path keeps the same bound
-
-
-class NoIndexError(GalleryError):
-    pass
 
 
 class Searcher:
@@ -39,53 +36,41 @@ class Searcher:
         weights: Path | None = None,
     ) -> None:
         self.gallery = Gallery.open(gallery_dir)
-        stamp = self.gallery.model_stamp
-        if stamp is None:
-            raise GalleryError(
-                f"Gallery '{gallery_dir}' has no faces yet: run `gallery ingest PHOTOS --gallery {gallery_dir}`."
-            )
-        self.spec = get_model_spec(stamp["name"])
-        if self.spec.stamp() != stamp:
-            raise GalleryError(
-                f"Gallery model stamp {stamp} differs from this version's '{self.spec.name}' {self.spec.stamp()}: "
-                "the gallery was built with other preprocessing; re-ingest it with this version."
-            )
-        self.k = k
-        self.nprobe = nprobe
         try:
-            parse_aggregation(aggregation)
-        except ValueError as exc:
-            raise GalleryError(str(exc)) from None
-        self.aggregation = aggregation
-        default_threshold, self.threshold_source = self.gallery.threshold()
-        self.threshold = float(threshold if threshold is not None else default_threshold)
-        if threshold is not None:
-            self.threshold_source = "--threshold"
-        self.index = self._open_index()
+            stamp = self.gallery.model_stamp
+            if stamp is None:
+                raise GalleryError(
+                    f"Gallery '{gallery_dir}' has no faces yet: run `gallery ingest PHOTOS --gallery {gallery_dir}`."
+                )
+            self.spec = model_for_gallery(stamp)
+            self.k = k
+            self.nprobe = nprobe
+            try:
+                parse_aggregation(aggregation)
+            except ValueError as exc:
+                raise GalleryError(str(exc)) from None
+            self.aggregation = aggregation
+            resolved, self.threshold_source = resolve_threshold(self.gallery, threshold)
+            if resolved is None:
+                raise GalleryError(f"No match threshold for gallery '{gallery_dir}': {self.threshold_source}.")
+            self.threshold = float(resolved)
+            self.index: LoadedIndex = load_index(self.gallery)
+        except BaseException:
+            self.gallery.close()
+            raise
         self._device = device
         self._weights = weights
         self._pipeline: FacePipeline | None = None
-
-    def _open_index(self):
-        from indexer import NoIndexError as IndexMissing
-        from indexer import load_index
-
-        try:
-            return load_index(self.gallery)
-        except IndexMissing:
-            raise NoIndexError(
-                f"Gallery '{self.gallery.root}' has no index yet. Build it with: "
-                f"gallery index build --gallery {self.gallery.root}"
-            ) from None
 
     @property
     def pipeline(self) -> FacePipeline:
         """The detector and embedder, loaded on first photo query (embedding queries need neither)."""
         if self._pipeline is None:
-            self._pipeline = FacePipeline(self.spec, self._weights, self._device)
+            self._pipeline = FacePipeline(self.spec, self._device, self._weights)
         return self._pipeline
 
     def close(self) -> None:
+        self.index.close()
         self.gallery.close()
 
     def __enter__(self) -> Searcher:
@@ -150,14 +135,14 @@ class Searcher:
             # many neighbours, so the far end of the list needs no exhaustive exact re-scoring.
             candidates = max(int(getattr(self.index, "rerank_candidates", 0) or 0), 2 * fetch)
             scores, ids = self.index.search(x[todo], fetch, nprobe=self.nprobe, candidates=candidates)
-            meta = self._lookup({int(i) for i in ids.ravel() if i >= 0})
+            records = self.gallery.face_records({int(i) for i in ids.ravel() if i >= 0})
             retry = []
             for row, q in enumerate(todo):
                 excluded = exclude_face_ids[q] if exclude_face_ids else set()
                 found = [
-                    Neighbour(int(i), float(s), *meta[int(i)])
+                    Neighbour(int(i), float(s), r.identity, r.photo, r.box, r.image_id)
                     for s, i in zip(scores[row], ids[row])
-                    if i >= 0 and int(i) in meta and int(i) not in excluded
+                    if i >= 0 and (r := records.get(int(i))) is not None and int(i) not in excluded
                 ]
                 distinct = len({n.identity for n in found if n.identity is not None})
                 enough = len(found) >= k if faces_mode else distinct >= k
@@ -167,21 +152,3 @@ class Searcher:
             todo = retry
             fetch = min(MAX_NEIGHBOURS, ntotal, fetch * 4)
         return [r or [] for r in results]
-
-    def _lookup(self, face_ids: set[int]) -> dict[int, tuple]:
-        """face_id → (identity, photo path, box, image_id) for live faces (deleted ones are dropped)."""
-        if not face_ids:
-            return {}
-        out: dict[int, tuple] = {}
-        ids = sorted(face_ids)
-        with self.gallery.session() as s:
-            for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
-                rows = s.execute(
-                    select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id)
-                    .join(Image, Image.image_id == Face.image_id)
-                    .outerjoin(Identity, Identity.identity_id == Face.identity_id)
-                    .where(Face.face_id.in_(ids[start : start + 900]), Face.deleted.is_(False))
-                )
-                for fid, name, path, x1, y1, x2, y2, image_id in rows:
-                    out[fid] = (name, path, [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)], image_id)
-        return out

@@ -8,13 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from gallery.face_pipeline import FacePipeline
-from gallery.models import get_model_spec
-from gallery.store import Gallery, GalleryError
-
-
-class VerifyError(GalleryError):
-    pass
+from gallery.errors import GalleryError, VerifyError
+from gallery.faces.models import model_for_gallery
+from gallery.faces.pipeline import FacePipeline
+from gallery.store import Gallery
+from search.threshold import resolve_threshold
 
 
 @dataclass
@@ -37,26 +35,29 @@ def verify(
     photo_a: Path | str,
     photo_b: Path | str,
     gallery_dir: Path | str | None = None,
-    model: str = "dlib-resnet",
+    model: str | None = None,
     threshold: float | None = None,
     device: str = "auto",
     weights: Path | None = None,
 ) -> VerifyResult:
-    """Cosine similarity of the two photos' main faces, against the gallery's (or model's) threshold."""
-    source = "--threshold"
+    """Cosine similarity of the two photos' main faces, against the gallery's (or model's) threshold.
+
+    With a gallery, its model and threshold are used; without one, `model` (default: the default
+    model) and its default threshold.
+    """
     if gallery_dir is not None:
         with Gallery.open(gallery_dir) as gallery:
             stamp = gallery.model_stamp
             if stamp is None:
-                raise VerifyError(f"Gallery '{gallery_dir}' has no model yet; pass --model instead.")
-            model = stamp["name"]
-            gallery_threshold, gallery_source = gallery.threshold()
-        if threshold is None:
-            threshold, source = gallery_threshold, gallery_source or "gallery"
-    spec = get_model_spec(model)
-    if threshold is None:
-        threshold, source = spec.default_threshold, f"model default ({spec.threshold_source})"
-    pipeline = FacePipeline(spec, weights, device)
+                raise GalleryError(f"Gallery '{gallery_dir}' has no model yet; leave out --gallery.")
+            spec = model_for_gallery(stamp, model)
+            value, source = resolve_threshold(gallery, threshold)
+    else:
+        spec = model_for_gallery(None, model)
+        value, source = (threshold, "--threshold") if threshold is not None else (
+            spec.default_threshold, f"model default ({spec.threshold_source})")
+    assert value is not None
+    pipeline = FacePipeline(spec, device, weights)
     faces = []
     for photo in (photo_a, photo_b):
         found = pipeline.faces_of(photo, largest_only=True)
@@ -64,5 +65,5 @@ def verify(
             raise VerifyError(f"{photo}: {found.error} ({found.detail})")
         faces.append(found.faces[0])
     score = float(np.dot(faces[0].embedding, faces[1].embedding))
-    return VerifyResult(str(photo_a), str(photo_b), round(score, 4), float(threshold), source,
-                        score >= float(threshold), spec.name, faces[0].box, faces[1].box)
+    return VerifyResult(str(photo_a), str(photo_b), round(score, 4), float(value), source,
+                        score >= float(value), spec.name, faces[0].box, faces[1].box)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gallery.align import align_faces, similarity_transform
-from gallery.detect import bucket_shape, main_face_index
+from gallery.faces.align import align_faces, similarity_transform
+from gallery.faces.detect import bucket_shape, main_face_index
 
 
 def test_similarity_transform_recovers_known_transform() -> None:

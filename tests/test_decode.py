@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gallery.decode import MAX_SIDE, decode_photo
+from gallery.faces.decode import MAX_SIDE, decode_photo
 
 
 def _decode(path: Path, max_side: int = 2048):

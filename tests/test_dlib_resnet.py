@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from gallery.models import ModelWeightsMissing, dlib_dat, get_model_spec, list_models
-from gallery.models.dlib_resnet import (
+from gallery.device import resolve_device
+from gallery.errors import ModelWeightsMissing
+from gallery.faces.models import dlib_dat, get_model_spec, list_models
+from gallery.faces.models.dlib_resnet import (
     DAT_FILENAME,
     SHAPE_PREDICTOR_5,
     DlibResNet,
@@ -38,7 +40,7 @@ def cache_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def embedder(cache_env):
     _packaged_dat()
-    return get_model_spec("dlib-resnet").load()
+    return get_model_spec("dlib-resnet").load(resolve_device("cpu"))
 
 
 # ------------------------------------------------------------------------------ file format
@@ -105,11 +107,11 @@ def test_registry_lists_dlib_resnet():
 def test_bad_weights_path(tmp_path):
     spec = get_model_spec("dlib-resnet")
     with pytest.raises(ModelWeightsMissing, match="no such file"):
-        spec.load(weights=tmp_path / "missing.dat")
+        spec.load(resolve_device("cpu"), weights=tmp_path / "missing.dat")
     garbage = tmp_path / DAT_FILENAME
     garbage.write_bytes(b"\x01\x01\x01\x05hello")
     with pytest.raises(ModelWeightsMissing):
-        spec.load(weights=garbage)
+        spec.load(resolve_device("cpu"), weights=garbage)
 
 
 # --------------------------------------------------------------------------------- exactness

@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 import indexer
 import indexer.build as build_mod
+from gallery.cli.index import index_app
+from gallery.device import resolve_index_device as resolve_device
 from gallery.store import Gallery
-from gallery.store.db import IndexBuild
+from gallery.store.schema import IndexBuild
 from indexer import (
     EmptyGalleryError,
     GpuUnavailableError,
@@ -30,13 +32,7 @@ from indexer import (
     remove_ids,
     update_index,
 )
-from indexer.cli import index_app
-from indexer.gpu import resolve_device
-
-try:
-    from tests.test_indexer_helpers import add_shards, make_gallery, mark_deleted, unit_vectors
-except ImportError:  # tests/ on sys.path instead of the repository root
-    from test_indexer_helpers import add_shards, make_gallery, mark_deleted, unit_vectors
+from tests.helpers.galleries import add_shards, make_gallery, mark_deleted, unit_vectors
 
 IVF_N = 32_000  # just above FLAT_MAX_VECTORS: IVF-PQ, quick to train
 IVF_DIM = 64

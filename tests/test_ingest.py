@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,7 @@ pytestmark = requires_lfw
 
 
 def fast_options(**overrides) -> IngestOptions:
-    opts = IngestOptions(model="facenet-untrained", workers=0, batch_size=8)
-    for k, v in overrides.items():
-        setattr(opts, k, v)
-    return opts
+    return replace(IngestOptions(model="facenet-untrained", workers=0, detect_batch_size=8), **overrides)
 
 
 def gallery_faces(gallery_dir: Path) -> list[tuple]:
@@ -154,23 +152,18 @@ def test_identical_files_are_one_image(tmp_path: Path) -> None:
 
 def test_model_mismatch_is_refused(tmp_path: Path, lfw_archive: Path) -> None:
     ingest(lfw_archive, tmp_path / "g", fast_options())
-    from gallery.models import registry
+    from gallery.faces.models import get_model_spec, registered
 
-    untrained = registry.get_model_spec("facenet-untrained")
-    other = registry.register(
-        registry.ModelSpec(**{**untrained.__dict__, "name": "test-other-model", "preprocessing": "other"})
-    )
-    try:
+    untrained = get_model_spec("facenet-untrained")
+    with registered(replace(untrained, name="test-other-model", preprocessing="other")) as other:
         with pytest.raises(ModelMismatch, match="facenet-untrained"):
             ingest(lfw_archive, tmp_path / "g", fast_options(model=other.name))
-    finally:
-        registry._REGISTRY.pop(other.name)
 
 
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
     src = tmp_path / "archive"
     copy_lfw_people(src, {"Abdullah_Gul": 6, "Alejandro_Toledo": 6, "Amelie_Mauresmo": 6})
-    reference = ingest(src, tmp_path / "ref", fast_options(batch_size=2))  # same batches as below
+    reference = ingest(src, tmp_path / "ref", fast_options(detect_batch_size=2))  # same batches as below
 
     cmd = [
         sys.executable,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gallery.labels import LabelSourceError, make_label_fn
-from gallery.scan import scan_photos
+from gallery.errors import LabelSourceError
+from gallery.ingest.labels import make_label_fn
+from gallery.ingest.scan import scan_photos
 
 
 def test_scan_extensions_case_and_loops(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,7 @@ runner = CliRunner()
 
 
 def options(**kw) -> IngestOptions:
-    opts = IngestOptions(model="dlib-resnet", workers=0, batch_size=8, device="cpu")
-    for k, v in kw.items():
-        setattr(opts, k, v)
-    return opts
+    return replace(IngestOptions(model="dlib-resnet", workers=0, detect_batch_size=8, device="cpu"), **kw)
 
 
 @pytest.fixture(scope="module")

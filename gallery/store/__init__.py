@@ -1,5 +1,22 @@
-"""The gallery store: SQLite metadata, Parquet shards, and the folder that holds them."""
+"""The gallery store: the only code that knows SQLite, Parquet and the folder's file names."""
 
-from gallery.store.gallery import Gallery, GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
+from gallery.errors import GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
+from gallery.store.gallery import Gallery, GalleryInfo, is_gallery
+from gallery.store.queries import FaceRecord, FaceSet, ShardRow
+from gallery.store.writer import FileRecord, GalleryWriter, append_embedded_faces
 
-__all__ = ["Gallery", "GalleryBusy", "GalleryError", "GalleryNotFound", "ModelMismatch"]
+__all__ = [
+    "FaceRecord",
+    "FaceSet",
+    "FileRecord",
+    "Gallery",
+    "GalleryBusy",
+    "GalleryError",
+    "GalleryInfo",
+    "GalleryNotFound",
+    "GalleryWriter",
+    "ModelMismatch",
+    "ShardRow",
+    "append_embedded_faces",
+    "is_gallery",
+]

@@ -1,45 +1,38 @@
 """One folder per gallery: `gallery.db` (SQLite), `shards/*.parquet`, `index/`.
 
-`Gallery` opens that folder, knows its model stamp and answers summary questions. Writers (ingest)
-take an exclusive lock file so that two ingests never interleave vector ids; readers never lock.
+`Gallery` opens that folder (checking its schema version), knows its model stamp and stored
+threshold, answers the read queries of `GalleryQueries`, and hands out the writer lock: writers
+(ingest) hold an exclusive lock file so that two ingests never interleave vector ids; readers never
+lock.
 """
 
 from __future__ import annotations
 
-import fcntl
-import os
+import json
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from filelock import FileLock, Timeout
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from gallery.store import db
-from gallery.store.db import Face, Identity, Image, Shard, SourceFile
+from gallery.errors import GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
+from gallery.store import schema
+from gallery.store.queries import GalleryQueries
+from gallery.store.schema import Face, Identity, Image, IndexBuild, Shard, SourceFile
+from gallery.store.shards import SHARD_PREFIX
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "gallery.db"
 SHARDS_DIR = "shards"
 INDEX_DIR = "index"
 LOCK_NAME = ".ingest.lock"
-
-
-class GalleryError(RuntimeError):
-    """A problem with a gallery folder that the user can act on (the message says how)."""
-
-
-class GalleryNotFound(GalleryError):
-    pass
-
-
-class ModelMismatch(GalleryError):
-    pass
-
-
-class GalleryBusy(GalleryError):
-    pass
 
 
 @dataclass
@@ -57,14 +50,17 @@ class GalleryInfo:
     duplicates: int
     shards: int
     disk_bytes: int
-    threshold: float | None
-    threshold_source: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return asdict(self)
 
 
-class Gallery:
+def is_gallery(root: Path | str) -> bool:
+    """True when the folder holds a gallery database."""
+    return (Path(root) / DB_NAME).is_file()
+
+
+class Gallery(GalleryQueries):
     """A gallery folder. Use `Gallery.open` for an existing one, `Gallery.open_or_create` to ingest."""
 
     def __init__(self, root: Path) -> None:
@@ -72,14 +68,18 @@ class Gallery:
         self.db_path = self.root / DB_NAME
         self.shards_dir = self.root / SHARDS_DIR
         self.index_dir = self.root / INDEX_DIR
-        self.engine = db.make_engine(self.db_path)
-        db.init_db(self.engine)
-        self.sessions = db.session_factory(self.engine)
+        self.engine = schema.make_engine(self.db_path)
+        try:
+            schema.init_db(self.engine, self.root)
+        except BaseException:
+            self.engine.dispose()
+            raise
+        self.sessions = schema.session_factory(self.engine)
 
     @classmethod
     def open(cls, root: Path | str) -> Gallery:
         root = Path(root)
-        if not (root / DB_NAME).is_file():
+        if not is_gallery(root):
             raise GalleryNotFound(
                 f"No gallery at '{root}' (no {DB_NAME}). Create one with: gallery ingest PHOTOS --gallery {root}"
             )
@@ -90,7 +90,7 @@ class Gallery:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise GalleryError(f"'{root}' exists and is not a folder.")
-        if root.is_dir() and any(root.iterdir()) and not (root / DB_NAME).is_file():
+        if root.is_dir() and any(root.iterdir()) and not is_gallery(root):
             raise GalleryError(
                 f"'{root}' is a non-empty folder that is not a gallery; choose an empty or new folder."
             )
@@ -117,14 +117,14 @@ class Gallery:
     @property
     def model_stamp(self) -> dict | None:
         with self.session() as s:
-            return db.get_meta(s, "model")
+            return schema.get_meta(s, "model")
 
     def stamp_model(self, stamp: dict) -> None:
         """Record the gallery's model on first use; refuse a different one afterwards."""
         with self.session() as s, s.begin():
-            current = db.get_meta(s, "model")
+            current = schema.get_meta(s, "model")
             if current is None:
-                db.set_meta(s, "model", stamp)
+                schema.set_meta(s, "model", stamp)
             elif current != stamp:
                 raise ModelMismatch(
                     f"This gallery was built with model '{current['name']}' "
@@ -134,85 +134,82 @@ class Gallery:
                     f"or a new --gallery folder for the other model."
                 )
 
-    def check_model(self, stamp: dict) -> None:
-        current = self.model_stamp
-        if current is not None and current != stamp:
-            raise ModelMismatch(
-                f"Model mismatch: gallery uses '{current['name']}', got '{stamp['name']}'. "
-                f"Use --model {current['name']}."
-            )
+    # --- threshold ---------------------------------------------------------------------------
 
-    # --- shards ------------------------------------------------------------------------------
-
-    def shard_paths(self, after_shard_id: int = 0) -> list[Path]:
-        """Committed shards in id order (files without a row are crash leftovers, never read)."""
+    def calibrated_threshold(self) -> dict | None:
+        """The stored threshold record ({value, source, calibrated_at, report}) or None."""
         with self.session() as s:
-            names = s.scalars(
-                select(Shard.filename).where(Shard.shard_id > after_shard_id).order_by(Shard.shard_id)
-            ).all()
-        return [self.shards_dir / name for name in names]
+            return schema.get_meta(s, "threshold")
+
+    def set_threshold(self, value: float, source: str, report: dict | None = None) -> None:
+        with self.session() as s, s.begin():
+            schema.set_meta(s, "threshold", {"value": float(value), "source": source,
+                                             "calibrated_at": time.time(), "report": report or {}})
+
+    # --- writing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """One writer at a time: vector ids are allocated by the writer holding this lock."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.root / LOCK_NAME)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise GalleryBusy(
+                f"Another ingest is writing to '{self.root}'. Wait for it to finish (searches can run meanwhile)."
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def remove_orphan_shards(self) -> list[str]:
         """Delete shard files (and temp files) that a crashed run wrote but never committed."""
         with self.session() as s:
             committed = set(s.scalars(select(Shard.filename)).all())
         removed = []
-        for path in sorted(self.shards_dir.glob("shard-*")):
+        stray = [*self.shards_dir.glob(f"{SHARD_PREFIX}*"), *self.shards_dir.glob(f".{SHARD_PREFIX}*.tmp")]
+        for path in sorted(stray):
             if path.name not in committed:
                 path.unlink(missing_ok=True)
                 removed.append(path.name)
+        if removed:
+            log.info("removed %d uncommitted shard files from a crashed run: %s", len(removed), removed)
         return removed
 
-    @contextmanager
-    def writer_lock(self) -> Iterator[None]:
-        """One writer at a time: vector ids are allocated by the writer holding this lock."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise GalleryBusy(
-                    f"Another ingest is writing to '{self.root}'. Wait for it to finish (searches can run meanwhile)."
-                ) from None
-            yield
-        finally:
-            os.close(fd)
+    def mark_deleted(self, face_ids: list[int]) -> int:
+        """Hide faces from every answer (open searchers see it at their next query); returns how many."""
+        with self.session() as s, s.begin():
+            result = s.execute(
+                update(Face)
+                .where(Face.face_id.in_([int(i) for i in face_ids]), Face.deleted.is_(False))
+                .values(deleted=True, deleted_at=time.time())
+            )
+        return int(result.rowcount or 0)
+
+    def record_index_build(self, kind: str, manifest: dict, path: Path) -> None:
+        """Keep a row per index build/update/remove (the manifest JSON beside it)."""
+        with self.session() as s, s.begin():
+            s.add(IndexBuild(created_at=time.time(), kind=kind, factory=manifest["factory"],
+                             ntotal=int(manifest["ntotal"]), max_face_id=int(manifest["max_face_id"]),
+                             path=str(path), manifest=json.dumps(manifest, sort_keys=True)))
 
     # --- summaries ---------------------------------------------------------------------------
 
-    def threshold(self) -> tuple[float | None, str | None]:
-        """The match threshold in force: calibrated if `gallery calibrate` ran, else the model's default."""
-        with self.session() as s:
-            calibrated = db.get_meta(s, "threshold")
-        if calibrated is not None:
-            return float(calibrated["value"]), f"calibrated ({calibrated.get('source', 'gallery calibrate')})"
-        stamp = self.model_stamp
-        if stamp is None:
-            return None, None
-        from gallery.models import get_model_spec
-
-        try:
-            spec = get_model_spec(stamp["name"])
-        except ValueError:
-            return None, None
-        return spec.default_threshold, f"model default ({spec.threshold_source})"
-
     def info(self) -> GalleryInfo:
         with self.session() as s:
-            stamp = db.get_meta(s, "model")
-            photos = s.scalar(select(func.count()).select_from(Image).where(Image.status == "done")) or 0
-            faces = s.scalar(select(func.count()).select_from(Face).where(Face.deleted.is_(False))) or 0
-            deleted = s.scalar(select(func.count()).select_from(Face).where(Face.deleted.is_(True))) or 0
-            labeled = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(Face)
-                    .where(Face.deleted.is_(False), Face.identity_id.is_not(None))
-                )
-                or 0
-            )
-            identities = s.scalar(select(func.count()).select_from(Identity)) or 0
+            stamp = schema.get_meta(s, "model")
+
+            def count(q: Any) -> int:
+                return int(s.scalar(q) or 0)
+
+            photos = count(select(func.count()).select_from(Image).where(Image.status == "done"))
+            faces = count(select(func.count()).select_from(Face).where(Face.deleted.is_(False)))
+            deleted = count(select(func.count()).select_from(Face).where(Face.deleted.is_(True)))
+            labeled = count(select(func.count()).select_from(Face)
+                            .where(Face.deleted.is_(False), Face.identity_id.is_not(None)))
+            identities = count(select(func.count()).select_from(Identity))
             failure_rows = s.execute(
                 select(Image.reason, func.count()).where(Image.status == "failed").group_by(Image.reason)
             ).all()
@@ -221,41 +218,14 @@ class Gallery:
                 .where(SourceFile.status == "failed", SourceFile.image_id.is_(None))
                 .group_by(SourceFile.reason)
             ).all()
-            duplicates = (
-                s.scalar(select(func.count()).select_from(SourceFile).where(SourceFile.status == "duplicate"))
-                or 0
-            )
-            shards = s.scalar(select(func.count()).select_from(Shard)) or 0
+            duplicates = count(select(func.count()).select_from(SourceFile).where(SourceFile.status == "duplicate"))
+            shards = count(select(func.count()).select_from(Shard))
         failures: dict[str, int] = {}
-        for reason, count in [*failure_rows, *file_failures]:
-            failures[reason or "unknown"] = failures.get(reason or "unknown", 0) + count
+        for reason, n in [*failure_rows, *file_failures]:
+            failures[reason or "unknown"] = failures.get(reason or "unknown", 0) + n
         disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        threshold, source = self.threshold()
         return GalleryInfo(
-            path=str(self.root),
-            model=stamp,
-            dim=stamp["dim"] if stamp else None,
-            photos=photos,
-            faces=faces,
-            deleted_faces=deleted,
-            identities=identities,
-            labeled_faces=labeled,
-            failed=sum(failures.values()),
-            failures=failures,
-            duplicates=duplicates,
-            shards=shards,
-            disk_bytes=disk,
-            threshold=threshold,
-            threshold_source=source,
+            path=str(self.root), model=stamp, dim=stamp["dim"] if stamp else None, photos=photos, faces=faces,
+            deleted_faces=deleted, identities=identities, labeled_faces=labeled, failed=sum(failures.values()),
+            failures=failures, duplicates=duplicates, shards=shards, disk_bytes=disk,
         )
-
-    def identities(self) -> list[tuple[str, int]]:
-        """(name, live face count) for every identity, most faces first."""
-        with self.session() as s:
-            rows = s.execute(
-                select(Identity.name, func.count(Face.face_id))
-                .outerjoin(Face, (Face.identity_id == Identity.identity_id) & Face.deleted.is_(False))
-                .group_by(Identity.identity_id)
-                .order_by(func.count(Face.face_id).desc(), Identity.name)
-            ).all()
-        return [(name, int(n)) for name, n in rows]

@@ -8,17 +8,18 @@ landmarks (fixed_size_list<float32>[10], 5 points x,y), det_score (float32).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gallery.fsutil import atomic_write
+
 SHARD_PREFIX = "shard-"
-TMP_SUFFIX = ".parquet.tmp"
 
 
 def shard_schema(dim: int, model_stamp: dict | None = None) -> pa.Schema:
@@ -75,18 +76,8 @@ def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) ->
         ],
         schema=shard_schema(dim, model_stamp),
     )
-    tmp = path.with_name(path.name.replace(".parquet", "") + TMP_SUFFIX)
     # Embeddings barely compress; zstd still helps the other columns and costs little.
-    pq.write_table(table, tmp, compression="zstd", row_group_size=65536)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return path.stat().st_size
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=65536))
 
 
 def embeddings_from_column(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
@@ -97,8 +88,13 @@ def embeddings_from_column(column: pa.ChunkedArray | pa.Array, dim: int) -> np.n
     return values.reshape(-1, dim).astype(np.float32, copy=False)
 
 
-def read_shard(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
-    return pq.read_table(path, columns=list(columns) if columns else None)
+def read_shard_embeddings(path: Path, face_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(face ids, (n, D) embeddings) of the rows of one shard whose face id is in `face_ids`."""
+    table = pq.read_table(path, columns=["face_id", "embedding"])
+    table = table.filter(pc.is_in(table.column("face_id"), value_set=pa.array(list(face_ids), type=pa.int64())))
+    dim = table.schema.field("embedding").type.list_size
+    ids = table.column("face_id").to_numpy().astype(np.int64, copy=False)
+    return ids, embeddings_from_column(table.column("embedding"), dim)
 
 
 def iter_shard_batches(

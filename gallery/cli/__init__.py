@@ -1,0 +1,34 @@
+"""The `gallery` command: the root typer app, with one module per command group on top of the API.
+
+Nothing imports this package; it imports everything below it, lazily: each command imports the heavy
+libraries it needs (torch, faiss) inside its body, so `gallery --help` and `gallery info` stay fast.
+
+Exit codes: 0 success (photos that failed are recorded, not fatal); 1 `search`/`verify`: some query
+photo had no usable face; 2 a problem the message explains (missing gallery, weights, model
+mismatch, bad option); 130 interrupted (committed work is kept).
+"""
+
+from __future__ import annotations
+
+from gallery.cli import bench, info, ingest, search
+from gallery.cli.common import GalleryTyper
+from gallery.cli.index import index_app
+
+app = GalleryTyper(
+    help="Face gallery search engine: ingest photo archives, index faces, ask 'who is this?'.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+ingest.register(app)
+info.register(app)
+search.register(app)
+bench.register(app)
+app.add_typer(index_app, name="index")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,168 @@
+"""`gallery bench`: the thin CLI over search.bench.run_bench (recall vs latency on the user's gallery)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, err, out
+
+
+def _int_list(text: str | None, what: str) -> list[int] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be comma-separated integers, e.g. 1,4,16,64") from None
+    if any(v < 0 for v in values):
+        raise typer.BadParameter(f"{what} must be >= 0")
+    return values
+
+
+def _fmt(value: object, spec: str = ".4f") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+def _setting(p: dict) -> str:
+    if p.get("method", "").startswith("exact"):
+        return "exact flat (faiss)"
+    parts = []
+    if p.get("nprobe") is not None:
+        parts.append(f"nprobe {p['nprobe']}")
+    if p.get("rerank") is not None:
+        parts.append(f"rerank {p['candidates']}" if p["rerank"] else "no rerank")
+    return ", ".join(parts) or ("exhaustive (exact)" if p.get("exact") else "exhaustive")
+
+
+def register(app: GalleryTyper) -> None:
+    """Add the `bench` command to the main `gallery` app."""
+
+    @app.command()
+    def bench(
+        gallery: GalleryOpt,
+        queries: Annotated[int, typer.Option(help="Held-out query faces sampled from the gallery.", min=1)] = 1000,
+        seed: Annotated[int, typer.Option(help="Seed of the query sample.")] = 0,
+        target_recall: Annotated[
+            float, typer.Option(help="Recall the recommended setting must reach.", min=0, max=1)
+        ] = 0.95,
+        target_metric: Annotated[
+            str,
+            typer.Option(help="mate_recall (default: the neighbours above the threshold, which decide answers), "
+                              "recall@10 or recall@1."),
+        ] = "mate_recall",
+        nprobe: Annotated[
+            str | None, typer.Option("--nprobe", help="nprobe values to sweep, e.g. 8,16,32 (default: powers of 2).")
+        ] = None,
+        rerank_depth: Annotated[
+            str | None,
+            typer.Option("--rerank-depth", help="Re-ranking depths to sweep, 0 = off (default: 0,100,200,400)."),
+        ] = None,
+        queries_from: Annotated[
+            list[Path] | None, typer.Option("--queries-from", help="Query photos or folders instead of gallery faces.")
+        ] = None,
+        threshold: Annotated[
+            float | None, typer.Option(help="Match threshold for mate recall (default: the gallery's).")
+        ] = None,
+        k: Annotated[int, typer.Option("-k", help="Neighbours compared with exact search.", min=1)] = 10,
+        latency_queries: Annotated[int, typer.Option(help="Queries timed one at a time per point.", min=1)] = 200,
+        identification: Annotated[
+            bool, typer.Option(help="Rank-1/5 and FNIR@FPIR=1% on labeled faces (leave-one-out).")
+        ] = True,
+        apply: Annotated[
+            bool, typer.Option("--apply", help="Store the recommended nprobe/depth as the index's default.", metavar="")
+        ] = False,
+        output: Annotated[Path | None, typer.Option(help="Folder for bench.csv, bench.json, bench.png.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Recall against exact search vs latency for every search setting of the gallery's index;
+        recommends (and with --apply stores) the cheapest setting that meets the recall target."""
+        from search.bench import run_bench
+
+        nprobes = _int_list(nprobe, "--nprobe")
+        depths = _int_list(rerank_depth, "--rerank-depth")
+        quiet = as_json or not err.is_terminal
+        status = err.status("benchmarking ...") if not quiet else None
+        try:
+            if status is not None:
+                status.start()
+            report = run_bench(
+                gallery,
+                queries=queries,
+                seed=seed,
+                target_recall=target_recall,
+                nprobes=nprobes,
+                rerank_depths=depths,
+                query_photos=queries_from or None,
+                apply=apply,
+                output=output,
+                target_metric=target_metric,
+                threshold=threshold,
+                k=k,
+                latency_queries=latency_queries,
+                identification=identification,
+                on_progress=(lambda e: status.update(e.message)) if status is not None else None,
+            )
+        finally:
+            if status is not None:
+                status.stop()
+        if as_json:
+            print(json.dumps(report.as_dict(), default=str))
+            return
+        idx = report.index
+        table = Table(
+            title=f"{report.gallery}: index {idx['factory']}, {idx['ntotal']:,} faces, {report.queries['n']} queries, "
+            f"k={report.k}, threshold {_fmt(report.threshold, '.3f')}",
+            title_justify="left",
+        )
+        for col in ("setting", "R@1", f"R@{report.k}", "mate R", "p50 ms", "p99 ms", "QPS"):
+            if col == "setting":
+                table.add_column(col, justify="left", no_wrap=True, min_width=18)
+            else:
+                table.add_column(col, justify="right")
+        rec_label = report.recommended.get("label") if report.recommended else None
+        rows = list(report.points) + ([report.exact] if report.exact else [])
+        for p in rows:
+            mark = " [bold green]←[/]" if p.get("label") == rec_label and p is not report.exact else ""
+            table.add_row(
+                f"{_setting(p)}{mark}",
+                _fmt(p.get("recall@1"), ".3f"),
+                _fmt(p.get(f"recall@{report.k}"), ".3f"),
+                _fmt(p.get("mate_recall"), ".3f"),
+                _fmt(p.get("p50_ms"), ".3f"),
+                _fmt(p.get("p99_ms"), ".3f"),
+                _fmt(p.get("qps"), ".0f"),
+            )
+        out.print(table)
+        out.print("[dim]latency: one query per call, one faiss thread; QPS: all queries in one call; "
+                  "R@k: recall against exact search; mate R: of the exact neighbours above the threshold; "
+                  "← recommended[/]")
+        rec = report.recommended
+        if rec is not None:
+            verdict = "meets" if report.meets_target else "[yellow]does not meet[/]"
+            speed = f", {rec['speedup_vs_exact']}x faster than exact" if rec.get("speedup_vs_exact") else ""
+            out.print(
+                f"recommended: [bold]{rec['label']}[/] ({report.target_metric} {_fmt(rec.get(report.target_metric))} "
+                f"{verdict} the target {report.target_recall}; p50 {rec['p50_ms']:.3f} ms{speed})"
+                + (" — [green]stored as the index default[/]" if report.applied else " (--apply stores it)")
+            )
+        ident = report.identification
+        if ident and not ident.get("skipped"):
+            out.print(
+                f"identification ({ident['mated_searches']} mated / {ident['nonmated_searches']} searches, "
+                f"leave-one-out): rank-1 {_fmt(ident['rank1'])}, rank-5 {_fmt(ident['rank5'])}, "
+                f"FNIR {_fmt(ident['fnir_at_fpir'])} at FPIR {ident['fpir']:.2%} "
+                f"(threshold {ident['threshold_at_fpir']:.3f})"
+            )
+        for note in report.notes:
+            err.print(f"[yellow]note:[/] {note}")
+        if report.files:
+            err.print("wrote " + ", ".join(report.files.values()))

@@ -1,0 +1,108 @@
+"""What every `gallery` subcommand shares: consoles, common options, one message style, and the one
+place where known errors become a clear message and an exit code instead of a traceback.
+
+Only typer and rich are imported here: `gallery --help` must stay fast (no torch, no faiss).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+out = Console()
+err = Console(stderr=True)
+
+GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+WeightsOpt = Annotated[Path | None, typer.Option(help="Model weights file (else cache or download).")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One red line (paths stay copyable: no wrapping, no markup from the message) and exit."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    err.print(escape(message), style="dim", highlight=False, soft_wrap=True)
+
+
+@contextmanager
+def errors_as_messages() -> Iterator[None]:
+    """Known problems become one clear message and their exit code (2 unless the error says
+    otherwise), never a traceback; Ctrl-C exits 130 keeping committed work."""
+    from sqlalchemy.exc import DatabaseError
+
+    from gallery.errors import GalleryError
+
+    try:
+        yield
+    except GalleryError as exc:
+        fail(str(exc), exc.exit_code)
+    except DatabaseError as exc:
+        fail(f"gallery database problem: {exc.orig}. Is the gallery folder writable and its gallery.db intact?")
+    except OSError as exc:  # FileNotFoundError, PermissionError, disk full...: the message names the path
+        fail(str(exc))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted:[/] committed work is kept; run the same command again to resume.")
+        raise typer.Exit(130) from None
+
+
+def guarded(fn: F) -> F:
+    """Run a command callback inside `errors_as_messages`, showing the warnings it raised."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from gallery.errors import IndexOutgrownWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", IndexOutgrownWarning)
+            try:
+                with errors_as_messages():
+                    return fn(*args, **kwargs)
+            finally:
+                for w in caught:
+                    if issubclass(w.category, IndexOutgrownWarning):
+                        warn(str(w.message))
+                    else:
+                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class GalleryTyper(typer.Typer):
+    """A Typer app whose every command runs `guarded`: errors are handled in this one place."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(fn: F) -> F:
+            register(guarded(fn))
+            return fn
+
+        return decorator
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,88 @@
+"""`gallery info`, `gallery identities`, `gallery models`: what a gallery holds and which models exist.
+
+These read SQLite and the model table only: they import no torch and no faiss.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, human_bytes, out
+
+
+def register(app: GalleryTyper) -> None:
+    @app.command()
+    def info(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+        """Summarise a gallery: model, photos, faces, identities, failures, shards, disk size, threshold."""
+        from gallery.store import Gallery
+        from search.threshold import resolve_threshold
+
+        with Gallery.open(gallery) as g:
+            summary = g.info()
+            threshold, source = resolve_threshold(g)
+        if as_json:
+            data = summary.as_dict()
+            data.update(model=summary.model["name"] if summary.model else None, model_stamp=summary.model,
+                        threshold=threshold, threshold_source=source)
+            print(json.dumps(data))
+            return
+        table = Table(title=f"Gallery {escape(str(gallery))}", show_header=False)
+        table.add_row("model", escape(json.dumps(summary.model)) if summary.model else "(none yet)")
+        table.add_row("photos", str(summary.photos))
+        table.add_row("faces", f"{summary.faces} ({summary.labeled_faces} labeled, {summary.deleted_faces} deleted)")
+        table.add_row("identities", str(summary.identities))
+        failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
+        table.add_row("failed photos", f"{summary.failed} ({failures})")
+        table.add_row("duplicate files", str(summary.duplicates))
+        table.add_row("shards", str(summary.shards))
+        table.add_row("disk size", human_bytes(summary.disk_bytes))
+        if threshold is not None:
+            table.add_row("match threshold", f"{threshold:.3f} — {escape(source)}")
+        out.print(table)
+
+    @app.command()
+    def identities(
+        gallery: GalleryOpt,
+        limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """List identities with their face counts, most faces first."""
+        from gallery.store import Gallery
+
+        with Gallery.open(gallery) as g:
+            rows = g.identities()
+        if limit:
+            rows = rows[:limit]
+        if as_json:
+            print(json.dumps([{"identity": name, "faces": n} for name, n in rows]))
+            return
+        table = Table("identity", "faces", title=f"{len(rows)} identities")
+        for name, n in rows:
+            table.add_row(escape(name), str(n))
+        out.print(table)
+
+    @app.command()
+    def models(as_json: JsonOpt = False) -> None:
+        """List the embedding models, their dimension, default threshold and where weights come from."""
+        from gallery.faces.models import DEFAULT_MODEL, list_models
+
+        specs = list_models()
+        if as_json:
+            print(json.dumps([
+                {"name": s.name, "dim": s.dim, "input_size": s.input_size, "offline": s.offline,
+                 "pretrained": s.pretrained, "default_threshold": s.default_threshold,
+                 "default": s.name == DEFAULT_MODEL, "description": s.description, "warning": s.warning}
+                for s in specs
+            ]))
+            return
+        table = Table("model", "dim", "offline", "threshold", "description")
+        for s in specs:
+            name = f"{s.name} (default)" if s.name == DEFAULT_MODEL else s.name
+            table.add_row(name, str(s.dim), "yes" if s.offline else "download", f"{s.default_threshold:.3f}",
+                          s.description + (f"\n[yellow]{escape(s.warning)}[/]" if s.warning else ""))
+        out.print(table)

@@ -1,0 +1,87 @@
+"""`gallery ingest`: a thin layer over gallery.ingest.ingest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, out, warn
+
+
+def register(app: GalleryTyper) -> None:
+    @app.command()
+    def ingest(
+        source: Annotated[Path, typer.Argument(help="Photo folder (scanned recursively) or a single photo.")],
+        gallery: GalleryOpt,
+        labels: Annotated[
+            str, typer.Option(help="Identity labels: 'folder' (parent folder name), 'csv:FILE' (path,identity), 'none'.")
+        ] = "folder",
+        model: Annotated[
+            str | None,
+            typer.Option(help="Embedding model (see `gallery models`). Default: the gallery's own model; "
+                              "dlib-resnet for a new gallery.", show_default=False),
+        ] = None,
+        weights: WeightsOpt = None,
+        device: DeviceOpt = "auto",
+        detect_batch_size: Annotated[
+            int, typer.Option("--detect-batch-size", "--batch-size", help="Photos per detection batch.", min=1)
+        ] = 32,
+        embed_batch_size: Annotated[int, typer.Option(help="Faces per embedding batch.", min=1)] = 64,
+        workers: Annotated[
+            int | None, typer.Option(help="Decode processes (0 = in-process; default: cores).", min=0)
+        ] = None,
+        min_face_size: Annotated[int, typer.Option(help="Smallest face side in pixels.", min=4)] = 20,
+        det_threshold: Annotated[float, typer.Option(help="Minimum MTCNN face probability.", min=0, max=1)] = 0.9,
+        max_side: Annotated[int, typer.Option(help="Downsize larger photos to this longest side.", min=64)] = 2048,
+        shard_size: Annotated[int, typer.Option(help="Faces per Parquet shard.", min=1)] = 50_000,
+        commit_interval: Annotated[float, typer.Option(help="Seconds between commits.", min=0)] = 60.0,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", metavar="")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Find, embed and store every face of a photo archive. Re-running resumes; nothing is added twice."""
+        from gallery.faces.models import get_model_spec
+        from gallery.ingest import IngestOptions
+        from gallery.ingest import ingest as run_ingest
+        from gallery.progress import Progress as Event
+
+        options = IngestOptions(
+            labels=labels, model=model, weights=weights, device=device, detect_batch_size=detect_batch_size,
+            embed_batch_size=embed_batch_size, workers=workers, min_face_size=min_face_size,
+            det_threshold=det_threshold, max_side=max_side, shard_size=shard_size, commit_interval=commit_interval,
+        )
+        if model is not None and get_model_spec(model).warning:
+            warn(get_model_spec(model).warning or "")
+        if quiet or as_json or not err.is_terminal:
+            summary = run_ingest(source, gallery, options)
+        else:
+            with Progress(SpinnerColumn(), TextColumn("[bold]ingest"), BarColumn(),
+                          TextColumn("{task.completed} photos · {task.fields[message]}"), TimeElapsedColumn(),
+                          console=err, transient=True) as progress:
+                task = progress.add_task("ingest", total=None, message="")
+
+                def on_progress(event: Event) -> None:
+                    progress.update(task, completed=event.done, message=event.message)
+
+                summary = run_ingest(source, gallery, options, on_progress=on_progress)
+        if as_json:
+            print(json.dumps(summary.as_dict()))
+            return
+        if model is None and summary.warning:
+            warn(summary.warning)
+        table = Table(title=f"Ingested {source} → {gallery}", show_header=False)
+        table.add_row("model", f"{summary.model} on {summary.device}")
+        table.add_row("photo files found", str(summary.files_seen))
+        table.add_row("already in gallery (skipped)", str(summary.skipped))
+        table.add_row("new photos read", str(summary.photos))
+        table.add_row("faces found", f"{summary.faces} ({summary.labeled_faces} labeled)")
+        table.add_row("duplicate files (same content)", str(summary.duplicates))
+        failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
+        table.add_row("failed photos", f"{summary.failed} ({failures})")
+        table.add_row("throughput", f"{summary.photos_per_s:.1f} photos/s, {summary.faces_per_s:.1f} faces/s")
+        table.add_row("time", f"{summary.seconds:.1f} s")
+        out.print(table)

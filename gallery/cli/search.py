@@ -1,0 +1,230 @@
+"""`gallery search`, `gallery calibrate`, `gallery verify`: thin CLI over search.Searcher & co.
+
+Exit codes of `search`: 0 every query photo answered (an "unknown" face is an answer); 1 some query
+photos could not be answered (unreadable, no face), each reported, the batch went on; 2 a problem
+the message explains (no gallery, no index, model mismatch).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Column, Table
+
+from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, note, out
+
+CSV_FIELDS = [
+    "query",
+    "face_index",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "det_score",
+    "identity",
+    "unknown",
+    "score",
+    "candidates",
+    "error",
+    "detail",
+]
+
+
+def _expand_queries(queries: list[Path]) -> list[Path]:
+    from gallery.ingest.scan import scan_photos
+
+    photos: list[Path] = []
+    for q in queries:
+        if q.is_dir():
+            photos.extend(f.path for f in scan_photos(q))
+        else:
+            photos.append(q)  # a missing file is answered with an error record, not a crash
+    return photos
+
+
+def _csv_row(record: dict) -> dict:
+    face = record.get("face") or {}
+    box = face.get("box") or [None] * 4
+    return {
+        "query": record.get("query"),
+        "face_index": face.get("index"),
+        "x1": box[0],
+        "y1": box[1],
+        "x2": box[2],
+        "y2": box[3],
+        "det_score": face.get("det_score"),
+        "identity": record.get("identity"),
+        "unknown": record.get("unknown"),
+        "score": record.get("score"),
+        "candidates": ";".join(
+            f"{c['identity'] if c['identity'] is not None else 'face:' + str(c['face_id'])}={c['score']}"
+            for c in record.get("candidates", [])
+        ),
+        "error": record.get("error"),
+        "detail": record.get("detail"),
+    }
+
+
+def register(app: GalleryTyper) -> None:
+    """Add the query commands to the main `gallery` app."""
+
+    @app.command()
+    def search(
+        queries: Annotated[list[Path], typer.Argument(help="Query photos and/or folders of photos.")],
+        gallery: GalleryOpt,
+        k: Annotated[int, typer.Option("-k", "--top-k", help="Identities (or faces) per query face.", min=1)] = 5,
+        nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (default: the index's).")] = None,
+        threshold: Annotated[
+            float | None, typer.Option(help="Match threshold (default: calibrated or model's).")
+        ] = None,
+        largest_only: Annotated[
+            bool, typer.Option("--largest-only", help="Answer only each photo's main face.", metavar="")
+        ] = False,
+        faces: Annotated[bool, typer.Option("--faces", help="Nearest gallery faces instead of identities.", metavar="")] = False,
+        aggregation: Annotated[str, typer.Option(help="Identity score: 'max' or 'mean:M'.")] = "max",
+        device: DeviceOpt = "auto",
+        weights: WeightsOpt = None,
+        output: Annotated[Path | None, typer.Option(help="Write results to FILE.jsonl or FILE.csv.")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Who is this? Every face of each query photo, with its top-k identities and an open-set decision."""
+        from search.searcher import Searcher
+
+        searcher = Searcher(
+            gallery, k=k, nprobe=nprobe, threshold=threshold, aggregation=aggregation, device=device, weights=weights
+        )
+        try:
+            photos = _expand_queries(queries)
+            records: list[dict] = []
+            failed = 0
+            with Progress(console=err, transient=True, disable=len(photos) < 2 or not err.is_terminal) as progress:
+                task = progress.add_task("search", total=len(photos))
+                for photo in photos:
+                    found, answers = searcher.search(photo, largest_only=largest_only, faces_mode=faces)
+                    if not found.ok:
+                        failed += 1
+                        records.append(
+                            {
+                                "query": str(photo),
+                                "error": found.error,
+                                "detail": found.detail,
+                                "face": None,
+                                "identity": None,
+                                "unknown": None,
+                                "score": None,
+                                "candidates": [],
+                            }
+                        )
+                        if not as_json and output is None:
+                            err.print(f"[yellow]{escape(str(photo))}:[/] {found.error} — {escape(found.detail or '')}")
+                    else:
+                        records.extend(a.as_dict() for a in answers)
+                    progress.advance(task)
+        finally:
+            searcher.close()
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            if output.suffix.lower() == ".csv":
+                with open(output, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+                    writer.writeheader()
+                    writer.writerows(_csv_row(r) for r in records)
+            else:
+                output.write_text("".join(json.dumps(r) + "\n" for r in records))
+            note(f"wrote {len(records)} records for {len(photos)} photos to {output} ({failed} failed)")
+        if as_json:
+            for r in records:
+                print(json.dumps(r))
+        elif output is None:
+            for r in records:
+                if r.get("error"):
+                    continue
+                face = r["face"]
+                verdict = f"[bold green]{escape(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
+                table = Table(
+                    "rank",
+                    "identity" if not faces else "face",
+                    "score",
+                    "faces",
+                    Column("photo", overflow="fold"),
+                    title=f"{escape(r['query'])} · face {face['index']} {face['box']} → {verdict}"
+                    f" (threshold {r['threshold']:.3f})",
+                )
+                for rank, c in enumerate(r["candidates"], 1):
+                    mark = "" if c["above_threshold"] else " [dim](below threshold)[/]"
+                    label = escape(c["identity"]) if c["identity"] is not None else f"face {c['face_id']}"
+                    table.add_row(
+                        str(rank), f"{label}{mark}", f"{c['score']:.3f}", str(c["faces_in_neighbours"]),
+                        escape(c["photo"]),
+                    )
+                out.print(table)
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command()
+    def calibrate(
+        gallery: GalleryOpt,
+        target_fpir: Annotated[
+            float, typer.Option(help="False positive identification rate to allow.", min=0, max=1)
+        ] = 0.01,
+        max_probes: Annotated[int, typer.Option(help="Labeled faces searched leave-one-out.", min=10)] = 2000,
+        seed: Annotated[int, typer.Option()] = 0,
+        nprobe: Annotated[int | None, typer.Option()] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Report without storing the threshold.", metavar="")] = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Choose the match threshold for a target FPIR on the gallery's own labeled faces, and store it."""
+        from search.calibrate import calibrate as run_calibrate
+        from search.searcher import Searcher
+
+        with Searcher(gallery, nprobe=nprobe) as searcher:
+            report = run_calibrate(searcher, target_fpir, max_probes, seed, apply=not dry_run)
+        if as_json:
+            print(json.dumps(report.as_dict()))
+            return
+        table = Table(show_header=False, title=f"Calibration of {gallery}")
+        table.add_row("threshold", f"{report.threshold:.4f}" + ("" if report.applied else " (dry run: not stored)"))
+        table.add_row(
+            "FPIR", f"{report.fpir:.2%} (target {report.target_fpir:.2%}, {report.nonmated_searches} searches)"
+        )
+        table.add_row("FNIR", f"{report.fnir:.2%} ({report.mated_searches} mated searches)")
+        table.add_row("rank-1", f"{report.rank1:.2%}")
+        g, i = report.genuine_scores, report.impostor_scores
+        if g and i:
+            table.add_row("genuine scores", f"median {g['p50']:.3f}, 5% below {g['p05']:.3f}")
+            table.add_row("impostor scores", f"median {i['p50']:.3f}, 1% above {i['p99']:.3f}")
+        out.print(table)
+
+    @app.command()
+    def verify(
+        photo_a: Annotated[Path, typer.Argument(help="First photo (its main face).")],
+        photo_b: Annotated[Path, typer.Argument(help="Second photo (its main face).")],
+        gallery: Annotated[
+            Path | None, typer.Option("--gallery", "-g", help="Use this gallery's model and threshold.")
+        ] = None,
+        model: Annotated[
+            str | None, typer.Option(help="Model when no gallery is given (default: dlib-resnet).", show_default=False)
+        ] = None,
+        threshold: Annotated[float | None, typer.Option(help="Override the threshold.")] = None,
+        device: DeviceOpt = "auto",
+        weights: WeightsOpt = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Are these two photos the same person? (1:1 verification of their main faces.)"""
+        from search.verify import verify as run_verify
+
+        result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights)
+        if as_json:
+            print(json.dumps(result.as_dict()))
+            return
+        verdict = "[bold green]same person[/]" if result.same else "[bold yellow]different people[/]"
+        out.print(
+            f"{verdict}: similarity {result.score:.3f} vs threshold {result.threshold:.3f} "
+            f"({result.threshold_source}; model {result.model})"
+        )

@@ -1,0 +1,66 @@
+"""A loaded embedding model: aligned uint8 chips in, L2-normalised float32 embeddings out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gallery.device import TorchDevice
+from gallery.faces.models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class Embedder:
+    """Wraps a torch module with its model's preprocessing, device and precision.
+
+    Half precision is used only on CUDA, where it is safe for these conv nets (outputs are
+    normalised in float32); on the CPU float32 is both faster and exact.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        module: nn.Module,
+        preprocess: Callable[[torch.Tensor], torch.Tensor],
+        device: TorchDevice,
+    ) -> None:
+        self.spec = spec
+        self.device = torch.device(device.name)
+        self.half = device.half
+        self.module = module.eval().to(self.device)
+        if self.half:
+            self.module = self.module.half()
+        if self.device.type == "cpu":
+            self.module = _fuse_conv_bn(self.module).to(memory_format=torch.channels_last)
+        self._preprocess = preprocess
+
+    @torch.inference_mode()
+    def embed(self, chips: torch.Tensor) -> torch.Tensor:
+        """chips: (N, 3, S, S) uint8 RGB aligned to the model's template. Returns (N, D) float32 on CPU."""
+        if chips.shape[0] == 0:
+            return torch.empty((0, self.spec.dim), dtype=torch.float32)
+        x = chips.to(self.device, non_blocking=True).float()
+        x = self._preprocess(x)
+        if self.half:
+            x = x.half()
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = self.module(x).float()
+        return F.normalize(out, dim=1).cpu()
+
+
+def _fuse_conv_bn(module: nn.Module) -> nn.Module:
+    """Fold eval-mode batch norms into the preceding convolutions (about 20% faster on CPU, same
+    outputs to ~1e-7). A module that torch.fx cannot trace is used as it is."""
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(module)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure just means "no fusion"
+        log.debug("conv/batch-norm fusion skipped for %s: %s", type(module).__name__, exc)
+        return module

@@ -1,0 +1,77 @@
+"""Where identity labels come from: folder names, a CSV file, or nowhere (an unlabeled archive).
+
+- `folder`: the photo's parent folder is the identity (`people/Ada_Lovelace/1.jpg` → Ada_Lovelace).
+  Photos directly in the source folder itself get no label.
+- `csv:FILE`: rows `path,identity` (a header row `path,identity` is allowed). Paths may be absolute,
+  relative to the source folder, or relative to the CSV's own folder. Empty identity = unlabeled.
+- `none`: every face is stored unlabeled.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from gallery.errors import LabelSourceError
+
+LabelFn = Callable[[Path], "str | None"]
+
+
+def _key(path: Path) -> str:
+    return os.path.normcase(os.path.abspath(path))
+
+
+def folder_labels(source: Path) -> LabelFn:
+    root = _key(source) if source.is_dir() else _key(source.parent)
+
+    def label(path: Path) -> str | None:
+        parent = path.parent
+        if _key(parent) == root:
+            return None
+        return parent.name or None
+
+    return label
+
+
+def csv_labels(csv_path: Path, source: Path) -> LabelFn:
+    if not csv_path.is_file():
+        raise LabelSourceError(f"Label file not found: '{csv_path}' (expected rows: path,identity).")
+    table: dict[str, str] = {}
+    base_dirs = [source if source.is_dir() else source.parent, csv_path.parent]
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            for line_no, row in enumerate(csv.reader(fh), start=1):
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "identity"]:
+                    continue
+                if len(row) < 2:
+                    raise LabelSourceError(f"{csv_path}:{line_no}: expected 'path,identity', got {row!r}")
+                rel, name = row[0].strip(), row[1].strip()
+                if not name:
+                    continue
+                candidates = [Path(rel)] if os.path.isabs(rel) else [base / rel for base in base_dirs]
+                for candidate in candidates:
+                    table.setdefault(_key(candidate), name)
+
+    except UnicodeDecodeError as exc:
+        raise LabelSourceError(f"{csv_path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8.") from None
+
+    def label(path: Path) -> str | None:
+        return table.get(_key(path))
+
+    return label
+
+
+def make_label_fn(spec: str, source: Path) -> LabelFn:
+    """Parse `--labels`: `folder`, `none` or `csv:FILE`."""
+    spec = spec.strip()
+    if spec == "folder":
+        return folder_labels(source)
+    if spec == "none":
+        return lambda _path: None
+    if spec.startswith("csv:"):
+        return csv_labels(Path(spec[4:]).expanduser(), source)
+    raise LabelSourceError(f"Unknown label source '{spec}': use folder, none or csv:FILE.")

@@ -1,0 +1,94 @@
+"""The reading side of an ingest: which files to read (the resume filter) and their decoding in
+worker processes, overlapping the detection of earlier batches."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from gallery.faces.decode import DecodedPhoto, decode_photo, timed_decode
+from gallery.ingest.scan import FoundFile, scan_photos
+
+RESUME_CHUNK = 500  # files looked up in SQLite at once by the resume filter
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class PhotoReader:
+    """Scans a source, drops files already ingested unchanged, and decodes the rest.
+
+    `known_files(paths)` answers path → (size, mtime_ns) for files recorded by earlier runs.
+    """
+
+    def __init__(
+        self,
+        source: Path,
+        known_files: Callable[[list[str]], dict[str, tuple[int, int]]],
+        workers: int | None,
+        max_side: int,
+        window: int,
+    ) -> None:
+        self.source = source
+        self.known_files = known_files
+        self.workers = default_workers() if workers is None else workers
+        self.max_side = max_side
+        self.window = max(window, 4 * self.workers)
+        self.files_seen = 0
+        self.skipped = 0
+        self.seconds: Counter[str] = Counter()  # decode (summed over workers), wait_decode
+
+    def new_files(self) -> Iterator[FoundFile]:
+        """Scanned files not already recorded with the same size and mtime (a resume skips them)."""
+        chunk: list[FoundFile] = []
+
+        def flush() -> Iterator[FoundFile]:
+            known = self.known_files([str(f.path) for f in chunk])
+            for f in chunk:
+                if known.get(str(f.path)) == (f.size, f.mtime_ns):
+                    self.skipped += 1
+                else:
+                    yield f
+
+        for found in scan_photos(self.source):
+            self.files_seen += 1
+            chunk.append(found)
+            if len(chunk) >= RESUME_CHUNK:
+                yield from flush()
+                chunk = []
+        if chunk:
+            yield from flush()
+
+    def decoded(self) -> Iterator[DecodedPhoto]:
+        """Decode the new files in worker processes with a bounded window, so decoding overlaps
+        detection and memory holds only a few batches of pixels however large the archive."""
+        files = self.new_files()
+        if self.workers <= 0:
+            for f in files:
+                t0 = time.perf_counter()
+                photo = decode_photo(str(f.path), f.size, f.mtime_ns, self.max_side)
+                self.seconds["decode"] += time.perf_counter() - t0
+                yield photo
+            return
+        # spawn: forking a process that already runs torch's thread pools can deadlock.
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn")) as pool:
+            queue: deque[Future] = deque()
+            for f in files:
+                queue.append(pool.submit(timed_decode, str(f.path), f.size, f.mtime_ns, self.max_side))
+                if len(queue) >= self.window:
+                    yield self._take(queue.popleft())
+            while queue:
+                yield self._take(queue.popleft())
+
+    def _take(self, future: Future) -> DecodedPhoto:
+        t0 = time.perf_counter()
+        photo, seconds = future.result()
+        self.seconds["decode"] += seconds
+        self.seconds["wait_decode"] += time.perf_counter() - t0
+        return photo

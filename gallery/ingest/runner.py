@@ -1,0 +1,202 @@
+"""One ingest run: read (scan, resume filter, decode) → FacePipeline (detect, align, embed) → commit.
+
+The stages live elsewhere (gallery.ingest.reader, gallery.faces.pipeline, gallery.store.writer); this
+module decides what happens to each photo (new, duplicate content, failed) and when to commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gallery.faces.decode import DecodedPhoto
+from gallery.faces.models import model_for_gallery
+from gallery.faces.pipeline import FacePipeline
+from gallery.ingest.labels import make_label_fn
+from gallery.ingest.reader import PhotoReader
+from gallery.progress import ProgressFn, report
+from gallery.store import FileRecord, Gallery, GalleryWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    labels: str = "folder"
+    model: str | None = None  # None: the gallery's own model, or dlib-resnet for a new gallery
+    weights: Path | None = None
+    device: str = "auto"
+    detect_batch_size: int = 32  # photos per detection batch
+    embed_batch_size: int = 64  # faces per embedding batch
+    workers: int | None = None  # decode processes; None = one per core (at most 8), 0 = in-process
+    min_face_size: int = 20  # pixels in the original photo
+    det_threshold: float = 0.9
+    max_side: int = 2048  # photos are downsized to this longest side for detection and alignment
+    shard_size: int = 50_000  # faces per shard (a crash redoes at most this much work)
+    commit_interval: float = 60.0  # seconds between commits, whatever the shard size
+
+
+@dataclass
+class IngestSummary:
+    gallery: str
+    model: str
+    device: str
+    files_seen: int = 0  # photo files found by the scan
+    skipped: int = 0  # already in the gallery from an earlier run
+    photos: int = 0  # photos read in this run (new content)
+    photos_with_faces: int = 0
+    faces: int = 0
+    labeled_faces: int = 0
+    duplicates: int = 0  # files whose content was already ingested (same sha256)
+    failed: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    shards_written: int = 0
+    orphans_removed: int = 0
+    seconds: float = 0.0
+    photos_per_s: float = 0.0
+    faces_per_s: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    warning: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def run_counts(self) -> dict[str, int]:
+        return {"photos": self.photos, "faces": self.faces, "failed": self.failed}
+
+
+class Ingestor:
+    """Runs one ingest of a source folder into a gallery. Construct, then call `run()`."""
+
+    def __init__(self, source: Path, gallery: Gallery, options: IngestOptions) -> None:
+        # Absolute: resumes match files whatever the working directory, and stored paths stay valid.
+        self.source = Path(source).resolve()
+        if not self.source.exists():
+            raise FileNotFoundError(f"Photo source '{self.source}' does not exist.")
+        self.options = options
+        self.gallery = gallery
+        self.spec = model_for_gallery(gallery.model_stamp, options.model)
+        self.label_fn = make_label_fn(options.labels, self.source)
+        self.pipeline: FacePipeline | None = None
+        self.summary = IngestSummary(gallery=str(gallery.root), model=self.spec.name, device="",
+                                     warning=self.spec.warning)
+        self._seen_hashes: dict[str, int] = {}  # sha256 -> image_id, this run, committed or not
+        self._write_seconds = 0.0
+
+    def run(self, on_progress: ProgressFn | None = None) -> IngestSummary:
+        o = self.options
+        started = time.perf_counter()
+        with self.gallery.writer_lock():
+            self.summary.orphans_removed = len(self.gallery.remove_orphan_shards())
+            self.pipeline = FacePipeline(self.spec, o.device, o.weights, o.min_face_size, o.det_threshold,
+                                         o.max_side, o.detect_batch_size, o.embed_batch_size)
+            self.summary.device = self.pipeline.device.name
+            writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
+            reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size)
+            status = "interrupted"
+            last_commit = time.monotonic()
+            try:
+                batch: list[tuple[DecodedPhoto, int]] = []
+                for photo in reader.decoded():
+                    self._triage(photo, writer, batch)
+                    if len(batch) >= o.detect_batch_size:
+                        self._process(batch, writer)
+                        batch = []
+                    # Never commit while photos of the open batch hold image ids without rows:
+                    # a duplicate's file row could point at one of them.
+                    due = time.monotonic() - last_commit >= o.commit_interval and writer.has_pending
+                    if not batch and (writer.pending_faces >= o.shard_size or due):
+                        self._commit(writer)
+                        last_commit = time.monotonic()
+                    self._progress(reader, started, on_progress)
+                if batch:
+                    self._process(batch, writer)
+                self._commit(writer)
+                status = "done"
+            finally:
+                self._progress(reader, started, None)
+                writer.finish(status, self.summary.run_counts())
+        return self.summary
+
+    def _triage(self, photo: DecodedPhoto, writer: GalleryWriter, batch: list[tuple[DecodedPhoto, int]]) -> None:
+        """New content goes to the batch (with an image id claimed now, so that an identical file
+        later in the same batch is already a duplicate); known content and failures are recorded."""
+        file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+        if photo.sha256 is not None:
+            image_id = self._seen_hashes.get(photo.sha256) or writer.committed_image_id(photo.sha256)
+            if image_id is not None:
+                self.summary.duplicates += 1
+                writer.record_duplicate(file, image_id)
+                return
+        self.summary.photos += 1
+        image_id = writer.alloc_image_id() if photo.sha256 is not None else None
+        if image_id is not None:
+            self._seen_hashes[photo.sha256] = image_id  # type: ignore[index]
+        if photo.ok:
+            batch.append((photo, image_id))  # type: ignore[arg-type]
+        else:
+            self._fail(writer, file, photo.reason or "unknown", photo.detail, image_id, photo)
+
+    def _fail(self, writer: GalleryWriter, file: FileRecord, reason: str, detail: str | None,
+              image_id: int | None, photo: DecodedPhoto) -> None:
+        self.summary.failed += 1
+        self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
+        writer.record_failure(file, reason, detail, image_id, photo.width, photo.height)
+
+    def _process(self, batch: list[tuple[DecodedPhoto, int]], writer: GalleryWriter) -> None:
+        assert self.pipeline is not None
+        for (photo, image_id), found in zip(batch, self.pipeline.embed_photos([p for p, _ in batch])):
+            file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+            if not found.ok:
+                self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo)
+                continue
+            label = self.label_fn(Path(photo.path)) or None
+            writer.add_photo(file, image_id, photo.width, photo.height, label, found.main, found.boxes,
+                             found.scores, found.landmarks, found.embeddings)
+            self.summary.photos_with_faces += 1
+            self.summary.faces += len(found.boxes)
+            self.summary.labeled_faces += int(label is not None)
+
+    def _commit(self, writer: GalleryWriter) -> None:
+        t0 = time.perf_counter()
+        if writer.commit(self.summary.run_counts()):
+            self.summary.shards_written += 1
+        self._write_seconds += time.perf_counter() - t0
+
+    def _progress(self, reader: PhotoReader, started: float, on_progress: ProgressFn | None) -> None:
+        s = self.summary
+        elapsed = max(1e-9, time.perf_counter() - started)
+        s.files_seen, s.skipped = reader.files_seen, reader.skipped
+        s.seconds = round(elapsed, 3)
+        s.photos_per_s = round(s.photos / elapsed, 2)
+        s.faces_per_s = round(s.faces / elapsed, 2)
+        stages = Counter(reader.seconds) + Counter(self.pipeline.seconds if self.pipeline else {})
+        stages["write"] = self._write_seconds
+        s.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
+        report(on_progress, "ingest", s.photos, None,
+               f"{s.faces} faces · {s.photos_per_s:.1f} photos/s · {s.faces_per_s:.1f} faces/s")
+
+
+def ingest(
+    source: Path | str,
+    gallery_dir: Path | str,
+    options: IngestOptions | None = None,
+    on_progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> IngestSummary:
+    """Ingest a photo folder (or one photo) into a gallery folder; safe to re-run (it resumes).
+
+    Options come from `options` with any keyword overrides applied (`ingest(src, g, workers=0)`).
+    """
+    opts = replace(options or IngestOptions(), **overrides)
+    if not Path(source).exists():
+        raise FileNotFoundError(f"Photo source '{Path(source).resolve()}' does not exist.")
+    gallery = Gallery.open_or_create(gallery_dir)
+    try:
+        return Ingestor(Path(source), gallery, opts).run(on_progress)
+    finally:
+        gallery.close()

@@ -1,0 +1,242 @@
+"""Read-side questions about a gallery, answered from SQLite (and, for vectors, the shards it lists).
+
+`GalleryQueries` is mixed into `Gallery`: every reader of the gallery (indexer, search, benchmarks)
+asks these methods instead of writing SQL or opening files itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import func, select
+
+from gallery.store.schema import Face, Identity, Image, Shard
+from gallery.store.shards import iter_shard_batches, read_shard_embeddings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+SQLITE_MAX_PARAMS = 900  # stay under SQLite's bound-parameter limit in IN (...) lists
+
+
+@dataclass(frozen=True)
+class ShardRow:
+    """A committed shard as SQLite records it."""
+
+    shard_id: int
+    filename: str
+    n_faces: int
+    min_face_id: int
+    max_face_id: int
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """What search shows about a gallery face: who (if labeled), which photo, where in it."""
+
+    face_id: int
+    identity: str | None
+    photo: str
+    box: list[float]
+    image_id: int
+
+
+@dataclass
+class FaceSet:
+    """Live faces in id order: their vector ids and identity names (None when unlabeled)."""
+
+    face_ids: np.ndarray  # (n,) int64
+    identities: list[str | None]
+
+    def __len__(self) -> int:
+        return int(self.face_ids.size)
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), SQLITE_MAX_PARAMS):
+        yield ids[start : start + SQLITE_MAX_PARAMS]
+
+
+class DeletedIds:
+    """The sorted ids deleted in SQLite, re-read only when another connection committed a change.
+
+    `PRAGMA data_version` changes whenever another connection commits to the database; checking it
+    costs a few microseconds, so an open searcher sees deletions at its next query at no cost.
+    """
+
+    def __init__(self, db_path: Path, max_face_id: int | None = None) -> None:
+        self.max_face_id = max_face_id
+        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        self._version: int | None = None
+        self._ids = np.empty(0, dtype=np.int64)
+
+    def changed(self) -> bool:
+        """True when the database was changed by another connection since the last `get()`."""
+        with self._lock:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0] != self._version
+
+    def get(self) -> np.ndarray:
+        with self._lock:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._version:
+                sql = "SELECT face_id FROM faces WHERE deleted = 1"
+                args: tuple = ()
+                if self.max_face_id is not None:
+                    sql += " AND face_id <= ?"
+                    args = (self.max_face_id,)
+                rows = self._conn.execute(sql + " ORDER BY face_id", args).fetchall()
+                self._ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                self._version = version
+            return self._ids
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class GalleryQueries:
+    """Read queries; the host class provides `session()` and `shards_dir`."""
+
+    shards_dir: Path
+    db_path: Path
+
+    def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - provided by Gallery
+        raise NotImplementedError
+
+    # --- shards --------------------------------------------------------------------------------
+
+    def shard_rows(self, after_shard_id: int = 0) -> list[ShardRow]:
+        """Committed shards in id order (files without a row are crash leftovers, never read)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Shard.shard_id, Shard.filename, Shard.n_faces, Shard.min_face_id, Shard.max_face_id)
+                .where(Shard.shard_id > after_shard_id)
+                .order_by(Shard.shard_id)
+            ).all()
+        return [ShardRow(*r) for r in rows]
+
+    def shard_paths(self, rows: list[ShardRow] | None = None) -> list[Path]:
+        return [self.shards_dir / r.filename for r in (rows if rows is not None else self.shard_rows())]
+
+    def iter_embeddings(
+        self, rows: list[ShardRow] | None = None, batch_size: int = 65536
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (face ids, embeddings) over committed shards, one bounded batch at a time."""
+        yield from iter_shard_batches(self.shard_paths(rows), batch_size)
+
+    # --- faces ---------------------------------------------------------------------------------
+
+    def max_face_id(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.max(Face.face_id), 0))) or 0)
+
+    def deleted_ids(self, max_face_id: int | None = None) -> np.ndarray:
+        """Sorted int64 ids of faces deleted in SQLite (optionally only ids <= max_face_id)."""
+        with self.session() as s:
+            q = select(Face.face_id).where(Face.deleted.is_(True))
+            if max_face_id is not None:
+                q = q.where(Face.face_id <= max_face_id)
+            ids = s.scalars(q.order_by(Face.face_id)).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def watch_deleted(self, max_face_id: int | None = None) -> DeletedIds:
+        """A live view of the deleted ids for a long-lived reader (an open index); close it when done."""
+        return DeletedIds(self.db_path, max_face_id)
+
+    def live_face_count(self, after_face_id: int | None = None) -> int:
+        """Live (not deleted) faces, optionally only those with an id above `after_face_id`."""
+        with self.session() as s:
+            q = select(func.count()).select_from(Face).where(Face.deleted.is_(False))
+            if after_face_id is not None:
+                q = q.where(Face.face_id > after_face_id)
+            return int(s.scalar(q) or 0)
+
+    def live_faces(self, max_face_id: int | None = None, labeled_only: bool = False) -> FaceSet:
+        """Live faces in id order (up to `max_face_id`), with identity names."""
+        with self.session() as s:
+            q = (
+                select(Face.face_id, Identity.name)
+                .outerjoin(Identity, Identity.identity_id == Face.identity_id)
+                .where(Face.deleted.is_(False))
+            )
+            if max_face_id is not None:
+                q = q.where(Face.face_id <= max_face_id)
+            if labeled_only:
+                q = q.where(Face.identity_id.is_not(None))
+            rows = s.execute(q.order_by(Face.face_id)).all()
+        return FaceSet(np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows])
+
+    def labeled_faces(self) -> FaceSet:
+        """Live faces that carry an identity label (calibration and identification benchmarks)."""
+        return self.live_faces(labeled_only=True)
+
+    def labeled_identity_count(self) -> int:
+        with self.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count(func.distinct(Face.identity_id))).where(
+                        Face.deleted.is_(False), Face.identity_id.is_not(None)
+                    )
+                )
+                or 0
+            )
+
+    def face_records(self, face_ids: set[int] | list[int]) -> dict[int, FaceRecord]:
+        """face_id → FaceRecord for live faces (deleted ones are left out)."""
+        out: dict[int, FaceRecord] = {}
+        with self.session() as s:
+            for part in _chunks(sorted(face_ids)):
+                rows = s.execute(
+                    select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id)
+                    .join(Image, Image.image_id == Face.image_id)
+                    .outerjoin(Identity, Identity.identity_id == Face.identity_id)
+                    .where(Face.face_id.in_(part), Face.deleted.is_(False))
+                )
+                for fid, name, path, x1, y1, x2, y2, image_id in rows:
+                    box = [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)]
+                    out[fid] = FaceRecord(fid, name, path, box, image_id)
+        return out
+
+    def read_embeddings(self, face_ids: np.ndarray | list[int]) -> np.ndarray:
+        """(n, D) float32 embeddings of the given faces, in the given order, reading only their shards."""
+        ids = [int(i) for i in face_ids]
+        by_shard: dict[str, list[int]] = defaultdict(list)
+        with self.session() as s:
+            for part in _chunks(sorted(set(ids))):
+                for fid, filename in s.execute(
+                    select(Face.face_id, Shard.filename)
+                    .join(Shard, Shard.shard_id == Face.shard_id)
+                    .where(Face.face_id.in_(part))
+                ):
+                    by_shard[filename].append(int(fid))
+        found: dict[int, np.ndarray] = {}
+        for filename, wanted in by_shard.items():
+            shard_ids, vectors = read_shard_embeddings(self.shards_dir / filename, wanted)
+            found.update(zip(shard_ids.tolist(), vectors))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"no embedding stored for face ids {missing[:10]}")
+        if not ids:
+            return np.zeros((0, 0), np.float32)
+        return np.stack([found[i] for i in ids]).astype(np.float32, copy=False)
+
+    # --- identities ----------------------------------------------------------------------------
+
+    def identities(self) -> list[tuple[str, int]]:
+        """(name, live face count) for every identity, most faces first."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Identity.name, func.count(Face.face_id))
+                .outerjoin(Face, (Face.identity_id == Identity.identity_id) & Face.deleted.is_(False))
+                .group_by(Identity.identity_id)
+                .order_by(func.count(Face.face_id).desc(), Identity.name)
+            ).all()
+        return [(name, int(n)) for name, n in rows]

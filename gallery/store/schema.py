@@ -1,0 +1,213 @@
+"""SQLite schema: the source of truth for identities, images, faces, shards, runs and index builds.
+
+Parquet shards hold what never changes (embeddings, boxes); this database holds what can change
+(labels, renames, deletions). A face's primary key here is its vector id everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from gallery.errors import SchemaVersionError
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    """Key/value settings of the gallery (model stamp, threshold, schema version), values as JSON."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    """One ingest invocation, kept for audit and for the summary of `gallery info`."""
+
+    __tablename__ = "runs"
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    source: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String, default="running")  # running | done | interrupted
+    photos: Mapped[int] = mapped_column(Integer, default=0)
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    args: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+    identity_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, unique=True, index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Image(Base):
+    """One distinct photo content (sha256). Identical files are one image."""
+
+    __tablename__ = "images"
+    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    path: Mapped[str] = mapped_column(Text)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String, index=True)  # done | failed
+    reason: Mapped[str | None] = mapped_column(String, nullable=True, index=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    n_faces: Mapped[int] = mapped_column(Integer, default=0)
+    identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identities.identity_id"), nullable=True, index=True
+    )
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.run_id"), nullable=True)
+
+
+class SourceFile(Base):
+    """Every file path seen by a scan, so that a resumed run skips known files without reading them."""
+
+    __tablename__ = "files"
+    path: Mapped[str] = mapped_column(Text, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime_ns: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.image_id"), nullable=True)
+    status: Mapped[str] = mapped_column(String)  # ok | duplicate | failed
+    reason: Mapped[str | None] = mapped_column(String, nullable=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.run_id"), nullable=True)
+
+
+class Shard(Base):
+    """An immutable Parquet file of embeddings; a row exists only once the file is complete on disk."""
+
+    __tablename__ = "shards"
+    shard_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    filename: Mapped[str] = mapped_column(String, unique=True)
+    n_faces: Mapped[int] = mapped_column(Integer)
+    min_face_id: Mapped[int] = mapped_column(Integer)
+    max_face_id: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.run_id"), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+
+
+class Face(Base):
+    """A detected face. `face_id` is the vector id in Parquet and FAISS too."""
+
+    __tablename__ = "faces"
+    face_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.image_id"), index=True)
+    shard_id: Mapped[int] = mapped_column(ForeignKey("shards.shard_id"), index=True)
+    identity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("identities.identity_id"), nullable=True, index=True
+    )
+    is_main: Mapped[bool] = mapped_column(Boolean, default=False)
+    det_score: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class IndexBuild(Base):
+    """A FAISS index build or update over the shards (the JSON manifest is kept beside the index file)."""
+
+    __tablename__ = "index_builds"
+    build_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    kind: Mapped[str] = mapped_column(String)  # build | update | remove
+    factory: Mapped[str] = mapped_column(String)
+    ntotal: Mapped[int] = mapped_column(Integer)
+    max_face_id: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    manifest: Mapped[str] = mapped_column(Text)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets searches read while an ingest writes; busy_timeout waits instead of failing on a lock."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(db_path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{db_path}", future=True)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def init_db(engine: Engine, where: Path) -> None:
+    """Create missing tables; refuse a gallery written with another schema version."""
+    Base.metadata.create_all(engine)
+    with Session(engine) as session, session.begin():
+        row = session.get(Meta, "schema_version")
+        if row is None:
+            session.add(Meta(key="schema_version", value=json.dumps(SCHEMA_VERSION)))
+        elif json.loads(row.value) != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"Gallery '{where}' has schema version {json.loads(row.value)}; this version of face-gallery "
+                f"reads version {SCHEMA_VERSION}. Use the face-gallery version that wrote it, or re-ingest "
+                "the photos into a new gallery folder."
+            )
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def get_meta(session: Session, key: str, default: Any = None) -> Any:
+    row = session.get(Meta, key)
+    return default if row is None else json.loads(row.value)
+
+
+def set_meta(session: Session, key: str, value: Any) -> None:
+    row = session.get(Meta, key)
+    if row is None:
+        session.add(Meta(key=key, value=json.dumps(value)))
+    else:
+        row.value = json.dumps(value)
+
+
+def max_face_id(session: Session) -> int:
+    """Highest vector id ever committed (deleted faces keep their ids, so ids are never reused)."""
+    return int(session.scalar(select(func.coalesce(func.max(Face.face_id), 0))) or 0)
+
+
+def get_or_create_identity(session: Session, name: str, cache: dict[str, int] | None = None) -> int:
+    if cache is not None and name in cache:
+        return cache[name]
+    identity_id = session.scalar(select(Identity.identity_id).where(Identity.name == name))
+    if identity_id is None:
+        ident = Identity(name=name)
+        session.add(ident)
+        session.flush()
+        identity_id = ident.identity_id
+    if cache is not None:
+        cache[name] = identity_id
+    return identity_id

@@ -1,0 +1,160 @@
+"""The index folder's manifest: which index and vector files are current, what they cover, how they
+were built, and the search defaults. It is the commit point of every index change.
+
+    index/manifest.json           names the current index and vector files (this module reads/writes it)
+    index/index-<tag>.faiss       a faiss index (CPU format), written to a temp name then renamed
+    index/vectors-<tag>.f32       float32 rows addressed by vector id (re-ranking), when enabled
+    index/.index.lock             held by build/update/remove/tune so that two writers never interleave
+
+Every change writes a new index file, then atomically replaces manifest.json, then deletes files that
+no manifest names any more. A crash at any point leaves the previous manifest and its files usable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypedDict
+
+from filelock import FileLock, Timeout
+
+from gallery.errors import IndexBusyError, IndexerError, IndexMismatchError, NoIndexError
+from gallery.fsutil import atomic_write
+
+MANIFEST = "manifest.json"
+LOCK = ".index.lock"
+MANIFEST_VERSION = 1
+
+
+class RerankInfo(TypedDict, total=False):
+    enabled: bool
+    file: str | None
+    dtype: str
+    dim: int
+    candidates: int
+    bytes: int
+
+
+class Manifest(TypedDict, total=False):
+    """The manifest's fields (JSON). `version` is checked on read; other keys are informational."""
+
+    version: int
+    kind: str  # build | update | remove
+    factory: str
+    kind_of_index: str  # flat | pq | ivfpq | custom
+    index_type: str
+    metric: str
+    dim: int
+    ntotal: int
+    nlist: int | None
+    nprobe: int | None
+    pq: dict | None
+    model: dict
+    shards: list[int]
+    shard_files: int
+    last_shard_id: int
+    max_face_id: int
+    index_file: str
+    index_bytes: int
+    index_bytes_per_vector: float
+    rerank: RerankInfo
+    training: dict
+    timing_s: dict
+    memory: dict
+    device: str
+    reason: str
+    notes: list[str]
+    warnings: list[str]
+    updates: list[dict]
+    tuned: dict
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def write_manifest(index_dir: Path, manifest: Manifest | dict[str, Any]) -> None:
+    atomic_write(index_dir / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_manifest(index_dir: Path, gallery_root: Path | None = None) -> Manifest:
+    path = index_dir / MANIFEST
+    where = gallery_root if gallery_root is not None else index_dir.parent
+    if not path.is_file():
+        raise NoIndexError(f"No index for gallery '{where}' yet. Build one with: gallery index build --gallery {where}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IndexerError(
+            f"The index manifest {path} cannot be read ({exc}). Rebuild the index: gallery index build --gallery {where}"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
+        raise IndexerError(
+            f"The index manifest {path} is not a version-{MANIFEST_VERSION} manifest. "
+            f"Rebuild the index: gallery index build --gallery {where}"
+        )
+    return manifest  # type: ignore[return-value]
+
+
+def check_model(manifest: Manifest, stamp: dict | None, gallery_root: Path) -> None:
+    """The index must have been built from the gallery's own model."""
+    if stamp is not None and manifest.get("model") not in (None, stamp):
+        raise IndexMismatchError(
+            f"The index was built for model {manifest['model'].get('name')}, the gallery uses "
+            f"{stamp.get('name')}. Rebuild it: gallery index build --gallery {gallery_root}"
+        )
+
+
+def cleanup_unreferenced(index_dir: Path, manifest: Manifest) -> list[str]:
+    """Delete index/vector files (and temp files) the current manifest does not name."""
+    keep = {manifest.get("index_file")}
+    rerank = manifest.get("rerank") or {}
+    if rerank.get("file"):
+        keep.add(rerank["file"])
+    removed = []
+    for path in index_dir.iterdir():
+        name = path.name
+        stale = (name.startswith(("index-", "vectors-")) and name not in keep) or name.endswith(".tmp")
+        if stale and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(name)
+    return removed
+
+
+@contextmanager
+def index_lock(index_dir: Path) -> Iterator[None]:
+    index_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(index_dir / LOCK)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise IndexBusyError(
+            f"Another index build/update is running on '{index_dir.parent}'. Wait for it to finish."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def set_search_defaults(index_dir: Path, gallery_root: Path, index_file: str, nprobe: int | None,
+                        rerank_candidates: int | None, tuned: dict[str, Any]) -> Manifest:
+    """Store tuned search defaults (nprobe, re-rank depth) in the manifest, under the index lock, and
+    only if it still names the index that was measured; `load_index` then uses them by default."""
+    with index_lock(index_dir):
+        manifest = read_manifest(index_dir, gallery_root)
+        if manifest.get("index_file") != index_file:
+            raise IndexerError("The index was rebuilt while it was being measured: run the measurement again.")
+        if nprobe is not None:
+            manifest["nprobe"] = int(nprobe)
+        rerank = manifest.get("rerank") or {}
+        if rerank.get("enabled") and rerank_candidates:
+            rerank["candidates"] = int(rerank_candidates)
+            manifest["rerank"] = rerank
+        manifest["tuned"] = dict(tuned, at=time.time())
+        write_manifest(index_dir, manifest)
+    return manifest
