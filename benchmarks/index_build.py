@@ -14,6 +14,7 @@ Measured:
   similarity clears the threshold (0.5: the synthetic genuine/impostor boundary), the fraction returned
   in the top-10;
 - latency of one query at a time on one thread (mean, p50, p99) and batch throughput on all threads;
+  ground truth, recall and latency are search.bench's own (`gallery bench` measures the same way);
 - the same for the reference IVF4096,PQ64 (8-bit, no re-ranking) at nprobe 32. The reference shares the
   coarse centroids of the main build (same sample and seed: k-means would give the same ones) to save
   minutes, and is built without polysemous training ("PQ64np"), which does not change its ADC scores.
@@ -39,84 +40,23 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from benchmarks.synthetic import SyntheticFaces, SyntheticSpec, write_synthetic_gallery  # noqa: E402
+from benchmarks.synthetic import THRESHOLD, SyntheticFaces, SyntheticSpec, ensure_synthetic_gallery  # noqa: E402
+from gallery.progress import Progress  # noqa: E402
 from gallery.store import Gallery  # noqa: E402
-from gallery.store.shards import iter_shard_batches  # noqa: E402
 from indexer import build_index, load_index  # noqa: E402
-from indexer.galleryio import sample_vectors  # noqa: E402
+from indexer.manifest import read_manifest  # noqa: E402
 from indexer.memory import current_rss  # noqa: E402
+from indexer.vectors import sample_vectors  # noqa: E402
+from search.bench import GroundTruth, SearchFn, evaluate, exact_ground_truth  # noqa: E402
+
+K = 10
+LATENCY_QUERIES = 300
+LATENCY_WARMUP = 20  # page cache of the re-rank file, code paths
 
 
-def recall_metrics(ids: np.ndarray, gt_ids: np.ndarray, gt_scores: np.ndarray, threshold: float) -> dict:
-    r1 = float(np.mean(ids[:, 0] == gt_ids[:, 0]))
-    k = min(10, ids.shape[1], gt_ids.shape[1])
-    r10 = float(np.mean([len(set(gt_ids[q, :k]) & set(ids[q, :k])) / k for q in range(len(ids))]))
-    mates = gt_scores[:, :k] >= threshold
-    found = sum(int(np.isin(gt_ids[q, :k][mates[q, :k]], ids[q, :k]).sum()) for q in range(len(ids)))
-    return {
-        "recall@1": round(r1, 4),
-        "recall@10": round(r10, 4),
-        "mate_recall@10": round(found / max(1, int(mates.sum())), 4),
-        "mates": int(mates.sum()),
-    }
-
-
-def latency(search, queries: np.ndarray, n: int = 300) -> dict:
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        for q in queries[:20]:  # warm-up (page cache of the re-rank file, code paths)
-            search(q[None, :])
-        times = []
-        for q in queries[:n]:
-            t = time.perf_counter()
-            search(q[None, :])
-            times.append(time.perf_counter() - t)
-    finally:
-        faiss.omp_set_num_threads(threads)
-    t = time.perf_counter()
-    search(queries)
-    batch = time.perf_counter() - t
-    ms = np.asarray(times) * 1000
-    return {
-        "single_query_ms_mean": round(float(ms.mean()), 3),
-        "single_query_ms_p50": round(float(np.percentile(ms, 50)), 3),
-        "single_query_ms_p99": round(float(np.percentile(ms, 99)), 3),
-        "batch_qps": round(len(queries) / batch, 1),
-        "threads_batch": threads,
-    }
-
-
-def ensure_gallery(root: Path, spec: SyntheticSpec) -> dict:
-    if (root / "gallery.db").is_file():
-        g = Gallery.open(root)
-        n = g.info().faces
-        g.close()
-        if n == spec.n:
-            return {"generated": False, "faces": n}
-        raise SystemExit(f"{root} holds {n:,} faces, not {spec.n:,}: choose another --gallery or delete it")
-    t = time.time()
-    write_synthetic_gallery(root, spec, chunk=100_000, progress=True).close()
-    return {"generated": True, "faces": spec.n, "seconds": round(time.time() - t, 1)}
-
-
-def exact_and_reference(
-    gallery: Gallery, queries: np.ndarray, k: int, reference: faiss.Index | None
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """One streaming pass: exact top-k by inner product (faiss ResultHeap) and adds to the reference."""
-    heap = faiss.ResultHeap(queries.shape[0], k, keep_max=True)
-    t_add = 0.0
-    for ids, x in iter_shard_batches(gallery.shard_paths(), 65536):
-        flat = faiss.IndexFlatIP(x.shape[1])
-        flat.add(x)
-        d, i = flat.search(queries, k)
-        heap.add_result(d, np.where(i >= 0, ids[np.maximum(i, 0)], -1))
-        if reference is not None:
-            t = time.time()
-            reference.add_with_ids(x, ids)
-            t_add += time.time() - t
-    heap.finalize()
-    return heap.D, heap.I, t_add
+def measure(search: SearchFn, queries: np.ndarray, gt: GroundTruth, threshold: float) -> dict:
+    """Recall against the exact top-10 and latency, measured as `gallery bench` measures them."""
+    return evaluate(search, queries, gt, threshold, None, K, LATENCY_QUERIES, LATENCY_WARMUP)
 
 
 def main() -> None:
@@ -126,7 +66,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--gallery", type=Path, help="gallery folder (default /tmp/face-gallery-bench-N)")
-    parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--threshold", type=float, default=THRESHOLD)
     parser.add_argument("--factory", default=None, help="override the automatic index choice")
     parser.add_argument("--nprobe-sweep", default="16,32,64,128")
     parser.add_argument("--no-reference", action="store_true", help="skip the IVF-PQ64 reference")
@@ -149,21 +89,21 @@ def main() -> None:
         "faiss": faiss.__version__,
     }
     print(f"gallery {root}: {args.n:,} x {args.dim}-d synthetic faces", flush=True)
-    result["gallery"] = ensure_gallery(root, spec)
+    result["gallery"] = ensure_synthetic_gallery(root, spec, chunk=100_000, progress=True)
     gallery = Gallery.open(root)
 
     if args.skip_build:
-        manifest = json.loads((gallery.index_dir / "manifest.json").read_text())
+        manifest = read_manifest(gallery.index_dir, gallery.root)
     else:
         print("building the index ...", flush=True)
         last = [0.0]
 
-        def progress(stage: str, done: int, total: int) -> None:
-            if time.time() - last[0] > 30 or stage != "add":
-                print(f"  {stage}: {done:,}/{total:,}", flush=True)
+        def progress(event: Progress) -> None:
+            if time.time() - last[0] > 30 or event.stage != "add":
+                print(f"  {event.stage}: {event.done:,}/{event.total or 0:,}", flush=True)
                 last[0] = time.time()
 
-        manifest = build_index(gallery, factory=args.factory, device="cpu", progress=progress)
+        manifest = build_index(gallery, factory=args.factory, device="cpu", on_progress=progress)
     result["load_avg_after_build"] = os.getloadavg()
     ivf_quantizer_bytes = (manifest.get("nlist") or 0) * args.dim * 4
     result["build"] = {
@@ -201,6 +141,7 @@ def main() -> None:
     _, queries = gen.queries(args.queries)
 
     reference = None
+    ref_train = 0.0
     if not args.no_reference and manifest.get("nlist"):
         nlist = int(manifest["nlist"])
         print(f"reference IVF{nlist},PQ{args.dim // 8} (8-bit): training codes on the same sample ...", flush=True)
@@ -212,13 +153,27 @@ def main() -> None:
         reference.own_fields = True
         quantizer.this.disown()
         t = time.time()
-        reference.train(sample_vectors(gallery.shard_paths(), args.n, manifest["training"]["sample_size"], args.dim, 0))
+        # the build's own sample: same rows, same seed (indexer.build draws it the same way)
+        total_rows = sum(r.n_faces for r in gallery.shard_rows())
+        reference.train(sample_vectors(gallery.iter_embeddings(), total_rows, manifest["training"]["sample_size"],
+                                       args.dim, 0))
         ref_train = time.time() - t
-    print("exact search (ground truth) ...", flush=True)
-    t = time.time()
-    gt_scores, gt_ids, ref_add = exact_and_reference(gallery, queries, 10, reference)
-    result["ground_truth_seconds"] = round(time.time() - t - ref_add, 1)
-    genuine = gt_scores[:, 0]
+
+    ref_add = [0.0]
+
+    def add_to_reference(ids: np.ndarray, x: np.ndarray) -> None:
+        if reference is not None:
+            t = time.time()
+            reference.add_with_ids(x, ids)
+            ref_add[0] += time.time() - t
+
+    print("exact search (ground truth) ..." + (" and filling the reference" if reference is not None else ""),
+          flush=True)
+    # one streaming pass over the shards: the exact top-10 and the reference's adds
+    gt = exact_ground_truth(gallery.shard_paths(), queries, K, deleted=gallery.deleted_ids(),
+                            each_batch=add_to_reference)
+    result["ground_truth_seconds"] = round(gt.seconds - ref_add[0], 1)
+    genuine = gt.scores[:, 0]
     result["query_top1_similarity"] = {
         "p01": round(float(np.percentile(genuine, 1)), 3),
         "p50": round(float(np.percentile(genuine, 50)), 3),
@@ -228,27 +183,21 @@ def main() -> None:
     rows = []
     default_nprobe = manifest["nprobe"]
     for rerank in (True, False):
-        s, ids = index.search(queries, 10, rerank=rerank)
         row = {"config": f"{manifest['factory']} nprobe {default_nprobe}" + (" +rerank" if rerank else "")}
-        row.update(recall_metrics(ids, gt_ids, gt_scores, args.threshold))
-        row.update(latency(lambda q, r=rerank: index.search(q, 10, rerank=r), queries))
+        row.update(measure(lambda q, k, r=rerank: index.search(q, k, rerank=r), queries, gt, args.threshold))
         rows.append(row)
     if manifest.get("nlist"):
         for nprobe in [int(p) for p in args.nprobe_sweep.split(",") if p]:
             if nprobe == default_nprobe:
                 continue
-            s, ids = index.search(queries, 10, nprobe=nprobe)
             row = {"config": f"{manifest['factory']} nprobe {nprobe} +rerank"}
-            row.update(recall_metrics(ids, gt_ids, gt_scores, args.threshold))
-            row.update(latency(lambda q, p=nprobe: index.search(q, 10, nprobe=p), queries))
+            row.update(measure(lambda q, k, p=nprobe: index.search(q, k, nprobe=p), queries, gt, args.threshold))
             rows.append(row)
     if reference is not None:
         ps = faiss.SearchParametersIVF(nprobe=32)
-        d, ids = reference.search(queries, 10, params=ps)
         row = {"config": f"reference IVF{manifest['nlist']},PQ{args.dim // 8} nprobe 32 (no rerank)"}
-        row.update(recall_metrics(ids, gt_ids, gt_scores, args.threshold))
-        row.update(latency(lambda q: reference.search(q, 10, params=ps), queries))
-        row["build_s"] = {"train_codes": round(ref_train, 1), "add": round(ref_add, 1)}
+        row.update(measure(lambda q, k: reference.search(q, k, params=ps), queries, gt, args.threshold))
+        row["build_s"] = {"train_codes": round(ref_train, 1), "add": round(ref_add[0], 1)}
         row["index_bytes_per_vector"] = 64 + 8
         rows.append(row)
     result["search"] = rows
@@ -296,10 +245,10 @@ def main() -> None:
                 r["config"],
                 f"{r['recall@1']:.4f}",
                 f"{r['recall@10']:.4f}",
-                f"{r['mate_recall@10']:.4f}",
-                f"{r['single_query_ms_mean']:.3f}",
-                f"{r['single_query_ms_p99']:.3f}",
-                f"{r['batch_qps']:.0f}",
+                "—" if r["mate_recall"] is None else f"{r['mate_recall']:.4f}",
+                f"{r['mean_ms']:.3f}",
+                f"{r['p99_ms']:.3f}",
+                f"{r['qps']:.0f}",
             )
         console.print(t2)
         console.print(f"load average: start {result['load_avg_start']}, end {result['load_avg_end']}")

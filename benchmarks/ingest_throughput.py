@@ -140,7 +140,9 @@ def dlib_native_throughput(decoded: list, detections: list, pipeline: FacePipeli
         c
         for part, dets in zip(decoded, [d for batch in detections for d in batch])
         if dets is not None and len(dets)
-        for c in align_faces(torch.from_numpy(part.pixels).permute(2, 0, 1), dets.landmarks * part.scale, template, size)
+        for c in align_faces(
+            torch.from_numpy(part.pixels).permute(2, 0, 1), dets.landmarks * part.scale, template, size
+        )
     ]
     batch = [np.ascontiguousarray(c.permute(1, 2, 0).numpy()) for c in chips[:limit]]
     net.compute_face_descriptor(batch[:4])

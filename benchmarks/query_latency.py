@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gallery.ingest import IngestOptions, ingest  # noqa: E402
+from gallery.store import is_gallery  # noqa: E402
 from indexer import build_index  # noqa: E402
 from search import Searcher  # noqa: E402
 from search.calibrate import calibrate  # noqa: E402
@@ -68,7 +69,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     gdir = args.gallery or Path(tmp.name) / "gallery"
     report: dict = {}
-    if not (gdir / "gallery.db").exists():
+    if not is_gallery(gdir):
         archive = Path(tmp.name) / "archive"
         for p in gallery_photos:
             (archive / p.parent.name).mkdir(parents=True, exist_ok=True)

@@ -49,19 +49,24 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from benchmarks.synthetic import SyntheticFaces, SyntheticSpec, write_synthetic_gallery  # noqa: E402
+from benchmarks.synthetic import (  # noqa: E402
+    THRESHOLD,
+    SyntheticFaces,
+    SyntheticSpec,
+    ensure_synthetic_gallery,
+)
 from gallery.store import Gallery  # noqa: E402
 from indexer import build_index, load_index  # noqa: E402
+from indexer.memory import memory_available  # noqa: E402
 from search.bench import (  # noqa: E402
     GroundTruth,
     K,
     evaluate,
     exact_ground_truth,
-    memory_available,
+    flat_baseline,
     plot_curves,
 )
 
-THRESHOLD = 0.5
 NUMPY_BLOCK_FLOATS = 1 << 26  # 256 MiB of float32 scores per query block
 COLUMNS = ["method", "params", "recall@1", "recall@10", "mate_recall", "p50_ms", "p95_ms", "p99_ms", "qps",
            "bytes_per_vector", "disk_bytes_per_vector", "build_s"]
@@ -69,19 +74,6 @@ COLUMNS = ["method", "params", "recall@1", "recall@10", "mate_recall", "p50_ms",
 
 def spec_for(n: int, dim: int, seed: int = 0) -> SyntheticSpec:
     return SyntheticSpec(n=n, dim=dim, rank=min(SyntheticSpec.rank, max(2, dim // 2)), seed=seed)
-
-
-def ensure_gallery(root: Path, spec: SyntheticSpec) -> dict[str, Any]:
-    if (root / "gallery.db").is_file():
-        with Gallery.open(root) as g:
-            faces, stamp = g.info().faces, g.model_stamp
-        if faces == spec.n and stamp == spec.stamp():
-            return {"generated": False, "path": str(root)}
-        raise SystemExit(f"{root} holds another gallery ({faces:,} faces, {stamp}): delete it or pick --work")
-    t = time.time()
-    chunk = min(100_000, max(1000, spec.n // 4))
-    write_synthetic_gallery(root, spec, chunk=chunk, progress=spec.n >= 1_000_000).close()
-    return {"generated": True, "path": str(root), "seconds": round(time.time() - t, 1)}
 
 
 def _flat_vectors(flat: Any, n: int, dim: int) -> np.ndarray:
@@ -129,7 +121,8 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
     root = args.work / f"gal-{n}x{dim}"
     run: dict[str, Any] = {"n": n, "dim": dim, "threshold": args.threshold, "generator": asdict(spec), "notes": []}
     say(f"== {n:,} x {dim}-d: gallery {root}")
-    run["gallery"] = ensure_gallery(root, spec)
+    run["gallery"] = ensure_synthetic_gallery(root, spec, chunk=min(100_000, max(1000, spec.n // 4)),
+                                              progress=spec.n >= 1_000_000)
     gen = SyntheticFaces(spec)
     _, queries = gen.queries(args.queries, seed=args.seed + 12345)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
@@ -199,12 +192,7 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
 
     if in_ram and gt.flat is not None:
         flat, flat_ids = gt.flat, gt.flat_ids
-
-        def flat_search(q, k):
-            d, i = flat.search(q, k)
-            return d, flat_ids[np.maximum(i, 0)]
-
-        point = evaluate(flat_search, queries, gt, args.threshold, None, K, lat)
+        point = flat_baseline(gt, queries, args.threshold, None, K, lat)
         add("exact flat", _row("exact flat (faiss IndexFlatIP)", "", point, bytes_per_vector=4 * dim,
                                build_s=round(load_s, 1), exact=True), point)
 
@@ -331,31 +319,23 @@ def _summary(v: np.ndarray) -> dict[str, float]:
 
 def fit_from_gallery(gallery_dir: Path, out: Path, seed: int = 0, max_faces: int = 50_000) -> dict[str, Any]:
     """Real labeled gallery vs the generator at the gallery's dimension: histograms (PNG) + summaries."""
-    import sqlite3
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from search.calibrate import read_embeddings
-
-    conn = sqlite3.connect(f"file:{gallery_dir / 'gallery.db'}?mode=ro", uri=True)
-    rows = conn.execute(
-        "SELECT f.face_id, f.identity_id, s.filename FROM faces f JOIN shards s ON s.shard_id = f.shard_id "
-        "WHERE f.deleted = 0 AND f.identity_id IS NOT NULL ORDER BY f.face_id"
-    ).fetchall()
-    conn.close()
-    if not rows:
-        raise SystemExit(f"--fit-from-gallery: {gallery_dir} has no labeled faces")
-    rng = np.random.default_rng(seed)
-    if len(rows) > max_faces:
-        rows = [rows[i] for i in np.sort(rng.choice(len(rows), max_faces, replace=False))]
-    ids = [int(r[0]) for r in rows]
-    x = read_embeddings(gallery_dir, ids, {int(r[0]): r[2] for r in rows}).astype(np.float32)
-    labels = np.asarray([r[1] for r in rows])
+    with Gallery.open(gallery_dir) as gallery:
+        labeled = gallery.labeled_faces()
+        if not len(labeled):
+            raise SystemExit(f"--fit-from-gallery: {gallery_dir} has no labeled faces")
+        rng = np.random.default_rng(seed)
+        pick = np.arange(len(labeled))
+        if len(labeled) > max_faces:
+            pick = np.sort(rng.choice(len(labeled), max_faces, replace=False))
+        x = gallery.read_embeddings(labeled.face_ids[pick])
+    labels = np.asarray([labeled.identities[i] for i in pick])
     real_g, real_i = _pair_scores(x, labels, rng)
-    spec = spec_for(max(len(rows), 20_000), x.shape[1], seed)
+    spec = spec_for(max(len(pick), 20_000), x.shape[1], seed)
     gen = SyntheticFaces(spec)
     syn_ids, syn_x = next(gen.gallery_chunks(spec.n))
     syn_g, syn_i = _pair_scores(syn_x, syn_ids, rng)
@@ -374,7 +354,7 @@ def fit_from_gallery(gallery_dir: Path, out: Path, seed: int = 0, max_faces: int
     plt.close(fig)
     return {
         "gallery": str(gallery_dir),
-        "faces": len(rows),
+        "faces": len(pick),
         "identities": int(np.unique(labels).size),
         "real": {"genuine": _summary(real_g), "impostor": _summary(real_i)},
         "synthetic": {"generator": asdict(spec), "genuine": _summary(syn_g), "impostor": _summary(syn_i)},

@@ -17,7 +17,8 @@ and impostor score distributions are separated at 0.5 (the threshold the benchma
 model with a calibrated threshold.
 
 Generation is chunked (``chunk`` faces at a time) so memory stays at one chunk whatever ``n``; every
-chunk becomes one Parquet shard plus its SQLite rows, exercising the same path as ingestion.
+chunk becomes one Parquet shard plus its SQLite rows, written by the store's own appender
+(``gallery.store.append_embedded_faces``), never by SQL here.
 
     python benchmarks/synthetic.py /tmp/gal --n 1000000
 """
@@ -25,19 +26,20 @@ chunk becomes one Parquet shard plus its SQLite rows, exercising the same path a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from gallery.store import Gallery  # noqa: E402
-from gallery.store.db import Shard  # noqa: E402
-from gallery.store.shards import ShardRows, shard_filename, write_shard  # noqa: E402
+from gallery.store import Gallery, append_embedded_faces, is_gallery  # noqa: E402
+
+THRESHOLD = 0.5  # the genuine/impostor boundary of this generator (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ class SyntheticFaces:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         return x
 
-    def gallery_chunks(self, chunk: int):
+    def gallery_chunks(self, chunk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield (identity ids, embeddings) for the gallery faces, in face order, chunk by chunk."""
         spec = self.spec
         rng = np.random.default_rng([spec.seed, 1])
@@ -103,74 +105,53 @@ class SyntheticFaces:
         return ids, self.faces(ids, rng)
 
 
+def identity_name(identity: int) -> str:
+    return f"synthetic-{identity:07d}"
+
+
 def write_synthetic_gallery(
     root: Path | str, spec: SyntheticSpec, chunk: int = 100_000, progress: bool = False
 ) -> Gallery:
     """Create (or extend) a gallery at `root` with `spec.n` synthetic faces; returns it open.
 
     Face ids continue after the gallery's highest id, so a second call with another seed appends.
+    The gallery's threshold is the generator's genuine/impostor boundary, stored like a calibrated
+    one, so that every reader resolves it the same way (search.threshold.resolve_threshold).
     """
     gallery = Gallery.open_or_create(root)
-    gallery.stamp_model(spec.stamp())
-    gen = SyntheticFaces(spec)
-    with gallery.session() as s:
-        from gallery.store import db
-
-        next_id = db.max_face_id(s) + 1
-        next_shard = (s.query(Shard.shard_id).order_by(Shard.shard_id.desc()).limit(1).scalar() or 0) + 1
-    raw = gallery.engine.raw_connection()
     try:
-        cur = raw.cursor()
-        cur.execute("SELECT coalesce(max(identity_id), 0) FROM identities")
-        if cur.fetchone()[0] == 0:
-            now = time.time()
-            cur.executemany(
-                "INSERT INTO identities (identity_id, name, created_at) VALUES (?, ?, ?)",
-                ((i + 1, f"synthetic-{i:07d}", now) for i in range(spec.n_identities)),
-            )
-            raw.commit()
+        gen = SyntheticFaces(spec)
         t0 = time.time()
-        for identities, emb in gen.gallery_chunks(chunk):
-            n = emb.shape[0]
-            face_ids = np.arange(next_id, next_id + n, dtype=np.int64)
-            rows = ShardRows(
-                face_id=face_ids,
-                image_id=face_ids,
-                embedding=emb,
-                box=np.tile(np.array([0, 0, 112, 112], np.float32), (n, 1)),
-                landmarks=np.zeros((n, 5, 2), np.float32),
-                det_score=np.ones(n, np.float32),
-            )
-            name = shard_filename(next_shard)
-            size = write_shard(gallery.shards_dir / name, rows, spec.stamp())
-            now = time.time()
-            cur.executemany(
-                "INSERT INTO images (image_id, sha256, path, width, height, status, n_faces) "
-                "VALUES (?, ?, ?, 112, 112, 'done', 1)",
-                (
-                    (int(f), hashlib.sha256(f"{spec.seed}-{f}".encode()).hexdigest(), f"synthetic/{f}.jpg")
-                    for f in face_ids
-                ),
-            )
-            cur.execute(
-                "INSERT INTO shards (shard_id, filename, n_faces, min_face_id, max_face_id, bytes, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (next_shard, name, n, int(face_ids[0]), int(face_ids[-1]), size, now),
-            )
-            cur.executemany(
-                "INSERT INTO faces (face_id, image_id, shard_id, identity_id, is_main, det_score, "
-                "x1, y1, x2, y2, deleted) VALUES (?, ?, ?, ?, 1, 1.0, 0, 0, 112, 112, 0)",
-                ((int(f), int(f), next_shard, int(i) + 1) for f, i in zip(face_ids, identities)),
-            )
-            raw.commit()
-            next_id += n
-            next_shard += 1
-            if progress:
-                done = next_id - 1
-                print(f"  synthetic: {done:,} faces written ({time.time() - t0:.0f} s)", flush=True)
-    finally:
-        raw.close()
+        done = 0
+        with gallery.writer_lock():
+            gallery.set_threshold(THRESHOLD, "synthetic generator boundary (benchmarks/synthetic.py)")
+            for identities, emb in gen.gallery_chunks(chunk):
+                # one call, one committed shard: the store's own write path, as ingestion uses it
+                append_embedded_faces(gallery, spec.stamp(), emb, identities=[identity_name(i) for i in identities],
+                                      photo_prefix="synthetic")
+                done += emb.shape[0]
+                if progress:
+                    print(f"  synthetic: {done:,} faces written ({time.time() - t0:.0f} s)", flush=True)
+    except BaseException:
+        gallery.close()
+        raise
     return gallery
+
+
+def ensure_synthetic_gallery(
+    root: Path, spec: SyntheticSpec, chunk: int = 100_000, progress: bool = False
+) -> dict[str, Any]:
+    """Reuse the gallery at `root` when it holds exactly `spec`'s faces, else generate it; a folder
+    holding another gallery is refused (benchmarks never overwrite data)."""
+    if is_gallery(root):
+        with Gallery.open(root) as g:
+            faces, stamp = g.info().faces, g.model_stamp
+        if faces == spec.n and stamp == spec.stamp():
+            return {"generated": False, "path": str(root), "faces": faces}
+        raise SystemExit(f"{root} holds another gallery ({faces:,} faces, {stamp}): delete it or pick another folder")
+    t = time.time()
+    write_synthetic_gallery(root, spec, chunk=chunk, progress=progress).close()
+    return {"generated": True, "path": str(root), "faces": spec.n, "seconds": round(time.time() - t, 1)}
 
 
 def main() -> None:

@@ -90,7 +90,8 @@ def read_manifest(index_dir: Path, gallery_root: Path | None = None) -> Manifest
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise IndexerError(
-            f"The index manifest {path} cannot be read ({exc}). Rebuild the index: gallery index build --gallery {where}"
+            f"The index manifest {path} cannot be read ({exc}). "
+            f"Rebuild the index: gallery index build --gallery {where}"
         ) from None
     if not isinstance(manifest, dict) or manifest.get("version") != MANIFEST_VERSION:
         raise IndexerError(

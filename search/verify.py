@@ -54,9 +54,9 @@ def verify(
             value, source = resolve_threshold(gallery, threshold)
     else:
         spec = model_for_gallery(None, model)
-        value, source = (threshold, "--threshold") if threshold is not None else (
-            spec.default_threshold, f"model default ({spec.threshold_source})")
-    assert value is not None
+        value, source = resolve_threshold(None, threshold, spec)
+    if value is None:
+        raise GalleryError(f"No threshold to decide with: {source}. Pass --threshold.")
     pipeline = FacePipeline(spec, device, weights)
     faces = []
     for photo in (photo_a, photo_b):

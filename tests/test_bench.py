@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,41 +13,26 @@ from typer.testing import CliRunner
 
 from benchmarks.synthetic import SyntheticSpec, write_synthetic_gallery
 from gallery.cli import app
-from gallery.models import registry
-from gallery.models.registry import ModelSpec
+from gallery.faces.models import get_model_spec, registered
 from indexer import build_index, load_index
 from search.bench import exact_ground_truth, recall_metrics, recommend, run_bench
-
-try:
-    from tests.test_indexer_helpers import make_gallery, mark_deleted, unit_vectors
-except ImportError:  # tests/ on sys.path instead of the repository root
-    from test_indexer_helpers import make_gallery, mark_deleted, unit_vectors
+from tests.helpers.galleries import make_gallery, mark_deleted, unit_vectors
 
 SPEC = SyntheticSpec(n=6000, dim=64, rank=32, seed=0)
 runner = CliRunner()
-
-
-def _no_weights(*_args, **_kwargs):
-    raise RuntimeError("synthetic test model: embeddings only")
 
 
 @pytest.fixture(scope="module")
 def synthetic_model():
     """Register the synthetic gallery's stamp as a model so that `Searcher` can open the gallery."""
     stamp = SPEC.stamp()
-    spec = ModelSpec(
-        name=stamp["name"], dim=stamp["dim"], input_size=stamp["input_size"], template=(),
+    spec = dataclasses.replace(
+        get_model_spec("facenet-untrained"), name=stamp["name"], dim=stamp["dim"], input_size=stamp["input_size"],
         preprocessing=stamp["preprocessing"], default_threshold=0.5, threshold_source="synthetic boundary",
-        pretrained=False, offline=True, description="synthetic test embeddings", loader=_no_weights,
+        description="synthetic test embeddings", warning=None,
     )
-    registry._ensure_builtin_models()
-    previous = registry._REGISTRY.get(spec.name)
-    registry.register(spec)
-    yield spec
-    if previous is None:
-        registry._REGISTRY.pop(spec.name, None)
-    else:
-        registry._REGISTRY[spec.name] = previous
+    with registered(spec):
+        yield spec
 
 
 @pytest.fixture(scope="module")

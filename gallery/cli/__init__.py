@@ -10,6 +10,11 @@ mismatch, bad option); 130 interrupted (committed work is kept).
 
 from __future__ import annotations
 
+import logging
+from typing import Annotated
+
+import typer
+
 from gallery.cli import bench, info, ingest, search
 from gallery.cli.common import GalleryTyper
 from gallery.cli.index import index_app
@@ -19,6 +24,17 @@ app = GalleryTyper(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback()
+def root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log diagnostics to stderr.", metavar="")] = False,
+) -> None:
+    """Face gallery search engine: ingest photo archives, index faces, ask 'who is this?'."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 ingest.register(app)
 info.register(app)
 search.register(app)

@@ -66,7 +66,7 @@ def build_cmd(
     rerank: Annotated[
         bool | None,
         typer.Option("--rerank/--no-rerank", help="Exact re-ranking from on-disk float vectors (default: on for PQ).",
-                     show_default=False),
+                     show_default=False, metavar=""),
     ] = None,
     device: DeviceOpt = "auto",
     nprobe: Annotated[int | None, typer.Option(help="Default number of lists searched.", min=1)] = None,

@@ -19,7 +19,8 @@ def register(app: GalleryTyper) -> None:
         source: Annotated[Path, typer.Argument(help="Photo folder (scanned recursively) or a single photo.")],
         gallery: GalleryOpt,
         labels: Annotated[
-            str, typer.Option(help="Identity labels: 'folder' (parent folder name), 'csv:FILE' (path,identity), 'none'.")
+            str,
+            typer.Option(help="Identity labels: 'folder' (parent folder name), 'csv:FILE' (path,identity), 'none'."),
         ] = "folder",
         model: Annotated[
             str | None,

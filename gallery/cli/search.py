@@ -86,7 +86,9 @@ def register(app: GalleryTyper) -> None:
         largest_only: Annotated[
             bool, typer.Option("--largest-only", help="Answer only each photo's main face.", metavar="")
         ] = False,
-        faces: Annotated[bool, typer.Option("--faces", help="Nearest gallery faces instead of identities.", metavar="")] = False,
+        faces: Annotated[
+            bool, typer.Option("--faces", help="Nearest gallery faces instead of identities.", metavar="")
+        ] = False,
         aggregation: Annotated[str, typer.Option(help="Identity score: 'max' or 'mean:M'.")] = "max",
         device: DeviceOpt = "auto",
         weights: WeightsOpt = None,
@@ -176,7 +178,9 @@ def register(app: GalleryTyper) -> None:
         max_probes: Annotated[int, typer.Option(help="Labeled faces searched leave-one-out.", min=10)] = 2000,
         seed: Annotated[int, typer.Option()] = 0,
         nprobe: Annotated[int | None, typer.Option()] = None,
-        dry_run: Annotated[bool, typer.Option("--dry-run", help="Report without storing the threshold.", metavar="")] = False,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="Report without storing the threshold.", metavar="")
+        ] = False,
         as_json: JsonOpt = False,
     ) -> None:
         """Choose the match threshold for a target FPIR on the gallery's own labeled faces, and store it."""

@@ -120,6 +120,7 @@ class Ingestor:
             finally:
                 self._progress(reader, started, None)
                 writer.finish(status, self.summary.run_counts())
+                log.info("ingest %s of %s: %s", status, self.source, self.summary.as_dict())
         return self.summary
 
     def _triage(self, photo: DecodedPhoto, writer: GalleryWriter, batch: list[tuple[DecodedPhoto, int]]) -> None:

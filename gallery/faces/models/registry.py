@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from gallery.errors import ModelMismatch, UnknownModelError
 from gallery.faces.models.spec import ModelSpec
@@ -32,72 +33,63 @@ UNTRAINED_WARNING = (
     "Use it only for tests and throughput benchmarks."
 )
 
-BUILTIN_MODELS: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        name="dlib-resnet",
-        dim=128,
-        input_size=150,
-        template=DLIB_TEMPLATE,
-        preprocessing="mtcnn5-similarity-v1/dlib-chip150-p0.25",
-        # Best cosine threshold over the 2,349 LFW A–J pairs for the MTCNN + template pipeline (0.9103;
-        # balanced-accuracy optimum 0.9105; dlib's own pipeline 0.905), by benchmarks/lfw_verify.py.
-        # dlib's customary Euclidean 0.6 is on unnormalised descriptors (norms ~1.25-1.7), so it does
-        # not translate to 1 - 0.6**2 / 2 = 0.82 here.
-        default_threshold=0.91,
-        threshold_source="LFW A–J pairs, best-accuracy cosine threshold (benchmarks/lfw_verify.py)",
-        pretrained=True,
-        offline=True,
-        description="dlib's ResNet face descriptor ported to torch, 128-d (LFW 99.38%); weights ship on PyPI",
-        loader="gallery.faces.models.dlib_resnet:load_dlib_resnet",
-        weights_filename="dlib_face_recognition_resnet_model_v1.dat",
-    ),
-    ModelSpec(
-        name="facenet-vggface2",
-        dim=512,
-        input_size=160,
-        template=FACENET_TEMPLATE,
-        preprocessing="mtcnn5-similarity-v1/std127.5",
-        # Not measurable here (weights need GitHub): cosine 0.40 corresponds to the Euclidean distance
-        # 1.1 between unit vectors that is commonly used with this model. Calibrate on your gallery.
-        default_threshold=0.40,
-        threshold_source="literature (Euclidean 1.1 on unit vectors); run `gallery calibrate`",
-        pretrained=True,
-        offline=False,
-        description="InceptionResnetV1 trained on VGGFace2, 512-d (LFW 99.65%); weights from GitHub",
-        loader="gallery.faces.models.facenet:load_facenet",
-        weights_filename="20180402-114759-vggface2.pt",
-        weights_url=_FACENET_RELEASE + "20180402-114759-vggface2.pt",
-    ),
-    ModelSpec(
-        name="facenet-casia",
-        dim=512,
-        input_size=160,
-        template=FACENET_TEMPLATE,
-        preprocessing="mtcnn5-similarity-v1/std127.5",
-        default_threshold=0.40,
-        threshold_source="literature (Euclidean 1.1 on unit vectors); run `gallery calibrate`",
-        pretrained=True,
-        offline=False,
-        description="InceptionResnetV1 trained on CASIA-WebFace, 512-d (LFW 99.05%); weights from GitHub",
-        loader="gallery.faces.models.facenet:load_facenet",
-        weights_filename="20180408-102900-casia-webface.pt",
-        weights_url=_FACENET_RELEASE + "20180408-102900-casia-webface.pt",
-    ),
-    ModelSpec(
-        name="facenet-untrained",
-        dim=512,
-        input_size=160,
-        template=FACENET_TEMPLATE,
-        preprocessing="mtcnn5-similarity-v1/std127.5/untrained-seed0",
-        default_threshold=0.99,
-        threshold_source="none: random weights",
-        pretrained=False,
-        offline=True,
-        description="InceptionResnetV1 with RANDOM fixed-seed weights, 512-d: tests and benchmarks only",
-        loader="gallery.faces.models.facenet:load_facenet",
-        warning=UNTRAINED_WARNING,
-    ),
+DLIB_RESNET = ModelSpec(
+    name="dlib-resnet",
+    dim=128,
+    input_size=150,
+    template=DLIB_TEMPLATE,
+    preprocessing="mtcnn5-similarity-v1/dlib-chip150-p0.25",
+    # Best cosine threshold over the 2,349 LFW A–J pairs for the MTCNN + template pipeline (0.9103;
+    # balanced-accuracy optimum 0.9105; dlib's own pipeline 0.905), by benchmarks/lfw_verify.py.
+    # dlib's customary Euclidean 0.6 is on unnormalised descriptors (norms ~1.25-1.7), so it does
+    # not translate to 1 - 0.6**2 / 2 = 0.82 here.
+    default_threshold=0.91,
+    threshold_source="LFW A–J pairs, best-accuracy cosine threshold (benchmarks/lfw_verify.py)",
+    pretrained=True,
+    offline=True,
+    description="dlib's ResNet face descriptor ported to torch, 128-d (LFW 99.38%); weights ship on PyPI",
+    loader="gallery.faces.models.dlib_resnet:load_dlib_resnet",
+    weights_filename="dlib_face_recognition_resnet_model_v1.dat",
 )
+FACENET_VGGFACE2 = ModelSpec(
+    name="facenet-vggface2",
+    dim=512,
+    input_size=160,
+    template=FACENET_TEMPLATE,
+    preprocessing="mtcnn5-similarity-v1/std127.5",
+    # Not measurable here (weights need GitHub): cosine 0.40 corresponds to the Euclidean distance
+    # 1.1 between unit vectors that is commonly used with this model. Calibrate on your gallery.
+    default_threshold=0.40,
+    threshold_source="literature (Euclidean 1.1 on unit vectors); run `gallery calibrate`",
+    pretrained=True,
+    offline=False,
+    description="InceptionResnetV1 trained on VGGFace2, 512-d (LFW 99.65%); weights from GitHub",
+    loader="gallery.faces.models.facenet:load_facenet",
+    weights_filename="20180402-114759-vggface2.pt",
+    weights_url=_FACENET_RELEASE + "20180402-114759-vggface2.pt",
+)
+# The same network with other weights: same geometry and preprocessing, other name and file.
+FACENET_CASIA = replace(
+    FACENET_VGGFACE2,
+    name="facenet-casia",
+    description="InceptionResnetV1 trained on CASIA-WebFace, 512-d (LFW 99.05%); weights from GitHub",
+    weights_filename="20180408-102900-casia-webface.pt",
+    weights_url=_FACENET_RELEASE + "20180408-102900-casia-webface.pt",
+)
+FACENET_UNTRAINED = replace(
+    FACENET_VGGFACE2,
+    name="facenet-untrained",
+    preprocessing="mtcnn5-similarity-v1/std127.5/untrained-seed0",
+    default_threshold=0.99,
+    threshold_source="none: random weights",
+    pretrained=False,
+    offline=True,
+    description="InceptionResnetV1 with RANDOM fixed-seed weights, 512-d: tests and benchmarks only",
+    weights_filename=None,
+    weights_url=None,
+    warning=UNTRAINED_WARNING,
+)
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (DLIB_RESNET, FACENET_VGGFACE2, FACENET_CASIA, FACENET_UNTRAINED)
 
 _models: dict[str, ModelSpec] = {spec.name: spec for spec in BUILTIN_MODELS}
 
