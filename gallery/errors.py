@@ -34,6 +34,14 @@ class ModelMismatch(GalleryError):
     """A model other than the gallery's own was asked for."""
 
 
+class NotInGallery(GalleryError):
+    """An identity, face id or photo path that the gallery does not hold."""
+
+
+class LabelConflict(GalleryError):
+    """A rename onto an existing name, a merge of one identity, or a bad labels file row."""
+
+
 # --- models and devices ---------------------------------------------------------------------------
 
 

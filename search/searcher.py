@@ -1,7 +1,8 @@
 """`Searcher`: open a gallery once, then answer "who is this?" for photos or embeddings many times.
 
 The query is detected, aligned and embedded with the gallery's own model; the FAISS index returns
-the nearest faces (deleted ones never); SQLite maps their vector ids to identities and photos.
+the nearest faces (deleted ones never), merged with an exact search over the faces ingested since
+the index was built (search.tail); SQLite maps their vector ids to identities and photos.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gallery.faces.pipeline import FacePipeline, PhotoFaces
 from gallery.store import Gallery
 from indexer import LoadedIndex, load_index
 from search.identify import FaceAnswer, Neighbour, decide, parse_aggregation
+from search.tail import TAIL_WARN_FACES, UnindexedTail, merge_topk
 from search.threshold import resolve_threshold
 
 MAX_NEIGHBOURS = 2048  # FAISS GPU caps k at 2048; the CPU path keeps the same bound
@@ -55,6 +57,7 @@ class Searcher:
                 raise GalleryError(f"No match threshold for gallery '{gallery_dir}': {self.threshold_source}.")
             self.threshold = float(resolved)
             self.index: LoadedIndex = load_index(self.gallery)
+            self.tail = UnindexedTail(self.gallery, int(self.index.manifest["last_shard_id"]), self.spec.dim)
         except BaseException:
             self.gallery.close()
             raise
@@ -70,8 +73,20 @@ class Searcher:
         return self._pipeline
 
     def close(self) -> None:
+        self.tail.close()
         self.index.close()
         self.gallery.close()
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user should know about every answer of this searcher right now."""
+        self.tail.refresh()
+        if self.tail.size > TAIL_WARN_FACES:
+            return [
+                f"{self.tail.size:,} faces are not in the index yet and are searched exactly, which slows every "
+                f"query; fold them in with: gallery index update --gallery {self.gallery.root}"
+            ]
+        return []
 
     def __enter__(self) -> Searcher:
         return self
@@ -126,7 +141,8 @@ class Searcher:
         Starts at max(100, 10k) faces and widens (×4, up to 2048) for queries whose neighbours still
         hold fewer than k identities: one person with hundreds of photos must not crowd out the rest.
         """
-        ntotal = max(1, int(self.index.ntotal))
+        self.tail.refresh()
+        ntotal = max(1, int(self.index.ntotal) + self.tail.size)
         fetch = min(MAX_NEIGHBOURS, ntotal, k + 16 if faces_mode else max(100, 10 * k))
         results: list[list[Neighbour] | None] = [None] * len(x)
         todo = list(range(len(x)))
@@ -134,7 +150,8 @@ class Searcher:
             # Re-rank 2x the faces we keep (not the indexer's 10x default): identities are ranked from
             # many neighbours, so the far end of the list needs no exhaustive exact re-scoring.
             candidates = max(int(getattr(self.index, "rerank_candidates", 0) or 0), 2 * fetch)
-            scores, ids = self.index.search(x[todo], fetch, nprobe=self.nprobe, candidates=candidates)
+            found_index = self.index.search(x[todo], fetch, nprobe=self.nprobe, candidates=candidates)
+            scores, ids = merge_topk(found_index, self.tail.search(x[todo], fetch), fetch)
             records = self.gallery.face_records({int(i) for i in ids.ravel() if i >= 0})
             retry = []
             for row, q in enumerate(todo):

@@ -115,3 +115,19 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         atomic_write(target, broken)
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
+    with Gallery.open_or_create(tmp_path / "g") as g:
+        append_embedded_faces(g, stamp(4), unit_vectors(3, 4, seed=0))
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    with con:
+        con.execute("ALTER TABLE faces DROP COLUMN ignored")
+        con.execute("DROP TABLE erasure_log")
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.delete_faces([1], ignore=True) == 1 and g.live_face_count() == 2
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    con.close()

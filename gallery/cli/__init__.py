@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from gallery.cli import bench, info, ingest, search
+from gallery.cli import bench, curate, info, ingest, search
 from gallery.cli.common import GalleryTyper
 from gallery.cli.index import index_app
 
@@ -37,6 +37,7 @@ def root(
 
 ingest.register(app)
 info.register(app)
+curate.register(app)
 search.register(app)
 bench.register(app)
 app.add_typer(index_app, name="index")

@@ -89,8 +89,13 @@ class GalleryTyper(typer.Typer):
     """A Typer app whose every command runs `guarded`: errors are handled in this one place."""
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
-        register = super().command(*args, **kwargs)
+        return self._guarding(super().command(*args, **kwargs))
 
+    def callback(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        return self._guarding(super().callback(*args, **kwargs))
+
+    @staticmethod
+    def _guarding(register: Callable[[F], F]) -> Callable[[F], F]:
         def decorator(fn: F) -> F:
             register(guarded(fn))
             return fn

@@ -1,4 +1,4 @@
-"""`gallery info`, `gallery identities`, `gallery models`: what a gallery holds and which models exist.
+"""`gallery info`, `gallery models`: what a gallery holds and which models exist.
 
 These read SQLite and the model table only: they import no torch and no faiss.
 """
@@ -6,9 +6,7 @@ These read SQLite and the model table only: they import no torch and no faiss.
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
@@ -43,27 +41,6 @@ def register(app: GalleryTyper) -> None:
         table.add_row("disk size", human_bytes(summary.disk_bytes))
         if threshold is not None:
             table.add_row("match threshold", f"{threshold:.3f} — {escape(source)}")
-        out.print(table)
-
-    @app.command()
-    def identities(
-        gallery: GalleryOpt,
-        limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 0,
-        as_json: JsonOpt = False,
-    ) -> None:
-        """List identities with their face counts, most faces first."""
-        from gallery.store import Gallery
-
-        with Gallery.open(gallery) as g:
-            rows = g.identities()
-        if limit:
-            rows = rows[:limit]
-        if as_json:
-            print(json.dumps([{"identity": name, "faces": n} for name, n in rows]))
-            return
-        table = Table("identity", "faces", title=f"{len(rows)} identities")
-        for name, n in rows:
-            table.add_row(escape(name), str(n))
         out.print(table)
 
     @app.command()

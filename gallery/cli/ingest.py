@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, out, warn
+from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, note, out, warn
 
 
 def register(app: GalleryTyper) -> None:
@@ -69,8 +69,13 @@ def register(app: GalleryTyper) -> None:
                     progress.update(task, completed=event.done, message=event.message)
 
                 summary = run_ingest(source, gallery, options, on_progress=on_progress)
+        from gallery.store import Gallery
+        from search.tail import index_advice
+
+        with Gallery.open(gallery) as g:
+            advice = index_advice(g)
         if as_json:
-            print(json.dumps(summary.as_dict()))
+            print(json.dumps({**summary.as_dict(), "next": advice}))
             return
         if model is None and summary.warning:
             warn(summary.warning)
@@ -86,3 +91,5 @@ def register(app: GalleryTyper) -> None:
         table.add_row("throughput", f"{summary.photos_per_s:.1f} photos/s, {summary.faces_per_s:.1f} faces/s")
         table.add_row("time", f"{summary.seconds:.1f} s")
         out.print(table)
+        if advice:
+            note(f"next: {advice}")

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Column, Table
 
-from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, note, out
+from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, note, out, warn
 
 CSV_FIELDS = [
     "query",
@@ -128,8 +128,13 @@ def register(app: GalleryTyper) -> None:
                     else:
                         records.extend(a.as_dict() for a in answers)
                     progress.advance(task)
+            warnings = searcher.warnings
         finally:
             searcher.close()
+        for r in records:
+            r["warnings"] = warnings
+        for w in warnings:
+            warn(w)
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             if output.suffix.lower() == ".csv":

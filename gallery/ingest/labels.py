@@ -75,3 +75,34 @@ def make_label_fn(spec: str, source: Path) -> LabelFn:
     if spec.startswith("csv:"):
         return csv_labels(Path(spec[4:]).expanduser(), source)
     raise LabelSourceError(f"Unknown label source '{spec}': use folder, none or csv:FILE.")
+
+
+def read_label_rows(csv_path: Path) -> list[tuple[str, str | None]]:
+    """Rows of a labels file for `gallery labels import`: (face id or photo path, identity or None).
+
+    Two columns `key,identity`, or the three of `gallery labels export` (`face_id,path,identity`, where
+    the face id is used). A header row is allowed; an empty identity means unlabeled. Parsing is strict:
+    an unbalanced quote is an error with its line number, never a silently merged field."""
+    if not csv_path.is_file():
+        raise LabelSourceError(f"Label file not found: '{csv_path}'.")
+    rows: list[tuple[str, str | None]] = []
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, strict=True)
+            for row in reader:
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                cells = [c.strip() for c in row]
+                if reader.line_num == 1 and cells[-1].lower() == "identity":
+                    continue
+                if len(cells) not in (2, 3) or (len(cells) == 3 and not cells[0].isdigit()):
+                    raise LabelSourceError(
+                        f"{csv_path}:{reader.line_num}: expected 'face id or path,identity' or "
+                        f"'face_id,path,identity', got {row!r}"
+                    )
+                rows.append((cells[0], cells[-1] or None))
+    except csv.Error as exc:
+        raise LabelSourceError(f"{csv_path}:{reader.line_num}: not valid CSV ({exc}); nothing was changed.") from None
+    except UnicodeDecodeError as exc:
+        raise LabelSourceError(f"{csv_path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8.") from None
+    return rows

@@ -65,6 +65,26 @@ def _chunks(ids: list[int]) -> Iterator[list[int]]:
         yield ids[start : start + SQLITE_MAX_PARAMS]
 
 
+class ChangeWatcher:
+    """Tells a long-lived reader whether another connection committed to the gallery since it last
+    looked (`PRAGMA data_version`: a few microseconds per check)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        self._version: int | None = None
+
+    def poll(self) -> bool:
+        """True on the first call and whenever the database changed since the previous call."""
+        with self._lock:
+            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
+            changed, self._version = version != self._version, version
+            return changed
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 class DeletedIds:
     """The sorted ids deleted in SQLite, re-read only when another connection committed a change.
 
@@ -146,6 +166,10 @@ class GalleryQueries:
                 q = q.where(Face.face_id <= max_face_id)
             ids = s.scalars(q.order_by(Face.face_id)).all()
         return np.asarray(ids, dtype=np.int64)
+
+    def watch_changes(self) -> ChangeWatcher:
+        """A change detector for a long-lived reader (a searcher); close it when done."""
+        return ChangeWatcher(self.db_path)
 
     def watch_deleted(self, max_face_id: int | None = None) -> DeletedIds:
         """A live view of the deleted ids for a long-lived reader (an open index); close it when done."""

@@ -22,13 +22,18 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# version -> SQL that brings a gallery of that version to the next one (run in one transaction)
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE faces ADD COLUMN ignored BOOLEAN NOT NULL DEFAULT 0"],
+}
 
 
 class Base(DeclarativeBase):
@@ -130,6 +135,21 @@ class Face(Base):
     y2: Mapped[float] = mapped_column(Float)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # "not a face" / not a person of interest: deleted, and remembered so that nothing brings it back
+    ignored: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+
+class ErasureLog(Base):
+    """Append-only record that an erasure happened: when, how much, which command. Never what."""
+
+    __tablename__ = "erasure_log"
+    entry_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    erased_at: Mapped[float] = mapped_column(Float)
+    command: Mapped[str] = mapped_column(String)  # e.g. "identities erase"
+    faces: Mapped[int] = mapped_column(Integer)
+    photos: Mapped[int] = mapped_column(Integer)
+    identities: Mapped[int] = mapped_column(Integer)
+    shards_rewritten: Mapped[int] = mapped_column(Integer)
 
 
 class IndexBuild(Base):
@@ -163,7 +183,18 @@ def make_engine(db_path: Path) -> Engine:
 
 
 def init_db(engine: Engine, where: Path) -> None:
-    """Create missing tables; refuse a gallery written with another schema version."""
+    """Create missing tables, migrate an older gallery forward; refuse one from a newer version."""
+    with Session(engine) as session, session.begin():
+        has_meta = session.execute(
+            text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
+        ).first()
+        row = session.get(Meta, "schema_version") if has_meta else None
+        version = json.loads(row.value) if row is not None else None
+        while isinstance(version, int) and version in MIGRATIONS and version < SCHEMA_VERSION:
+            for statement in MIGRATIONS[version]:
+                session.execute(text(statement))
+            version += 1
+            row.value = json.dumps(version)  # type: ignore[union-attr]
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
         row = session.get(Meta, "schema_version")

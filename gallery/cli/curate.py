@@ -1,0 +1,217 @@
+"""Tending a gallery: `gallery identities ...`, `gallery faces ...`, `gallery labels ...`.
+
+Thin layers over gallery.store.Gallery's edit methods; each prints a one-line result (or JSON).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, out
+
+identities_app = GalleryTyper(help="List, show, rename, merge and delete the people of a gallery.")
+faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists).",
+                         no_args_is_help=True)
+labels_app = GalleryTyper(help="Bulk labels from and to CSV (path or face id, identity).", no_args_is_help=True)
+
+FaceIds = Annotated[list[int], typer.Argument(help="Face ids (see `gallery identities show NAME`).", min=1)]
+
+
+def _done(as_json: bool, data: dict, message: str) -> None:
+    if as_json:
+        print(json.dumps(data))
+    else:
+        out.print(escape(message), highlight=False)
+
+
+@identities_app.callback(invoke_without_command=True)
+def identities_list(
+    ctx: typer.Context,
+    gallery: Annotated[Path | None, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List identities with their face counts, most faces first (or run a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if gallery is None:
+        fail("Missing option '--gallery' / '-g'.")
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        rows = g.identities()
+    rows = rows[:limit] if limit else rows
+    if as_json:
+        print(json.dumps([{"identity": name, "faces": n} for name, n in rows]))
+        return
+    table = Table("identity", "faces", title=f"{len(rows)} identities")
+    for name, n in rows:
+        table.add_row(escape(name), str(n))
+    out.print(table)
+
+
+@identities_app.command("show")
+def identities_show(
+    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False
+) -> None:
+    """The faces of one person: face id, photo, box, detection score."""
+    from dataclasses import asdict
+
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        faces = g.identity_faces(name)
+    if as_json:
+        print(json.dumps({"identity": name, "faces": [asdict(f) for f in faces]}))
+        return
+    table = Table("face", "photo", "box", "score", "main", title=f"{escape(name)}: {len(faces)} faces")
+    for f in faces:
+        table.add_row(str(f.face_id), escape(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "")
+    out.print(table)
+
+
+@identities_app.command("rename")
+def identities_rename(
+    old: Annotated[str, typer.Argument(help="Current name.")],
+    new: Annotated[str, typer.Argument(help="New name.")],
+    gallery: GalleryOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename a person (to make two names one person, use `merge`)."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        n = g.rename_identity(old, new)
+    _done(as_json, {"renamed": old, "to": new, "faces": n}, f"renamed '{old}' to '{new}' ({n} faces)")
+
+
+@identities_app.command("merge")
+def identities_merge(
+    names: Annotated[list[str], typer.Argument(help="Identities that are one person.")],
+    into: Annotated[str, typer.Option("--into", help="The merged identity's name (new or one of NAMES).")],
+    gallery: GalleryOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make several identities one person."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        n = g.merge_identities(names, into)
+    _done(as_json, {"merged": names, "into": into, "faces": n}, f"merged {', '.join(names)} into '{into}' ({n} faces)")
+
+
+@identities_app.command("delete")
+def identities_delete(
+    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False
+) -> None:
+    """Remove a name: its faces stay in the gallery, unlabeled (to remove a person for good: `erase`)."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        n = g.delete_identity(name)
+    _done(as_json, {"deleted": name, "faces_unlabeled": n}, f"deleted '{name}'; its {n} faces are now unlabeled")
+
+
+@faces_app.command("relabel")
+def faces_relabel(
+    face_ids: FaceIds,
+    gallery: GalleryOpt,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="The identity these faces show.")] = None,
+    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Remove their label.", metavar="")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give faces an identity (created if new), or remove their label with --unlabeled."""
+    from gallery.store import Gallery
+
+    if (name is None) == (not unlabeled):
+        fail("Give exactly one of --name NAME or --unlabeled.")
+    with Gallery.open(gallery) as g:
+        n = g.relabel_faces(face_ids, None if unlabeled else name)
+    _done(as_json, {"relabeled": n, "identity": name}, f"{n} faces now {'unlabeled' if unlabeled else repr(name)}")
+
+
+@faces_app.command("delete")
+def faces_delete(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    """Hide faces from every answer (their data stays on disk; to remove it from every file: `erase`)."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        n = g.delete_faces(face_ids)
+    _done(as_json, {"deleted": n}, f"deleted {n} faces")
+
+
+@faces_app.command("ignore")
+def faces_ignore(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    """Not a face, or not a person of interest: kept out of search and remembered as such."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        n = g.delete_faces(face_ids, ignore=True)
+    _done(as_json, {"ignored": n}, f"ignored {n} faces")
+
+
+@faces_app.command("crop")
+def faces_crop(
+    face_id: Annotated[int, typer.Argument(help="Face id.")],
+    gallery: GalleryOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the crop (.jpg, .png).")],
+    margin: Annotated[float, typer.Option(help="Margin around the box, as a share of its size.", min=0, max=2)] = 0.4,
+    size: Annotated[int, typer.Option(help="Side of the square crop in pixels (0 = native).", min=0)] = 256,
+) -> None:
+    """Write the face cut from its original photo, with a margin, to judge a label by eye."""
+    from gallery.errors import NotInGallery
+    from gallery.faces.crop import crop_face
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        record = g.face_records([face_id]).get(face_id)
+    if record is None:
+        raise NotInGallery(f"No live face with id {face_id} in this gallery.")
+    crop_face(record.photo, record.box, margin, size or None).save(output)
+    out.print(f"wrote {escape(str(output))} (face {face_id} of {escape(record.photo)})", highlight=False)
+
+
+@labels_app.command("export")
+def labels_export(
+    output: Annotated[Path, typer.Argument(help="CSV file to write.")], gallery: GalleryOpt
+) -> None:
+    """Write `face_id,path,identity` for every live face (identity empty when unlabeled)."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        faces = g.face_details()
+    with open(output, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["face_id", "path", "identity"])
+        writer.writerows([f.face_id, f.photo, f.identity or ""] for f in faces)
+    out.print(f"wrote {len(faces)} faces to {escape(str(output))}", highlight=False)
+
+
+@labels_app.command("import")
+def labels_import(
+    source: Annotated[Path, typer.Argument(help="CSV with rows `face_id or path, identity` (header optional).")],
+    gallery: GalleryOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Relabel in bulk: each row names a face id (or a photo path: its main face) and an identity (empty:
+    unlabeled). All rows apply, or none."""
+    from gallery.ingest.labels import read_label_rows
+    from gallery.store import Gallery
+
+    rows = read_label_rows(source)
+    with Gallery.open(gallery) as g:
+        counts = g.apply_labels(rows)
+    _done(as_json, counts, f"{counts['relabeled']} faces relabeled, {counts['unlabeled']} made unlabeled")
+
+
+def register(app: GalleryTyper) -> None:
+    app.add_typer(identities_app, name="identities")
+    app.add_typer(faces_app, name="faces")
+    app.add_typer(labels_app, name="labels")

@@ -1,0 +1,193 @@
+"""Tending a gallery: rename, merge and delete identities; relabel, delete and ignore faces; bulk labels.
+
+Every edit is one SQLite transaction. Open searchers see it at their next query: face records are
+read per query, and deletions are noticed through `PRAGMA data_version` (gallery.store.queries).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, func, select, update
+
+from gallery.errors import LabelConflict, NotInGallery
+from gallery.store import schema
+from gallery.store.schema import Face, Identity, Image, SourceFile
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class FaceDetail:
+    """A face as `identities show` and `labels export` list it."""
+
+    face_id: int
+    identity: str | None
+    photo: str
+    box: list[float]
+    det_score: float
+    is_main: bool
+    deleted: bool
+    ignored: bool
+
+
+def _identity_id(s: Session, name: str) -> int:
+    identity_id = s.scalar(select(Identity.identity_id).where(Identity.name == name))
+    if identity_id is None:
+        raise NotInGallery(f"No identity named '{name}' in this gallery (see: gallery identities --gallery DIR).")
+    return int(identity_id)
+
+
+def _existing_faces(s: Session, face_ids: Iterable[int]) -> list[int]:
+    ids = sorted({int(i) for i in face_ids})
+    found = set(s.scalars(select(Face.face_id).where(Face.face_id.in_(ids))).all()) if ids else set()
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotInGallery(f"No face with id {', '.join(map(str, missing[:10]))} in this gallery.")
+    return ids
+
+
+class GalleryEdits:
+    """Label and deletion edits; the host class provides `session()`."""
+
+    def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - provided by Gallery
+        raise NotImplementedError
+
+    def rename_identity(self, old: str, new: str) -> int:
+        """Rename; returns the number of live faces now carrying the new name."""
+        new = new.strip()
+        if not new:
+            raise LabelConflict("An identity name cannot be empty.")
+        with self.session() as s, s.begin():
+            identity_id = _identity_id(s, old)
+            if old != new and s.scalar(select(Identity.identity_id).where(Identity.name == new)) is not None:
+                raise LabelConflict(
+                    f"'{new}' already exists; to make them one person run: gallery identities merge '{old}' "
+                    f"'{new}' --into '{new}'"
+                )
+            s.execute(update(Identity).where(Identity.identity_id == identity_id).values(name=new))
+            return int(s.scalar(select(func.count()).select_from(Face)
+                                .where(Face.identity_id == identity_id, Face.deleted.is_(False))) or 0)
+
+    def merge_identities(self, names: list[str], into: str) -> int:
+        """Make several identities one (named `into`, created if new); returns its live face count."""
+        into = into.strip()
+        if not into:
+            raise LabelConflict("The merged identity needs a name (--into NAME).")
+        with self.session() as s, s.begin():
+            sources = {name: _identity_id(s, name) for name in dict.fromkeys(names)}
+            target = schema.get_or_create_identity(s, into)
+            others = [i for i in sources.values() if i != target]
+            if not others:
+                raise LabelConflict(f"Nothing to merge: name at least one identity other than '{into}'.")
+            s.execute(update(Face).where(Face.identity_id.in_(others)).values(identity_id=target))
+            s.execute(update(Image).where(Image.identity_id.in_(others)).values(identity_id=target))
+            s.execute(delete(Identity).where(Identity.identity_id.in_(others)))
+            return int(s.scalar(select(func.count()).select_from(Face)
+                                .where(Face.identity_id == target, Face.deleted.is_(False))) or 0)
+
+    def delete_identity(self, name: str) -> int:
+        """Remove the name; its faces stay in the gallery, unlabeled. Returns how many faces it had."""
+        with self.session() as s, s.begin():
+            identity_id = _identity_id(s, name)
+            n = s.execute(update(Face).where(Face.identity_id == identity_id).values(identity_id=None)).rowcount
+            s.execute(update(Image).where(Image.identity_id == identity_id).values(identity_id=None))
+            s.execute(delete(Identity).where(Identity.identity_id == identity_id))
+            return int(n or 0)
+
+    def relabel_faces(self, face_ids: Iterable[int], name: str | None) -> int:
+        """Give faces an identity (created if new) or, with None, make them unlabeled."""
+        with self.session() as s, s.begin():
+            ids = _existing_faces(s, face_ids)
+            identity_id = schema.get_or_create_identity(s, name.strip()) if name and name.strip() else None
+            s.execute(update(Face).where(Face.face_id.in_(ids)).values(identity_id=identity_id))
+            self._drop_empty_identities(s)
+            return len(ids)
+
+    def delete_faces(self, face_ids: Iterable[int], ignore: bool = False) -> int:
+        """Hide faces from every answer (ignore=True also remembers them as not wanted: a re-read of
+        their photo does not bring them back). Returns how many were live."""
+        with self.session() as s, s.begin():
+            ids = _existing_faces(s, face_ids)
+            values: dict = {"deleted": True, "deleted_at": time.time()}
+            if ignore:
+                values["ignored"] = True
+            n = s.execute(update(Face).where(Face.face_id.in_(ids), Face.deleted.is_(False)).values(**values)).rowcount
+            if ignore:  # faces deleted earlier can still be marked as not wanted
+                s.execute(update(Face).where(Face.face_id.in_(ids)).values(ignored=True))
+            return int(n or 0)
+
+    def identity_faces(self, name: str) -> list[FaceDetail]:
+        with self.session() as s:
+            identity_id = _identity_id(s, name)
+        return self.face_details(identity_id=identity_id)
+
+    def face_details(self, identity_id: int | None = None, labeled_only: bool = False) -> list[FaceDetail]:
+        """Live faces with their photo, box and label (of one identity, or all)."""
+        with self.session() as s:
+            q = (
+                select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.det_score,
+                       Face.is_main, Face.deleted, Face.ignored)
+                .join(Image, Image.image_id == Face.image_id)
+                .outerjoin(Identity, Identity.identity_id == Face.identity_id)
+                .where(Face.deleted.is_(False))
+            )
+            if identity_id is not None:
+                q = q.where(Face.identity_id == identity_id)
+            if labeled_only:
+                q = q.where(Face.identity_id.is_not(None))
+            rows = s.execute(q.order_by(Face.face_id)).all()
+        return [FaceDetail(r[0], r[1], r[2], [round(v, 1) for v in r[3:7]], round(r[7], 4), bool(r[8]), bool(r[9]),
+                           bool(r[10])) for r in rows]
+
+    def main_face_of_path(self, path: str) -> int | None:
+        """The main live face of the photo a file path holds (identical files share one photo)."""
+        with self.session() as s:
+            by_file = select(SourceFile.image_id).where(SourceFile.path == path)
+            by_image = select(Image.image_id).where(Image.path == path)
+            return s.scalar(
+                select(Face.face_id).where(
+                    Face.image_id.in_(by_file.union(by_image)), Face.is_main.is_(True), Face.deleted.is_(False)
+                )
+            )
+
+    def apply_labels(self, rows: list[tuple[str, str | None]]) -> dict[str, int]:
+        """Bulk relabel from (path or face id, identity or None) rows in one transaction.
+
+        A row names a face id (digits) or a photo path (its main face). Returns counts: relabeled,
+        unlabeled, and unknown (rows naming nothing in the gallery, listed in the error if any)."""
+        targets: list[tuple[int, str | None]] = []
+        unknown: list[str] = []
+        for key, name in rows:
+            face_id = int(key) if key.isdigit() else self.main_face_of_path(key)
+            if face_id is None:
+                unknown.append(key)
+            else:
+                targets.append((face_id, name))
+        if unknown:
+            raise NotInGallery(
+                f"{len(unknown)} label rows name no face of this gallery, e.g. {unknown[:3]}: nothing was changed. "
+                "Rows need a face id or the path of an ingested photo (as `gallery labels export` writes them)."
+            )
+        with self.session() as s, s.begin():
+            _existing_faces(s, [f for f, _ in targets])
+            cache: dict[str, int] = {}
+            for face_id, name in targets:
+                identity_id = schema.get_or_create_identity(s, name, cache) if name else None
+                s.execute(update(Face).where(Face.face_id == face_id).values(identity_id=identity_id))
+            self._drop_empty_identities(s)
+        return {"relabeled": sum(1 for _, n in targets if n), "unlabeled": sum(1 for _, n in targets if not n)}
+
+    @staticmethod
+    def _drop_empty_identities(s: Session) -> None:
+        """An identity exists only while a face (live or deleted) carries it; its photos forget it."""
+        empty = select(Identity.identity_id).where(
+            ~Identity.identity_id.in_(select(Face.identity_id).where(Face.identity_id.is_not(None)))
+        )
+        s.execute(update(Image).where(Image.identity_id.in_(empty)).values(identity_id=None))
+        s.execute(delete(Identity).where(Identity.identity_id.in_(empty)))

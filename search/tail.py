@@ -1,0 +1,94 @@
+"""Exact search over the faces committed after the last index build (the un-indexed tail).
+
+An ingest is visible to the very next query: the searcher merges the index's answer with an exact
+inner-product search over the live faces of the shards the index does not cover yet. `gallery index
+update` folds the tail into the index; past `TAIL_WARN_FACES` the tail costs enough per query that
+search says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gallery.errors import NoIndexError
+from gallery.store import Gallery
+
+TAIL_WARN_FACES = 50_000  # 50k x 128-d is ~25 MB and a few ms per query on 2 cores: time to index
+
+
+class UnindexedTail:
+    """The live faces of shards after `last_shard_id`, in memory, refreshed when the gallery changes."""
+
+    def __init__(self, gallery: Gallery, last_shard_id: int, dim: int) -> None:
+        self.gallery = gallery
+        self.last_shard_id = last_shard_id
+        self.dim = dim
+        self._watch = gallery.watch_changes()
+        self._loaded: set[int] = set()  # shard ids read so far
+        self.ids = np.zeros(0, np.int64)
+        self.vectors = np.zeros((0, dim), np.float32)
+
+    @property
+    def size(self) -> int:
+        return int(self.ids.size)
+
+    def refresh(self) -> None:
+        """Read shards committed since the last look and drop faces deleted since (only when SQLite
+        says something changed)."""
+        if not self._watch.poll():
+            return
+        new = [r for r in self.gallery.shard_rows(after_shard_id=self.last_shard_id) if r.shard_id not in self._loaded]
+        parts_ids, parts_x = [self.ids], [self.vectors]
+        for ids, x in self.gallery.iter_embeddings(new):
+            parts_ids.append(ids)
+            parts_x.append(np.asarray(x, np.float32))
+        self._loaded.update(r.shard_id for r in new)
+        ids, vectors = np.concatenate(parts_ids), np.concatenate(parts_x)
+        if ids.size:
+            deleted = self.gallery.deleted_ids()
+            keep = ~np.isin(ids, deleted) if deleted.size else np.ones(ids.size, bool)
+            ids, vectors = ids[keep], vectors[keep]
+        self.ids, self.vectors = ids, np.ascontiguousarray(vectors)
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k (scores, ids) over the tail, padded with (-inf, -1)."""
+        n = x.shape[0]
+        scores = np.full((n, k), -np.inf, np.float32)
+        ids = np.full((n, k), -1, np.int64)
+        if self.size == 0 or k <= 0:
+            return scores, ids
+        sims = x @ self.vectors.T  # (n, tail)
+        kk = min(k, self.size)
+        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        top = np.take_along_axis(sims, part, axis=1)
+        order = np.argsort(-top, axis=1, kind="stable")
+        scores[:, :kk] = np.take_along_axis(top, order, axis=1)
+        ids[:, :kk] = self.ids[np.take_along_axis(part, order, axis=1)]
+        return scores, ids
+
+    def close(self) -> None:
+        self._watch.close()
+
+
+def merge_topk(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two (scores, ids) result lists row by row into the best k, best first."""
+    scores = np.concatenate([a[0], b[0]], axis=1)
+    ids = np.concatenate([a[1], b[1]], axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def index_advice(gallery: Gallery) -> str | None:
+    """What to run after an ingest so that searches stay fast, or None when nothing is needed."""
+    from indexer.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(gallery.index_dir, gallery.root)
+    except NoIndexError:
+        return f"searches need an index: gallery index build --gallery {gallery.root}"
+    tail = gallery.live_face_count(after_face_id=int(manifest["max_face_id"]))
+    if tail > TAIL_WARN_FACES:
+        return (f"{tail:,} faces are not in the index yet (searched exactly until then); "
+                f"fold them in: gallery index update --gallery {gallery.root}")
+    return None
