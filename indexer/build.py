@@ -404,11 +404,25 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
 # --- remove ------------------------------------------------------------------------------------
 
 
-def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
-    """Remove vector ids from the index file (CPU indexes); ids=None removes every face deleted in SQLite.
+def _zero_rerank_rows(g: Gallery, manifest: Manifest, ids: np.ndarray) -> None:
+    """Overwrite the re-rank file's rows of removed ids with zeros (in place, fsynced): a removed
+    face's float vector must not stay on disk."""
+    rerank = manifest.get("rerank") or {}
+    if not rerank.get("enabled") or not rerank.get("file") or ids.size == 0:
+        return
+    writer = VectorFileWriter(g.index_dir / rerank["file"], int(manifest["dim"]), create=False)
+    with writer:
+        inside = ids[ids <= writer.max_id]
+        writer.write(inside, np.zeros((inside.size, int(manifest["dim"])), np.float32))
 
-    Searches already filter deleted faces; this reclaims their space and scan time. Returns the
-    manifest with "removed_now" (how many were in the index).
+
+def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
+    """Remove vector ids from the index file (CPU indexes) and zero their re-rank rows; ids=None
+    removes every face deleted in SQLite.
+
+    Searches already filter deleted faces; this reclaims their space and scan time, and is how an
+    erasure reaches the index. Returns the manifest with "removed_now" (how many were in the index).
+    An index type that cannot remove ids raises IndexerError.
     """
     g, owned = as_gallery(gallery)
     try:
@@ -418,6 +432,7 @@ def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
                 arr = g.deleted_ids(int(manifest["max_face_id"]))
             else:
                 arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
+            arr = arr[arr <= int(manifest["max_face_id"])]
             if arr.size == 0:
                 return Manifest(**{**manifest, "removed_now": 0})  # type: ignore[typeddict-item]
             index = faiss.read_index(str(g.index_dir / manifest["index_file"]))
@@ -425,6 +440,7 @@ def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
                 n_removed = int(index.remove_ids(faiss.IDSelectorBatch(arr)))
             except RuntimeError as err:
                 raise IndexerError(f"this index type cannot remove ids: {str(err).splitlines()[0]}") from None
+            _zero_rerank_rows(g, manifest, arr)
             if n_removed == 0:
                 return Manifest(**{**manifest, "removed_now": 0})  # type: ignore[typeddict-item]
             index_name = f"index-{new_tag()}.faiss"

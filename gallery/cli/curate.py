@@ -20,6 +20,7 @@ identities_app = GalleryTyper(help="List, show, rename, merge and delete the peo
 faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists).",
                          no_args_is_help=True)
 labels_app = GalleryTyper(help="Bulk labels from and to CSV (path or face id, identity).", no_args_is_help=True)
+photos_app = GalleryTyper(help="Remove or erase single photos (paths as ingested).", no_args_is_help=True)
 
 FaceIds = Annotated[list[int], typer.Argument(help="Face ids (see `gallery identities show NAME`).", min=1)]
 
@@ -211,7 +212,65 @@ def labels_import(
     _done(as_json, counts, f"{counts['relabeled']} faces relabeled, {counts['unlabeled']} made unlabeled")
 
 
+def _erase(gallery: Path, as_json: bool, command: str, **selection: object) -> None:
+    from gallery.store.erase import ErasureSelection
+    from indexer.erasure import erase
+
+    report = erase(gallery, ErasureSelection(**selection), command)  # type: ignore[arg-type]
+    _done(as_json, report.as_dict(),
+          f"erased {report.faces} faces and {report.photos} photos from every file of the gallery "
+          f"({report.shards_rewritten} shards rewritten, index {report.index}, {report.seconds:.1f} s)")
+
+
+@identities_app.command("erase")
+def identities_erase(
+    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False
+) -> None:
+    """Erase a person for good: their name, faces and labeled photos, from SQLite, shards and index."""
+    _erase(gallery, as_json, "identities erase", identity=name)
+
+
+@faces_app.command("erase")
+def faces_erase(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    """Erase faces from every file of the gallery (a photo left without faces goes too)."""
+    _erase(gallery, as_json, "faces erase", face_ids=list(face_ids))
+
+
+@photos_app.command("erase")
+def photos_erase(
+    paths: Annotated[list[Path], typer.Argument(help="Photo paths, as ingested.")],
+    gallery: GalleryOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase photos and every face in them from every file of the gallery."""
+    _erase(gallery, as_json, "photos erase", paths=[str(p.resolve()) for p in paths])
+
+
+@photos_app.command("remove")
+def photos_remove(
+    paths: Annotated[list[Path], typer.Argument(help="Photo paths, as ingested.")],
+    gallery: GalleryOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take photos out of every answer (their faces are deleted; to remove their data too: `erase`)."""
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g:
+        n = g.delete_photos([str(p.resolve()) for p in paths])
+    _done(as_json, {"faces_deleted": n}, f"removed {len(paths)} photos ({n} faces)")
+
+
 def register(app: GalleryTyper) -> None:
     app.add_typer(identities_app, name="identities")
     app.add_typer(faces_app, name="faces")
     app.add_typer(labels_app, name="labels")
+    app.add_typer(photos_app, name="photos")
+
+    @app.command()
+    def compact(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+        """Reclaim the space of deleted faces: rewrite mostly-deleted shards, shed deleted ids from the index."""
+        from indexer.erasure import compact as run_compact
+
+        result = run_compact(gallery)
+        _done(as_json, result, f"{result['shards_rewritten']} shards rewritten, {result['faces_erased']} deleted "
+                               f"faces erased, index {result['index']}")

@@ -122,6 +122,20 @@ class GalleryEdits:
                 s.execute(update(Face).where(Face.face_id.in_(ids)).values(ignored=True))
             return int(n or 0)
 
+    def delete_photos(self, paths: list[str]) -> int:
+        """Delete every face of the photos at these paths (as ingested); returns how many were live."""
+        with self.session() as s:
+            image_ids = set(s.scalars(select(SourceFile.image_id).where(SourceFile.path.in_(paths))))
+            image_ids |= set(s.scalars(select(Image.image_id).where(Image.path.in_(paths))))
+            image_ids.discard(None)
+            missing = [p for p in paths if not s.scalar(
+                select(func.count()).select_from(SourceFile).where(SourceFile.path == p))
+                and not s.scalar(select(func.count()).select_from(Image).where(Image.path == p))]
+            if missing:
+                raise NotInGallery(f"No photo at {missing[:3]} in this gallery (paths as ingested: absolute).")
+            face_ids = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(image_ids))))
+        return self.delete_faces(face_ids) if face_ids else 0
+
     def identity_faces(self, name: str) -> list[FaceDetail]:
         with self.session() as s:
             identity_id = _identity_id(s, name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, select
 
 from gallery.store.schema import Face, Identity, Image, Shard
 from gallery.store.shards import iter_shard_batches, read_shard_embeddings
@@ -166,6 +166,20 @@ class GalleryQueries:
                 q = q.where(Face.face_id <= max_face_id)
             ids = s.scalars(q.order_by(Face.face_id)).all()
         return np.asarray(ids, dtype=np.int64)
+
+    def deleted_face_ids_in_mostly_deleted_shards(self, min_share: float) -> list[int]:
+        """Deleted faces of the shards where deleted faces are at least `min_share` of the rows."""
+        with self.session() as s:
+            shards = [
+                shard_id
+                for shard_id, total, gone in s.execute(
+                    select(Face.shard_id, func.count(), func.sum(Face.deleted.cast(Integer))).group_by(Face.shard_id)
+                )
+                if total and (gone or 0) >= min_share * total
+            ]
+            if not shards:
+                return []
+            return list(s.scalars(select(Face.face_id).where(Face.shard_id.in_(shards), Face.deleted.is_(True))))
 
     def watch_changes(self) -> ChangeWatcher:
         """A change detector for a long-lived reader (a searcher); close it when done."""

@@ -173,6 +173,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Deleted content is overwritten, never left in free pages: erasure must not leave bytes behind.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 

@@ -114,3 +114,21 @@ def iter_shard_batches(
 
 def shard_num_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
+
+
+def rewrite_shard_without(path: Path, keep_ids: set[int] | np.ndarray) -> tuple[int, int, int, int]:
+    """Rewrite a shard keeping only the rows whose face id is in `keep_ids` (atomically, the schema
+    and its model metadata unchanged). Returns (rows kept, rows dropped, new size in bytes, max id)."""
+    table = pq.read_table(path)
+    ids = table.column("face_id").to_numpy()
+    keep = np.isin(ids, np.fromiter(keep_ids, np.int64) if isinstance(keep_ids, set) else keep_ids)
+    if keep.all():
+        return int(keep.size), 0, path.stat().st_size, int(ids.max()) if ids.size else 0
+    kept = table.filter(pa.array(keep))
+    size = atomic_write(path, lambda tmp: pq.write_table(kept, tmp, compression="zstd", row_group_size=65536))
+    kept_ids = ids[keep]
+    return int(keep.sum()), int((~keep).sum()), size, int(kept_ids.max()) if kept_ids.size else 0
+
+
+def shard_face_ids(path: Path) -> np.ndarray:
+    return pq.read_table(path, columns=["face_id"]).column("face_id").to_numpy().astype(np.int64, copy=False)
