@@ -1,4 +1,4 @@
-"""LFW verification accuracy of the dlib ResNet face descriptor: dlib's own pipeline vs ours.
+"""LFW verification accuracy: the product's own ingest path vs dlib's own pipeline, side by side.
 
 Pairs come from `pairs.txt` (LFW View 2 lines whose identities fall in A–J): `NAME i j` is a
 same-person pair, `NAME1 i NAME2 j` a different-person pair (1-based image numbers; files
@@ -10,41 +10,49 @@ recommended default, the best threshold on all pairs. Scores are cosine similari
 L2-normalised descriptors.
 
 Pipelines:
-  A  dlib's own: frontal HOG detector (1 upsample; largest face) + shape_predictor_5 +
-     get_face_chip(150, 0.25) + dlib.face_recognition_model_v1.compute_face_descriptor. Photos where
-     dlib finds no face fall back to the mean dlib box of the other photos (counted).
-  A' the same dlib chips through our torch port (checks the port at LFW scale).
-  B  the project's: facenet-pytorch MTCNN (keep_all, largest face) → least-squares similarity
-     from the 5 MTCNN landmarks to DLIB_TEMPLATE (gallery.align) → 150 px chip → torch port.
-     Photos without an MTCNN face fall back to the mean landmark positions of the others (counted).
+  product  THE PRODUCT PATH, nothing copied: `gallery.ingest.ingest` (model dlib-resnet, labels
+           none, device cpu) over a temporary folder of symlinks to exactly the photos the pairs
+           reference; each photo's MAIN face embedding is then read back from the gallery through
+           the store (`Gallery.read_embeddings`). Photos are matched to images by content hash
+           (identical files are one image in a gallery). Fallback: a photo where the product found
+           no face (or that failed) has no embedding, and every pair that uses it gets score -1.0,
+           the lowest cosine, i.e. it is called "different" at every threshold. Such photos and
+           pairs are counted and reported, never dropped.
+  dlib     dlib's own pipeline: frontal HOG detector (1 upsample; largest face) + shape_predictor_5 +
+           get_face_chip(150, 0.25) + dlib.face_recognition_model_v1.compute_face_descriptor. Photos
+           where dlib finds no face fall back to the mean dlib box of the other photos (counted).
+           The row "dlib, no-face → -1" applies the product's fallback rule to the same descriptors
+           instead, for a like-for-like comparison.
 
-Throughput: faces/s of compute_face_descriptor (batch call) vs the torch port (Embedder.embed) on
-the same pre-made chips.
+Speed is measured by benchmarks/ingest_throughput.py, the torch port's exactness by
+tests/test_dlib_resnet.py; neither is repeated here.
 
-    python benchmarks/lfw_verify.py --output lfw_dlib.json
+    python benchmarks/lfw_verify.py --output lfw_verify.json
+    python benchmarks/lfw_verify.py --limit-pairs 20          # every 20th pair: a quick end-to-end run
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from gallery.align import similarity_transform, warp_chips  # noqa: E402
-from gallery.models.dlib_resnet import DLIB_TEMPLATE, SHAPE_PREDICTOR_5, packaged_weights  # noqa: E402
-from gallery.models.registry import get_model_spec  # noqa: E402
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "lfw-aj"
+FALLBACK_SCORE = -1.0  # score of a pair with a photo that has no embedding: "different" at any threshold
+
+Key = tuple[str, int]  # (identity name, 1-based image number)
 
 
 # ------------------------------------------------------------------------------------------ pairs
@@ -66,11 +74,16 @@ def read_pairs(path: Path) -> tuple[list[tuple[str, int, str, int]], np.ndarray,
         same.append(is_same)
         folds.append(fold)
         previous_same = is_same
-    return pairs, np.array(same), np.array(folds)
+    return pairs, np.array(same, dtype=bool), np.array(folds, dtype=np.int64)
 
 
 def image_path(root: Path, name: str, number: int) -> Path:
     return root / "images" / name / f"{name}_{number:04d}.jpg"
+
+
+def pair_keys(pairs: list[tuple[str, int, str, int]]) -> list[Key]:
+    """The distinct photos the pairs reference, sorted."""
+    return sorted({(a, i) for a, i, _, _ in pairs} | {(b, j) for _, _, b, j in pairs})
 
 
 # ----------------------------------------------------------------------------------- evaluation
@@ -109,7 +122,7 @@ def evaluate(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
     t_bal = float(grid[best[len(best) // 2]])
     return {
         "accuracy_mean": float(np.mean(accs)),
-        "accuracy_std": float(np.std(accs, ddof=1)),
+        "accuracy_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
         "fold_accuracies": accs,
         "fold_thresholds": thresholds,
         "threshold_all_pairs": t_all,
@@ -119,18 +132,108 @@ def evaluate(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict:
     }
 
 
-def cosine_scores(emb: dict, pairs: list) -> np.ndarray:
-    return np.array([float(np.dot(emb[(a, i)], emb[(b, j)])) for a, i, b, j in pairs])
+def pair_scores(emb: dict[Key, np.ndarray], pairs: list) -> tuple[np.ndarray, int]:
+    """Cosine score of every pair (descriptors are unit length) and the number of fallback pairs.
+
+    A pair with a photo missing from `emb` (no face found) scores FALLBACK_SCORE, i.e. it is called
+    "different" at every threshold: it is counted, never dropped.
+    """
+    scores = np.empty(len(pairs), dtype=np.float64)
+    fallbacks = 0
+    for n, (a, i, b, j) in enumerate(pairs):
+        u, v = emb.get((a, i)), emb.get((b, j))
+        if u is None or v is None:
+            scores[n] = FALLBACK_SCORE
+            fallbacks += 1
+        else:
+            scores[n] = float(np.dot(u, v))
+    return scores, fallbacks
 
 
 def l2n(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-# ------------------------------------------------------------------------------------ pipelines
+def file_sha256(path: Path) -> str:
+    """The content hash the product keys images by (sha256 of the file's bytes)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------ the product's own path
+def stage_photos(root: Path, keys: list[Key], dest: Path) -> None:
+    """dest/NAME/NAME_NNNN.jpg → symlinks to exactly the photos the pairs reference."""
+    for key in keys:
+        src = image_path(root, *key).resolve()
+        if not src.is_file():
+            raise FileNotFoundError(f"pairs.txt references a missing photo: {src}")
+        target = dest / key[0] / src.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(src)
+
+
+def main_face_embeddings(gallery_dir: Path, sha_of: dict[Key, str]) -> tuple[dict[Key, np.ndarray], dict]:
+    """Each photo's MAIN face embedding, read back from the gallery; plus what happened to the rest.
+
+    Photos are matched to gallery images by content hash: identical files are one image.
+    """
+    from gallery.store import Gallery
+
+    wanted = sorted(set(sha_of.values()))
+    with Gallery.open(gallery_dir) as g:
+        photos = g.photos_by_content(wanted)
+        status = {sha: (st, reason) for sha, (_, st, reason) in photos.items()}
+        shas = sorted(sha for sha, (face_id, _, _) in photos.items() if face_id is not None)
+        vectors = g.read_embeddings([photos[sha][0] for sha in shas]) if shas else np.zeros((0, 128))
+    by_sha = dict(zip(shas, vectors.astype(np.float64)))
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.ones(1)
+    emb = {key: by_sha[sha] for key, sha in sha_of.items() if sha in by_sha}
+    missing = sorted(key for key in sha_of if key not in emb)
+    reasons: dict[str, int] = {}
+    for key in missing:
+        st, reason = status.get(sha_of[key], ("absent", None))
+        label = reason or st
+        reasons[label] = reasons.get(label, 0) + 1
+    info = {
+        "images": len(wanted),
+        "images_with_main_face": len(shas),
+        "photos_without_embedding": [f"{n}_{i:04d}" for n, i in missing],
+        "fallback_reasons": reasons,
+        "embedding_norm_range": [float(norms.min()), float(norms.max())],
+    }
+    return emb, info
+
+
+def product_embeddings(root: Path, keys: list[Key], work: Path) -> tuple[dict[Key, np.ndarray], dict]:
+    """Run the product's real ingest on exactly these photos; read back the main face per photo."""
+    from gallery.ingest import IngestOptions, ingest
+    from gallery.progress import Progress
+
+    photos_dir, gallery_dir = work / "photos", work / "gallery"
+    stage_photos(root, keys, photos_dir)
+    sha_of = {key: file_sha256(image_path(root, *key)) for key in keys}
+    last = [0.0]
+
+    def on_progress(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 30:
+            last[0] = now
+            print(f"  ingest: {p.done}/{len(keys)} photos · {p.message}", flush=True)
+
+    options = IngestOptions(model="dlib-resnet", labels="none", device="cpu")
+    summary = ingest(photos_dir, gallery_dir, options, on_progress=on_progress)
+    emb, info = main_face_embeddings(gallery_dir, sha_of)
+    info["ingest_options"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
+    info["ingest_summary"] = summary.as_dict()
+    return emb, info
+
+
+# ------------------------------------------------------------------------ dlib's own pipeline (A)
 def dlib_chips(root: Path, keys: list) -> tuple[dict, int]:
-    """Pipeline A's detection and chips: {key: (150,150,3) uint8}, number of fallback photos."""
+    """dlib's detection and chips: {key: (150,150,3) uint8}, the photos where dlib found no face."""
     import dlib
+    from PIL import Image
+
+    from gallery.faces.models.dlib_resnet import SHAPE_PREDICTOR_5, packaged_weights
 
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(packaged_weights(SHAPE_PREDICTOR_5)))
@@ -157,11 +260,13 @@ def dlib_chips(root: Path, keys: list) -> tuple[dict, int]:
             x1, y1, x2, y2 = (float(v) for v in mean_box * [w, h, w, h])
             rect = dlib.rectangle(round(x1), round(y1), round(x2), round(y2))
         chips[key] = dlib.get_face_chip(img, predictor(img, rect), 150, 0.25)
-    return chips, len(missing)
+    return chips, missing
 
 
 def dlib_descriptors(chips: dict, batch: int = 64) -> dict:
     import dlib
+
+    from gallery.faces.models.dlib_resnet import packaged_weights
 
     rec = dlib.face_recognition_model_v1(str(packaged_weights()))
     keys = list(chips)
@@ -174,154 +279,131 @@ def dlib_descriptors(chips: dict, batch: int = 64) -> dict:
     return out
 
 
-def torch_descriptors(embedder, chips: dict, batch: int = 64) -> dict:
-    keys = list(chips)
-    out = {}
-    for start in range(0, len(keys), batch):
-        part = keys[start : start + batch]
-        x = torch.from_numpy(np.stack([chips[k] for k in part])).permute(0, 3, 1, 2).contiguous()
-        emb = embedder.embed(x).numpy().astype(np.float64)
-        out.update(zip(part, emb))
-    return out
-
-
-def mtcnn_chips(root: Path, keys: list, template: np.ndarray, batch: int = 64) -> tuple[dict, int]:
-    """Pipeline B's detection and alignment: {key: (150,150,3) uint8}, number of fallback photos."""
-    from facenet_pytorch import MTCNN
-
-    mtcnn = MTCNN(keep_all=True, device="cpu")
-    landmarks, missing = {}, []
-    for start in range(0, len(keys), batch):
-        part = keys[start : start + batch]
-        imgs = [np.asarray(Image.open(image_path(root, *k)).convert("RGB")) for k in part]
-        if len({im.shape for im in imgs}) == 1:
-            boxes, _, lms = mtcnn.detect(np.stack(imgs), landmarks=True)
-        else:
-            res = [mtcnn.detect(im, landmarks=True) for im in imgs]
-            boxes, lms = [r[0] for r in res], [r[2] for r in res]
-        for k, b, lm in zip(part, boxes, lms):
-            if b is None:
-                missing.append(k)
-                continue
-            i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
-            landmarks[k] = lm[i]
-    mean_lm = np.mean(np.stack(list(landmarks.values())), axis=0)
-    chips = {}
-    for k in keys:
-        img = torch.from_numpy(np.array(Image.open(image_path(root, *k)).convert("RGB"))).permute(2, 0, 1)
-        m = similarity_transform(landmarks.get(k, mean_lm), template)
-        chips[k] = warp_chips(img.contiguous(), m[None], 150)[0].permute(1, 2, 0).numpy()
-    return chips, len(missing)
-
-
-# ----------------------------------------------------------------------------------- throughput
-def throughput(embedder, chips: np.ndarray, repeats: int = 3) -> dict:
-    import dlib
-
-    rec = dlib.face_recognition_model_v1(str(packaged_weights()))
-    chip_list = list(chips)
-    x = torch.from_numpy(chips).permute(0, 3, 1, 2).contiguous()
-    embedder.embed(x[:8])  # warm-up
-    rec.compute_face_descriptor(chip_list[:2])
-    t_torch, t_dlib = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        embedder.embed(x)
-        t_torch.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        rec.compute_face_descriptor(chip_list)
-        t_dlib.append(time.perf_counter() - t0)
-    n = len(chips)
-    return {
-        "batch": n,
-        "torch_faces_per_s": n / min(t_torch),
-        "dlib_faces_per_s": n / min(t_dlib),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-    }
-
-
 # ----------------------------------------------------------------------------------------- main
+def make_work_dir(work: Path | None) -> tuple[Path, bool]:
+    """(work folder, created by us). Never inside the repository; photos/ and gallery/ must be new."""
+    if work is None:
+        return Path(tempfile.mkdtemp(prefix="lfw_verify_")), True
+    work = work.resolve()
+    if work == REPO or REPO in work.parents:
+        sys.exit(f"--work {work} is inside the repository; choose a folder outside it")
+    for sub in ("photos", "gallery"):
+        if (work / sub).exists():
+            sys.exit(f"{work / sub} already exists; choose another --work or remove it")
+    created = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    return work, created
+
+
+def row(name: str, r: dict, fallbacks: str) -> str:
+    acc = f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}%"
+    return (
+        f"{name:<24} {acc:>18} {r['threshold_all_pairs']:>9.4f} "
+        f"{100 * r['accuracy_at_threshold_all_pairs']:>8.2f}% {fallbacks:>22}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the lfw-aj folder (pairs.txt, images/)")
     parser.add_argument("--output", type=Path, default=None, help="write the results as JSON here")
-    parser.add_argument("--limit-pairs", type=int, default=0, help="use only every n-th pair (quick runs)")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--limit-pairs", type=int, default=0, metavar="N",
+                        help="use only every N-th pair (quick runs; keeps all folds)")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="folder for the staged photo links and the temporary gallery (default: a new temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the staged photos and gallery at the end")
+    parser.add_argument("--batch", type=int, default=64, help="chips per dlib descriptor call")
     args = parser.parse_args()
     if not (args.data / "pairs.txt").is_file():
         sys.exit(f"no LFW data at {args.data} (expected pairs.txt and images/)")
-    torch.manual_seed(0)
     pairs, same, folds = read_pairs(args.data / "pairs.txt")
     if args.limit_pairs > 1:
         pairs, same, folds = pairs[:: args.limit_pairs], same[:: args.limit_pairs], folds[:: args.limit_pairs]
-    keys = sorted({(a, i) for a, i, _, _ in pairs} | {(b, j) for _, _, b, j in pairs})
+    keys = pair_keys(pairs)
+    n_folds = len(np.unique(folds))
     print(
-        f"{len(pairs)} pairs ({same.sum()} same, {(~same).sum()} different), {len(keys)} photos, "
-        f"{len(np.unique(folds))} folds",
+        f"{len(pairs)} pairs ({same.sum()} same, {(~same).sum()} different), {len(keys)} photos, {n_folds} folds",
         flush=True,
     )
-    embedder = get_model_spec("dlib-resnet").load()
     result: dict = {
+        "data": str(args.data),
         "pairs": len(pairs),
         "same": int(same.sum()),
         "different": int((~same).sum()),
         "photos": len(keys),
-        "folds": len(np.unique(folds)),
+        "folds": n_folds,
+        "limit_pairs": args.limit_pairs,
+        "fallback_score": FALLBACK_SCORE,
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
         "pipelines": {},
     }
-    timings = {}
+    timings: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    a_chips, a_fallback = dlib_chips(args.data, keys)
-    timings["A_detect_align_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    a_dlib = dlib_descriptors(a_chips, args.batch)
-    timings["A_dlib_descriptors_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    a_torch = torch_descriptors(embedder, a_chips, args.batch)
-    timings["A_torch_descriptors_s"] = time.perf_counter() - t0
-    port_diff = max(float(np.abs(a_dlib[k] - a_torch[k]).max()) for k in keys)
-    result["pipelines"]["A_dlib"] = {
-        "fallback_photos": a_fallback,
-        **evaluate(cosine_scores(a_dlib, pairs), same, folds),
+    work, created = make_work_dir(args.work)
+    print(f"work folder: {work}", flush=True)
+    try:
+        t0 = time.perf_counter()
+        p_emb, p_info = product_embeddings(args.data, keys, work)
+        timings["product_ingest_and_read_s"] = time.perf_counter() - t0
+    finally:
+        if args.keep:
+            print(f"kept the staged photos and gallery in {work}", flush=True)
+        else:
+            for sub in ("photos", "gallery"):
+                shutil.rmtree(work / sub, ignore_errors=True)
+            if created:
+                shutil.rmtree(work, ignore_errors=True)
+    p_scores, p_fallback_pairs = pair_scores(p_emb, pairs)
+    result["pipelines"]["product_ingest"] = {
+        "fallback_photos": len(keys) - len(p_emb),
+        "fallback_pairs": p_fallback_pairs,
+        "fallback_rule": f"pairs with a photo without a main face score {FALLBACK_SCORE}",
+        **evaluate(p_scores, same, folds),
+        **p_info,
     }
-    result["pipelines"]["A_dlib_chips_torch_port"] = {
-        "fallback_photos": a_fallback,
-        "max_abs_diff_vs_dlib_normalised": port_diff,
-        **evaluate(cosine_scores(a_torch, pairs), same, folds),
-    }
-    print(f"A done: {result['pipelines']['A_dlib']['accuracy_mean']:.4f}", flush=True)
+    print(f"product done: {100 * result['pipelines']['product_ingest']['accuracy_mean']:.2f}% "
+          f"({len(keys) - len(p_emb)} photos without a face)", flush=True)
 
     t0 = time.perf_counter()
-    b_chips, b_fallback = mtcnn_chips(args.data, keys, np.asarray(DLIB_TEMPLATE, dtype=np.float64), args.batch)
-    timings["B_detect_align_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    b_torch = torch_descriptors(embedder, b_chips, args.batch)
-    timings["B_torch_descriptors_s"] = time.perf_counter() - t0
-    result["pipelines"]["B_mtcnn_template_torch"] = {
-        "fallback_photos": b_fallback,
-        **evaluate(cosine_scores(b_torch, pairs), same, folds),
+    chips, a_missing = dlib_chips(args.data, keys)
+    a_emb = dlib_descriptors(chips, args.batch)
+    timings["dlib_s"] = time.perf_counter() - t0
+    a_scores, _ = pair_scores(a_emb, pairs)
+    missing = set(a_missing)
+    a_fallback_pairs = sum(1 for a, i, b, j in pairs if (a, i) in missing or (b, j) in missing)
+    result["pipelines"]["dlib"] = {
+        "fallback_photos": len(a_missing),
+        "fallback_pairs": a_fallback_pairs,
+        "fallback_rule": "photos without a dlib face use the mean dlib box of the others",
+        "photos_without_face": [f"{n}_{i:04d}" for n, i in sorted(a_missing)],
+        **evaluate(a_scores, same, folds),
     }
+    strict_scores, strict_fallback_pairs = pair_scores({k: v for k, v in a_emb.items() if k not in missing}, pairs)
+    result["pipelines"]["dlib_no_face_as_different"] = {
+        "fallback_photos": len(a_missing),
+        "fallback_pairs": strict_fallback_pairs,
+        "fallback_rule": f"pairs with a photo without a dlib face score {FALLBACK_SCORE} (the product's rule)",
+        **evaluate(strict_scores, same, folds),
+    }
+    print(f"dlib done: {100 * result['pipelines']['dlib']['accuracy_mean']:.2f}%", flush=True)
+    result["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
 
-    sample = np.stack([a_chips[k] for k in keys[: args.batch]])
-    result["throughput"] = throughput(embedder, sample)
-    result["timings_s"] = timings
-
+    names = {
+        "product_ingest": "product (gallery.ingest)",
+        "dlib": "dlib own (mean box)",
+        "dlib_no_face_as_different": "dlib own, no-face → -1",
+    }
     print()
-    print(f"{'pipeline':<28} {'accuracy (10-fold)':>20} {'thr(all)':>9} {'thr(bal)':>9} {'fallbacks':>9}")
-    for name, r in result["pipelines"].items():
-        acc = f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}%"
-        print(
-            f"{name:<28} {acc:>20} {r['threshold_all_pairs']:>9.4f} "
-            f"{r['threshold_balanced_accuracy']:>9.4f} {r['fallback_photos']:>9}"
-        )
-    tp = result["throughput"]
-    print(
-        f"\nthroughput on {tp['batch']} chips: torch port {tp['torch_faces_per_s']:.1f} faces/s "
-        f"({tp['torch_threads']} threads), dlib {tp['dlib_faces_per_s']:.1f} faces/s"
-    )
-    print(f"port vs dlib on all LFW chips: max abs diff {port_diff:.2e}")
+    print(f"{len(pairs)} pairs ({result['same']} same, {result['different']} different), "
+          f"{len(keys)} photos, {n_folds} folds")
+    print(f"{'pipeline':<24} {'accuracy (10-fold)':>18} {'thr(all)':>9} {'acc(all)':>9} "
+          f"{'fallbacks photos/pairs':>22}")
+    for key, r in result["pipelines"].items():
+        print(row(names[key], r, f"{r['fallback_photos']} / {r['fallback_pairs']}"))
+    reasons = result["pipelines"]["product_ingest"]["fallback_reasons"]
+    if reasons:
+        print(f"product fallbacks by reason: {reasons}")
+    print(f"timings (shared machine, noisy): {result['timings_s']}")
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2))

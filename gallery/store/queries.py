@@ -243,6 +243,24 @@ class GalleryQueries:
                     out[fid] = FaceRecord(fid, name, path, box, image_id)
         return out
 
+    def photos_by_content(self, sha256s: list[str]) -> dict[str, tuple[int | None, str, str | None]]:
+        """Content hash -> (live main face id or None, image status, failure reason) for the photos
+        the gallery holds (identical files are one photo)."""
+        out: dict[str, tuple[int | None, str, str | None]] = {}
+        with self.session() as s:
+            for part in _chunks(sorted(set(sha256s))):  # type: ignore[arg-type]
+                mains = dict(
+                    (sha, fid) for sha, fid in s.execute(
+                        select(Image.sha256, Face.face_id).join(Face, Face.image_id == Image.image_id)
+                        .where(Image.sha256.in_(part), Face.is_main.is_(True), Face.deleted.is_(False))
+                    )
+                )
+                for sha, status, reason in s.execute(
+                    select(Image.sha256, Image.status, Image.reason).where(Image.sha256.in_(part))
+                ):
+                    out[sha] = (mains.get(sha), status, reason)
+        return out
+
     def read_embeddings(self, face_ids: np.ndarray | list[int]) -> np.ndarray:
         """(n, D) float32 embeddings of the given faces, in the given order, reading only their shards."""
         ids = [int(i) for i in face_ids]
