@@ -27,6 +27,7 @@ class CalibrationReport:
     mated_searches: int
     nonmated_searches: int
     identities: int
+    labeled_faces: int  # when calibrated: the staleness rule compares the gallery's growth with it
     applied: bool
     genuine_scores: dict[str, float]  # summary of the mated score distribution
     impostor_scores: dict[str, float]
@@ -64,6 +65,7 @@ def calibrate(
         mated_searches=loo.mated,
         nonmated_searches=loo.probes,
         identities=loo.identities,
+        labeled_faces=len(searcher.gallery.labeled_faces()),
         applied=apply,
         genuine_scores=_summary(loo.genuine),
         impostor_scores=_summary(np.sort(loo.impostor)[::-1]),
@@ -76,3 +78,4 @@ def calibrate(
             report.as_dict(),
         )
     return report
+

@@ -49,6 +49,7 @@ class FaceAnswer:
     threshold: float
     candidates: list[Candidate] = field(default_factory=list)
     mode: str = "identities"  # identities | faces
+    threshold_source: str = ""  # where the threshold came from (calibrated, conservative default, ...)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -124,10 +124,13 @@ class Searcher:
             raise ValueError(f"Embeddings have dimension {x.shape[1]}; this gallery's model has {self.spec.dim}.")
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         neighbours = self.neighbours(x, k, faces_mode, exclude_face_ids)
-        return [
+        answers = [
             decide(query, faces[i] if faces else None, neighbours[i], k, self.threshold, self.aggregation, faces_mode)
             for i in range(len(x))
         ]
+        for answer in answers:
+            answer.threshold_source = self.threshold_source
+        return answers
 
     def neighbours(
         self,

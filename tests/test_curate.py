@@ -54,7 +54,7 @@ def cli(*args: str) -> dict | list:
 def test_open_searcher_sees_rename_merge_relabel_delete(gallery) -> None:
     root, x, centres = gallery
     g = str(root)
-    with Searcher(root, k=2) as searcher:
+    with Searcher(root, k=2, threshold=0.5) as searcher:
         assert searcher.search_embeddings(centres[:1])[0].identity == "ann"
         cli("identities", "rename", "ann", "Ann Lee", "--gallery", g)
         assert searcher.search_embeddings(centres[:1])[0].identity == "Ann Lee"

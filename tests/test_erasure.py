@@ -53,7 +53,7 @@ def test_erase_identity_leaves_no_byte_behind(tmp_path: Path, factory: str | Non
             victim_paths = [f.photo for f in g.identity_faces(victim)]
         probe = x[np.asarray(victim_ids) - 1][:1]
         other = x[5:6]
-        with Searcher(tmp_path / "g", k=3) as searcher:
+        with Searcher(tmp_path / "g", k=3, threshold=0.5) as searcher:
             assert searcher.search_embeddings(probe)[0].identity == victim
             before_other = searcher.search_embeddings(other)[0]
 
@@ -67,7 +67,7 @@ def test_erase_identity_leaves_no_byte_behind(tmp_path: Path, factory: str | Non
         assert report.index == "patched"
 
         assert files_holding(tmp_path / "g", needles) == []
-        with Searcher(tmp_path / "g", k=3) as searcher:
+        with Searcher(tmp_path / "g", k=3, threshold=0.5) as searcher:
             found = searcher.search_embeddings(probe, faces_mode=True, k=50)[0]
             assert not {c.face_id for c in found.candidates} & set(victim_ids)
             assert all(c.identity != victim for c in searcher.search_embeddings(probe)[0].candidates)

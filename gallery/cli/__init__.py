@@ -36,6 +36,7 @@ def root(
 
 
 ingest.register(app)
+ingest.register_sync(app)
 info.register(app)
 curate.register(app)
 search.register(app)

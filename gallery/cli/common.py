@@ -111,3 +111,16 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def auto_calibrate(gallery: Path, quiet: bool = False) -> dict | None:
+    """After a change to the gallery: recalibrate when the rule in search.threshold says so, and say it."""
+    from search.threshold import refresh_threshold
+
+    report = refresh_threshold(gallery)
+    if report is None:
+        return None
+    if not quiet:
+        note(f"calibrated the match threshold automatically: {report.threshold:.4f} (FPIR {report.fpir:.2%}, "
+             f"FNIR {report.fnir:.2%}, {report.identities} identities); see `gallery info`")
+    return report.as_dict()

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, human_bytes, note, out
+from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, auto_calibrate, human_bytes, note, out
 
 index_app = GalleryTyper(
     help="Build and maintain the FAISS index over a gallery's face embeddings (IVF-PQ or exact flat).",
@@ -80,6 +80,7 @@ def build_cmd(
         note(f"Building the index of {gallery} ...")
     manifest = build_index(gallery, factory=factory, memory_budget=memory_budget, rerank=rerank, device=device,
                            nprobe=nprobe, seed=seed)
+    manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
         _print_json(manifest)
     else:
@@ -92,6 +93,7 @@ def update_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     from indexer import update_index
 
     manifest = update_index(gallery)
+    manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
         _print_json(manifest)
     else:

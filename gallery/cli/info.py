@@ -6,6 +6,8 @@ These read SQLite and the model table only: they import no torch and no faiss.
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict
 
 from rich.markup import escape
 from rich.table import Table
@@ -18,15 +20,16 @@ def register(app: GalleryTyper) -> None:
     def info(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
         """Summarise a gallery: model, photos, faces, identities, failures, shards, disk size, threshold."""
         from gallery.store import Gallery
-        from search.threshold import resolve_threshold
+        from search.threshold import calibration_status, resolve_threshold
 
         with Gallery.open(gallery) as g:
             summary = g.info()
             threshold, source = resolve_threshold(g)
+            calibration = calibration_status(g)
         if as_json:
             data = summary.as_dict()
             data.update(model=summary.model["name"] if summary.model else None, model_stamp=summary.model,
-                        threshold=threshold, threshold_source=source)
+                        threshold=threshold, threshold_source=source, calibration=asdict(calibration))
             print(json.dumps(data))
             return
         table = Table(title=f"Gallery {escape(str(gallery))}", show_header=False)
@@ -41,6 +44,11 @@ def register(app: GalleryTyper) -> None:
         table.add_row("disk size", human_bytes(summary.disk_bytes))
         if threshold is not None:
             table.add_row("match threshold", f"{threshold:.3f} — {escape(source)}")
+        if calibration.calibrated_at is not None:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(calibration.calibrated_at))
+            stale = (f" [yellow]stale: labeled faces grew from {calibration.labeled_faces_at_calibration} to "
+                     f"{calibration.labeled_faces}; run gallery calibrate[/]") if calibration.stale else ""
+            table.add_row("calibrated", f"{when} on {calibration.identities_at_calibration} identities{stale}")
         out.print(table)
 
     @app.command()

@@ -10,7 +10,18 @@ import typer
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, note, out, warn
+from gallery.cli.common import (
+    DeviceOpt,
+    GalleryOpt,
+    GalleryTyper,
+    JsonOpt,
+    WeightsOpt,
+    auto_calibrate,
+    err,
+    note,
+    out,
+    warn,
+)
 
 
 def register(app: GalleryTyper) -> None:
@@ -74,8 +85,9 @@ def register(app: GalleryTyper) -> None:
 
         with Gallery.open(gallery) as g:
             advice = index_advice(g)
+        calibration = auto_calibrate(gallery, quiet=as_json)
         if as_json:
-            print(json.dumps({**summary.as_dict(), "next": advice}))
+            print(json.dumps({**summary.as_dict(), "next": advice, "calibration": calibration}))
             return
         if model is None and summary.warning:
             warn(summary.warning)
@@ -93,3 +105,37 @@ def register(app: GalleryTyper) -> None:
         out.print(table)
         if advice:
             note(f"next: {advice}")
+
+
+def register_sync(app: GalleryTyper) -> None:
+    @app.command()
+    def sync(
+        source: Annotated[Path, typer.Argument(help="The photo folder that was ingested.")],
+        gallery: GalleryOpt,
+        labels: Annotated[str, typer.Option(help="Identity labels, as for ingest.")] = "folder",
+        retry_failed: Annotated[
+            bool, typer.Option("--retry-failed", help="Read again every file that failed, changed or not.", metavar="")
+        ] = False,
+        workers: Annotated[int | None, typer.Option(help="Decode processes (0 = in-process).", min=0)] = None,
+        device: DeviceOpt = "auto",
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Make the gallery follow the archive: removed files leave, changed files are read again, renamed
+        ones keep their faces (new path, new folder label), new ones are ingested. Unchanged files are not read."""
+        from gallery.ingest import IngestOptions
+        from gallery.ingest.sync import sync as run_sync
+
+        summary = run_sync(source, gallery, IngestOptions(labels=labels, workers=workers, device=device),
+                           retry_failed=retry_failed)
+        calibration = auto_calibrate(gallery, quiet=as_json)
+        if as_json:
+            print(json.dumps({**summary.as_dict(), "calibration": calibration}))
+            return
+        ing = summary.ingest
+        out.print(
+            f"synced {source}: {summary.added} new, {summary.changed} changed, {summary.removed} removed, "
+            f"{summary.retried} retried, {summary.moved} moved ({summary.relabeled} relabeled), "
+            f"{summary.unchanged} unchanged (not read); {ing.get('faces', 0)} faces added, "
+            f"{summary.faces_removed} faces removed, {ing.get('seconds', 0):.1f} s",
+            highlight=False,
+        )

@@ -3,6 +3,7 @@ worker processes, overlapping the detection of earlier batches."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter, deque
@@ -76,10 +77,13 @@ class PhotoReader:
                 self.seconds["decode"] += time.perf_counter() - t0
                 yield photo
             return
+        first = next(files, None)
+        if first is None:  # nothing new: no worker processes at all
+            return
         # spawn: forking a process that already runs torch's thread pools can deadlock.
         with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn")) as pool:
             queue: deque[Future] = deque()
-            for f in files:
+            for f in itertools.chain([first], files):
                 queue.append(pool.submit(timed_decode, str(f.path), f.size, f.mtime_ns, self.max_side))
                 if len(queue) >= self.window:
                     yield self._take(queue.popleft())

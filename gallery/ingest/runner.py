@@ -11,15 +11,18 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gallery.device import resolve_device
 from gallery.faces.decode import DecodedPhoto
 from gallery.faces.models import model_for_gallery
-from gallery.faces.pipeline import FacePipeline
 from gallery.ingest.labels import make_label_fn
 from gallery.ingest.reader import PhotoReader
 from gallery.progress import ProgressFn, report
 from gallery.store import FileRecord, Gallery, GalleryWriter
+
+if TYPE_CHECKING:
+    from gallery.faces.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,10 @@ class Ingestor:
         self.spec = model_for_gallery(gallery.model_stamp, options.model)
         self.label_fn = make_label_fn(options.labels, self.source)
         self.pipeline: FacePipeline | None = None
-        self.summary = IngestSummary(gallery=str(gallery.root), model=self.spec.name, device="",
+        if options.device not in ("auto", "cpu"):
+            resolve_device(options.device)  # a GPU asked for and missing is an error now, not at the first photo
+        self.summary = IngestSummary(gallery=str(gallery.root), model=self.spec.name,
+                                     device=f"{options.device} (not loaded: nothing to read)",
                                      warning=self.spec.warning)
         self._seen_hashes: dict[str, int] = {}  # sha256 -> image_id, this run, committed or not
         self._write_seconds = 0.0
@@ -92,9 +98,6 @@ class Ingestor:
         started = time.perf_counter()
         with self.gallery.writer_lock():
             self.summary.orphans_removed = len(self.gallery.remove_orphan_shards())
-            self.pipeline = FacePipeline(self.spec, o.device, o.weights, o.min_face_size, o.det_threshold,
-                                         o.max_side, o.detect_batch_size, o.embed_batch_size)
-            self.summary.device = self.pipeline.device.name
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
             reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size)
             status = "interrupted"
@@ -148,9 +151,20 @@ class Ingestor:
         self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
         writer.record_failure(file, reason, detail, image_id, photo.width, photo.height)
 
+    def _load_pipeline(self) -> FacePipeline:
+        """The networks load at the first photo to read: a run with nothing new (a resume, a sync of an
+        unchanged archive) never imports torch."""
+        if self.pipeline is None:
+            from gallery.faces.pipeline import FacePipeline
+
+            o = self.options
+            self.pipeline = FacePipeline(self.spec, o.device, o.weights, o.min_face_size, o.det_threshold,
+                                         o.max_side, o.detect_batch_size, o.embed_batch_size)
+            self.summary.device = self.pipeline.device.name
+        return self.pipeline
+
     def _process(self, batch: list[tuple[DecodedPhoto, int]], writer: GalleryWriter) -> None:
-        assert self.pipeline is not None
-        for (photo, image_id), found in zip(batch, self.pipeline.embed_photos([p for p, _ in batch])):
+        for (photo, image_id), found in zip(batch, self._load_pipeline().embed_photos([p for p, _ in batch])):
             file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
             if not found.ok:
                 self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo)

@@ -136,6 +136,61 @@ class GalleryEdits:
             face_ids = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(image_ids))))
         return self.delete_faces(face_ids) if face_ids else 0
 
+    def files_under(self, root: str) -> dict[str, tuple[int, int, int | None, str]]:
+        """path -> (size, mtime_ns, image_id, status) of the recorded files inside a source folder."""
+        prefix = root.rstrip("/") + "/"
+        with self.session() as s:
+            rows = s.execute(select(SourceFile.path, SourceFile.size, SourceFile.mtime_ns, SourceFile.image_id,
+                                    SourceFile.status).where(SourceFile.path.startswith(prefix, autoescape=True)))
+            return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def forget_files(self, paths: list[str]) -> None:
+        """Drop the records of files (gone from disk, or to be read again), and the failed-photo records
+        that only they referenced, so that the next ingest reads them as new."""
+        with self.session() as s, s.begin():
+            for start in range(0, len(paths), 900):
+                part = paths[start : start + 900]
+                failed = set(s.scalars(select(SourceFile.image_id).where(
+                    SourceFile.path.in_(part), SourceFile.status == "failed", SourceFile.image_id.is_not(None))))
+                s.execute(delete(SourceFile).where(SourceFile.path.in_(part)))
+                still = set(s.scalars(select(SourceFile.image_id).where(SourceFile.image_id.in_(failed))))
+                s.execute(delete(Image).where(Image.image_id.in_(failed - still), Image.status == "failed"))
+
+    def retire_photos_without_files(self, image_ids: set[int]) -> int:
+        """Of these photos, delete the faces of those no recorded file holds any more (their files
+        were removed from the archive or now hold other content); returns how many faces."""
+        with self.session() as s:
+            held = set(s.scalars(select(SourceFile.image_id).where(SourceFile.image_id.in_(image_ids))))
+            faces = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(image_ids - held),
+                                                                Face.deleted.is_(False))))
+        return self.delete_faces(faces) if faces else 0
+
+    def moved_photos(self, image_ids: set[int]) -> list[tuple[int, str, int | None]]:
+        """Photos whose recorded path is no longer one of their files (a renamed file or folder):
+        (image id, a current path, main face id)."""
+        ids = sorted(image_ids)
+        recorded: dict[int, str] = {}
+        files: dict[int, list[str]] = {}
+        with self.session() as s:
+            for start in range(0, len(ids), 900):
+                part = ids[start : start + 900]
+                recorded.update((i, p) for i, p in s.execute(select(Image.image_id, Image.path)
+                                                              .where(Image.image_id.in_(part))))
+                rows = s.execute(select(SourceFile.image_id, SourceFile.path).where(SourceFile.image_id.in_(part)))
+                for i, p in rows:
+                    files.setdefault(i, []).append(p)
+            moved = {i: min(files[i]) for i, path in recorded.items() if files.get(i) and path not in files[i]}
+            mains = {i: f for i, f in s.execute(
+                select(Face.image_id, Face.face_id).where(Face.image_id.in_(list(moved)), Face.is_main.is_(True),
+                                                          Face.deleted.is_(False)))} if moved else {}
+        return [(i, path, mains.get(i)) for i, path in sorted(moved.items())]
+
+    def move_photo(self, image_id: int, path: str) -> None:
+        """The photo now lives at `path` (its file there is its own, not a duplicate any more)."""
+        with self.session() as s, s.begin():
+            s.execute(update(Image).where(Image.image_id == image_id).values(path=path))
+            s.execute(update(SourceFile).where(SourceFile.path == path).values(status="ok"))
+
     def identity_faces(self, name: str) -> list[FaceDetail]:
         with self.session() as s:
             identity_id = _identity_id(s, name)

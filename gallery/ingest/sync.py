@@ -1,0 +1,84 @@
+"""`gallery sync`: make the gallery follow the archive as it is on disk now.
+
+- files gone from disk: their photos' faces are deleted (a photo still held by another file stays);
+- files whose size or mtime changed: read again; new content replaces the old photo's faces (labels
+  as in ingest), the same content changes nothing;
+- a renamed file or folder: the same content under a new path keeps its faces, takes the new path,
+  and with folder/CSV labels the label the new path gives;
+- files that failed: read again when their size or mtime changed, or always with `retry_failed`;
+- new files: ingested. Unchanged files are not read at all (the resume filter compares size/mtime).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gallery.ingest.labels import make_label_fn
+from gallery.ingest.runner import IngestOptions, Ingestor, IngestSummary
+from gallery.ingest.scan import scan_photos
+from gallery.progress import ProgressFn
+from gallery.store import Gallery
+
+
+@dataclass
+class SyncSummary:
+    added: int = 0  # new files
+    changed: int = 0  # files whose size/mtime changed, read again
+    removed: int = 0  # files gone from disk
+    retried: int = 0  # files that had failed, read again
+    moved: int = 0  # photos found under a new path (renamed file or folder)
+    unchanged: int = 0
+    faces_removed: int = 0  # faces of photos no file holds any more
+    relabeled: int = 0  # main faces given the label of their new path
+    ingest: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sync(
+    source: Path | str,
+    gallery_dir: Path | str,
+    options: IngestOptions | None = None,
+    retry_failed: bool = False,
+    on_progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> SyncSummary:
+    """Bring the gallery in line with `source` as it is now (see the module docstring)."""
+    opts = replace(options or IngestOptions(), **overrides)
+    root = Path(source).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Photo folder '{root}' does not exist (sync takes the folder that was ingested).")
+    summary = SyncSummary()
+    gallery = Gallery.open_or_create(gallery_dir)
+    try:
+        on_disk = {str(f.path): (f.size, f.mtime_ns) for f in scan_photos(root)}
+        with gallery.writer_lock():
+            known = gallery.files_under(str(root))
+            before_images = {image for _, _, image, _ in known.values() if image is not None}
+            gone = [p for p in known if p not in on_disk]
+            changed = [p for p, (size, mtime, _, _) in known.items() if p in on_disk and on_disk[p] != (size, mtime)]
+            failed = [p for p, (_, _, _, status) in known.items() if status == "failed" and p in on_disk]
+            retry = [p for p in failed if retry_failed or p in changed]
+            gallery.forget_files(gone + retry)
+        summary.removed, summary.retried = len(gone), len(retry)
+        summary.changed = len([p for p in changed if p not in retry])
+        summary.added = len([p for p in on_disk if p not in known])
+        summary.unchanged = len(on_disk) - summary.added - summary.changed - summary.retried
+        ingested: IngestSummary = Ingestor(root, gallery, opts).run(on_progress)
+        summary.ingest = ingested.as_dict()
+        label_fn = make_label_fn(opts.labels, root)
+        for image_id, path, main in gallery.moved_photos(before_images):
+            gallery.move_photo(image_id, path)
+            summary.moved += 1
+            label = label_fn(Path(path))
+            record = gallery.face_records([main]).get(main) if main is not None else None
+            if label and record is not None and record.identity != label:
+                gallery.relabel_faces([record.face_id], label)
+                summary.relabeled += 1
+        summary.faces_removed = gallery.retire_photos_without_files(before_images)
+        return summary
+    finally:
+        gallery.close()
