@@ -113,3 +113,27 @@ def test_erase_a_real_person_through_the_cli(tmp_path: Path) -> None:
                for c in r["candidates"])
     names = {i["identity"] for i in json.loads(runner.invoke(app, ["identities", "-g", g, "--json"]).stdout)}
     assert names == {"Aaron_Peirsol", "Alejandro_Toledo"}
+
+
+def test_erase_faces_and_photos_and_remove_photos_through_the_cli(tmp_path: Path) -> None:
+    spec = replace(get_model_spec("facenet-untrained"), name=stamp(8)["name"], dim=8, input_size=0,
+                   preprocessing="test")
+    g = str(tmp_path / "g")
+    with registered(spec):
+        with Gallery.open_or_create(tmp_path / "g") as gal:
+            append_embedded_faces(gal, stamp(8), unit_vectors(10, 8, seed=0), identities=["a"] * 5 + ["b"] * 5,
+                                  photo_prefix="/archive")
+            build_index(gal)
+        erased = runner.invoke(app, ["faces", "erase", "1", "2", "--gallery", g, "--json"])
+        assert erased.exit_code == 0, erased.output
+        assert json.loads(erased.stdout)["faces"] == 2 and json.loads(erased.stdout)["photos"] == 2
+        photo = runner.invoke(app, ["photos", "erase", "/archive/3.jpg", "--gallery", g, "--json"])
+        assert photo.exit_code == 0 and json.loads(photo.stdout)["faces"] == 1
+        removed = runner.invoke(app, ["photos", "remove", "/archive/4.jpg", "--gallery", g, "--json"])
+        assert removed.exit_code == 0 and json.loads(removed.stdout) == {"faces_deleted": 1}
+        missing = runner.invoke(app, ["photos", "erase", "/archive/nope.jpg", "--gallery", g])
+        assert missing.exit_code == 2 and "No photo at" in missing.output
+        with Gallery.open(tmp_path / "g") as gal:
+            assert gal.live_face_count() == 6 and gal.info().deleted_faces == 1 and gal.max_face_id() == 10
+            assert files_holding(tmp_path / "g", [b"/archive/1.jpg", b"/archive/3.jpg"]) == []
+        assert index_info(tmp_path / "g")["ntotal"] == 7

@@ -98,6 +98,8 @@ class Ingestor:
         started = time.perf_counter()
         with self.gallery.writer_lock():
             self.summary.orphans_removed = len(self.gallery.remove_orphan_shards())
+            if self.gallery.model_stamp is None:
+                self._load_pipeline()  # a new gallery: missing weights are said before it is stamped
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
             reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size)
             status = "interrupted"
