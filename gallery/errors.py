@@ -34,6 +34,10 @@ class ModelMismatch(GalleryError):
     """A model other than the gallery's own was asked for."""
 
 
+class DamagedData(GalleryError):
+    """A shard, index file or database that does not hold what SQLite says it holds: never served."""
+
+
 class NotInGallery(GalleryError):
     """An identity, face id or photo path that the gallery does not hold."""
 

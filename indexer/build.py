@@ -198,6 +198,7 @@ def build_index(
     g, owned = as_gallery(gallery)
     try:
         with index_lock(g.index_dir):
+            g.check_database()
             choice_args = dict(factory=factory, memory_budget=memory_budget, rerank=rerank, nprobe=nprobe,
                                train_per_centroid=train_per_centroid)
             return _build(g, choice_args, device, seed, read_batch_rows, on_progress)
@@ -345,6 +346,7 @@ def update_index(
     g, owned = as_gallery(gallery)
     try:
         with index_lock(g.index_dir):
+            g.check_database()
             return _update(g, read_batch_rows, on_progress)
     finally:
         if owned:

@@ -16,6 +16,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from gallery.errors import DamagedData
 from gallery.store import Gallery
 from gallery.store.queries import DeletedIds
 from indexer import gpu
@@ -221,10 +222,14 @@ def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
                 vectors = (
                     VectorFile(g.index_dir / rerank["file"], int(manifest["dim"])) if rerank.get("enabled") else None
                 )
-            except (FileNotFoundError, RuntimeError):
+            except (OSError, RuntimeError, ValueError) as exc:
                 # a concurrent build switched the manifest and removed the old files: read it again
                 if attempt == 2:
-                    raise
+                    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                    raise DamagedData(
+                        f"The index of gallery '{g.root}' cannot be read ({first}). Rebuild it: "
+                        f"gallery index build --gallery {g.root}"
+                    ) from None
                 time.sleep(0.05)
                 continue
             return LoadedIndex(g.root, manifest, index, vectors, mode, g.watch_deleted(int(manifest["max_face_id"])))

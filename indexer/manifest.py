@@ -159,3 +159,7 @@ def set_search_defaults(index_dir: Path, gallery_root: Path, index_file: str, np
         manifest["tuned"] = dict(tuned, at=time.time())
         write_manifest(index_dir, manifest)
     return manifest
+
+
+def has_manifest(index_dir: Path) -> bool:
+    return (index_dir / MANIFEST).is_file()

@@ -58,6 +58,7 @@ class Searcher:
             self.threshold = float(resolved)
             self.index: LoadedIndex = load_index(self.gallery)
             self.tail = UnindexedTail(self.gallery, int(self.index.manifest["last_shard_id"]), self.spec.dim)
+            self._problems = self.gallery.quick_problems()
         except BaseException:
             self.gallery.close()
             raise
@@ -81,12 +82,13 @@ class Searcher:
     def warnings(self) -> list[str]:
         """What the user should know about every answer of this searcher right now."""
         self.tail.refresh()
+        out = [f"{p}: answers may miss faces; run gallery check --gallery {self.gallery.root}" for p in self._problems]
         if self.tail.size > TAIL_WARN_FACES:
-            return [
+            out.append(
                 f"{self.tail.size:,} faces are not in the index yet and are searched exactly, which slows every "
                 f"query; fold them in with: gallery index update --gallery {self.gallery.root}"
-            ]
-        return []
+            )
+        return out
 
     def __enter__(self) -> Searcher:
         return self

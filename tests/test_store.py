@@ -123,11 +123,13 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
     with con:
         con.execute("ALTER TABLE faces DROP COLUMN ignored")
+        con.execute("ALTER TABLE shards DROP COLUMN sha256")
         con.execute("DROP TABLE erasure_log")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:
         assert g.delete_faces([1], ignore=True) == 1 and g.live_face_count() == 2
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "3"
+    assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()

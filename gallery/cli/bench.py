@@ -9,18 +9,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, err, out
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, ThresholdOpt, err, out
 
 
-def _int_list(text: str | None, what: str) -> list[int] | None:
+def _int_list(text: str | None, what: str, minimum: int = 0) -> list[int] | None:
     if text is None or not text.strip():
         return None
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
         raise typer.BadParameter(f"{what} must be comma-separated integers, e.g. 1,4,16,64") from None
-    if any(v < 0 for v in values):
-        raise typer.BadParameter(f"{what} must be >= 0")
+    if any(v < minimum for v in values):
+        raise typer.BadParameter(f"{what} must be >= {minimum}")
     return values
 
 
@@ -69,9 +69,7 @@ def register(app: GalleryTyper) -> None:
         queries_from: Annotated[
             list[Path] | None, typer.Option("--queries-from", help="Query photos or folders instead of gallery faces.")
         ] = None,
-        threshold: Annotated[
-            float | None, typer.Option(help="Match threshold for mate recall (default: the gallery's).")
-        ] = None,
+        threshold: ThresholdOpt = None,
         k: Annotated[int, typer.Option("-k", help="Neighbours compared with exact search.", min=1)] = 10,
         latency_queries: Annotated[int, typer.Option(help="Queries timed one at a time per point.", min=1)] = 200,
         identification: Annotated[
@@ -87,7 +85,7 @@ def register(app: GalleryTyper) -> None:
         recommends (and with --apply stores) the cheapest setting that meets the recall target."""
         from search.bench import run_bench
 
-        nprobes = _int_list(nprobe, "--nprobe")
+        nprobes = _int_list(nprobe, "--nprobe", minimum=1)
         depths = _int_list(rerank_depth, "--rerank-depth")
         quiet = as_json or not err.is_terminal
         status = err.status("benchmarking ...") if not quiet else None

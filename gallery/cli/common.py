@@ -6,7 +6,12 @@ Only typer and rich are imported here: `gallery --help` must stay fast (no torch
 
 from __future__ import annotations
 
+import errno
 import functools
+import math
+import signal
+import threading
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,26 +25,46 @@ from rich.markup import escape
 out = Console()
 err = Console(stderr=True)
 
+def finite_threshold(value: float | None) -> float | None:
+    """--threshold: a cosine similarity, so a finite number in [-1, 1]."""
+    if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise typer.BadParameter(f"{value} is not a cosine similarity: give a number from -1 to 1.")
+    return value
+
+
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Model weights file (else cache or download).")]
+ThresholdOpt = Annotated[
+    float | None, typer.Option(help="Match threshold, -1..1 (default: calibrated, or the gallery's default).",
+                               callback=finite_threshold)
+]
+MaxFileSizeOpt = Annotated[int, typer.Option(help="Refuse files larger than this many MiB without reading them.",
+                                             min=1)]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def safe(value: object) -> str:
+    """Text from the gallery (names, paths) as the terminal should show it: control characters (ANSI
+    escapes, carriage returns) removed and rich markup escaped. The stored value is untouched."""
+    text = "".join(ch for ch in str(value) if unicodedata.category(ch) != "Cc")
+    return escape(text)
+
+
 def fail(message: str, code: int = 2) -> None:
     """One red line (paths stay copyable: no wrapping, no markup from the message) and exit."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {safe(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
-    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold yellow]warning:[/] {safe(message)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err.print(escape(message), style="dim", highlight=False, soft_wrap=True)
+    err.print(safe(message), style="dim", highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -55,12 +80,21 @@ def errors_as_messages() -> Iterator[None]:
     except GalleryError as exc:
         fail(str(exc), exc.exit_code)
     except DatabaseError as exc:
-        fail(f"gallery database problem: {exc.orig}. Is the gallery folder writable and its gallery.db intact?")
+        fail(f"gallery database problem: {exc.orig}. Is the gallery folder writable and its gallery.db intact? "
+             "`gallery check --gallery DIR` tells.")
     except OSError as exc:  # FileNotFoundError, PermissionError, disk full...: the message names the path
+        if exc.errno == errno.ENOSPC:
+            fail(f"{exc}. The disk is full: free space, then run the same command again (committed work is kept; "
+                 "a half-written file is cleaned up).")
         fail(str(exc))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted:[/] committed work is kept; run the same command again to resume.")
         raise typer.Exit(130) from None
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM is handled like Ctrl-C: committed work is kept, the run is marked interrupted, exit 130."""
+    raise KeyboardInterrupt
 
 
 def guarded(fn: F) -> F:
@@ -70,17 +104,21 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from gallery.errors import IndexOutgrownWarning
 
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", IndexOutgrownWarning)
-            try:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
+
+        caught: list[warnings.WarningMessage] = []
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", IndexOutgrownWarning)
                 with errors_as_messages():
                     return fn(*args, **kwargs)
-            finally:
-                for w in caught:
-                    if issubclass(w.category, IndexOutgrownWarning):
-                        warn(str(w.message))
-                    else:
-                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        finally:  # outside the recording block: showing a warning here must not record it again
+            for w in caught:
+                if issubclass(w.category, IndexOutgrownWarning):
+                    warn(str(w.message))
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     return wrapper  # type: ignore[return-value]
 

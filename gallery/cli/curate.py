@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, out
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, out, safe
 
 identities_app = GalleryTyper(help="List, show, rename, merge and delete the people of a gallery.")
 faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists).",
@@ -29,7 +28,7 @@ def _done(as_json: bool, data: dict, message: str) -> None:
     if as_json:
         print(json.dumps(data))
     else:
-        out.print(escape(message), highlight=False)
+        out.print(safe(message), highlight=False)
 
 
 @identities_app.callback(invoke_without_command=True)
@@ -54,7 +53,7 @@ def identities_list(
         return
     table = Table("identity", "faces", title=f"{len(rows)} identities")
     for name, n in rows:
-        table.add_row(escape(name), str(n))
+        table.add_row(safe(name), str(n))
     out.print(table)
 
 
@@ -72,9 +71,9 @@ def identities_show(
     if as_json:
         print(json.dumps({"identity": name, "faces": [asdict(f) for f in faces]}))
         return
-    table = Table("face", "photo", "box", "score", "main", title=f"{escape(name)}: {len(faces)} faces")
+    table = Table("face", "photo", "box", "score", "main", title=f"{safe(name)}: {len(faces)} faces")
     for f in faces:
-        table.add_row(str(f.face_id), escape(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "")
+        table.add_row(str(f.face_id), safe(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "")
     out.print(table)
 
 
@@ -176,7 +175,7 @@ def faces_crop(
     if record is None:
         raise NotInGallery(f"No live face with id {face_id} in this gallery.")
     crop_face(record.photo, record.box, margin, size or None).save(output)
-    out.print(f"wrote {escape(str(output))} (face {face_id} of {escape(record.photo)})", highlight=False)
+    out.print(f"wrote {safe(str(output))} (face {face_id} of {safe(record.photo)})", highlight=False)
 
 
 @labels_app.command("export")
@@ -192,7 +191,7 @@ def labels_export(
         writer = csv.writer(fh)
         writer.writerow(["face_id", "path", "identity"])
         writer.writerows([f.face_id, f.photo, f.identity or ""] for f in faces)
-    out.print(f"wrote {len(faces)} faces to {escape(str(output))}", highlight=False)
+    out.print(f"wrote {len(faces)} faces to {safe(str(output))}", highlight=False)
 
 
 @labels_app.command("import")
@@ -265,6 +264,38 @@ def register(app: GalleryTyper) -> None:
     app.add_typer(faces_app, name="faces")
     app.add_typer(labels_app, name="labels")
     app.add_typer(photos_app, name="photos")
+
+    @app.command()
+    def check(
+        gallery: GalleryOpt,
+        deep: Annotated[bool, typer.Option("--deep", help="integrity_check and every embedding read.", metavar="")]
+        = False,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Check the database, every shard (presence, size, checksum, rows, ids), runs and the index.
+        Exit 0 when all is well, 1 with what to run next when not."""
+        from indexer.health import check as run_check
+
+        findings = run_check(gallery, deep=deep)
+        bad = [f for f in findings if not f.ok]
+        if as_json:
+            print(json.dumps({"ok": not bad, "findings": [f.as_dict() for f in findings]}))
+        else:
+            table = Table("area", "", "detail", "to mend it", title=f"Check of {safe(str(gallery))}")
+            for f in findings:
+                table.add_row(f.area, "[green]ok[/]" if f.ok else "[red]problem[/]", safe(f.detail), safe(f.fix or ""))
+            out.print(table)
+        if bad:
+            raise typer.Exit(1)
+
+    @app.command()
+    def repair(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+        """Mend what `check` finds: drop lost or damaged shards (their photos are read again by the next
+        ingest), remove crash leftovers, close stale runs, make the index agree."""
+        from indexer.health import repair as run_repair
+
+        result = run_repair(gallery)
+        _done(as_json, result, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
 
     @app.command()
     def compact(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:

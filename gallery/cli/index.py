@@ -6,10 +6,19 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
-from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, auto_calibrate, human_bytes, note, out
+from gallery.cli.common import (
+    DeviceOpt,
+    GalleryOpt,
+    GalleryTyper,
+    JsonOpt,
+    auto_calibrate,
+    human_bytes,
+    note,
+    out,
+    safe,
+)
 
 index_app = GalleryTyper(
     help="Build and maintain the FAISS index over a gallery's face embeddings (IVF-PQ or exact flat).",
@@ -22,11 +31,11 @@ def _print_json(data: dict) -> None:
 
 
 def _table(title: str, rows: list[tuple[str, Any]]) -> None:
-    table = Table(title=escape(title), show_header=False, title_justify="left")
+    table = Table(title=safe(title), show_header=False, title_justify="left")
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in rows:
-        table.add_row(key, "-" if value is None else escape(str(value)))
+        table.add_row(key, "-" if value is None else safe(str(value)))
     out.print(table)
 
 
@@ -121,6 +130,6 @@ def info_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     rows.insert(3, ("deleted (filtered)", f"{info['deleted_filtered']:,}"))
     _table(f"Index of {gallery}", rows)
     if info["stale_faces"]:
-        out.print(f"Add the new faces with: gallery index update --gallery {escape(str(gallery))}")
+        out.print(f"Add the new faces with: gallery index update --gallery {safe(str(gallery))}")
     for w in info.get("warnings") or []:
         warn(w)

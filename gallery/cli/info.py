@@ -9,10 +9,9 @@ import json
 import time
 from dataclasses import asdict
 
-from rich.markup import escape
 from rich.table import Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, human_bytes, out
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, human_bytes, out, safe, warn
 
 
 def register(app: GalleryTyper) -> None:
@@ -26,14 +25,16 @@ def register(app: GalleryTyper) -> None:
             summary = g.info()
             threshold, source = resolve_threshold(g)
             calibration = calibration_status(g)
+            problems = g.quick_problems()
         if as_json:
             data = summary.as_dict()
             data.update(model=summary.model["name"] if summary.model else None, model_stamp=summary.model,
-                        threshold=threshold, threshold_source=source, calibration=asdict(calibration))
+                        threshold=threshold, threshold_source=source, calibration=asdict(calibration),
+                        problems=problems)
             print(json.dumps(data))
             return
-        table = Table(title=f"Gallery {escape(str(gallery))}", show_header=False)
-        table.add_row("model", escape(json.dumps(summary.model)) if summary.model else "(none yet)")
+        table = Table(title=f"Gallery {safe(str(gallery))}", show_header=False)
+        table.add_row("model", safe(json.dumps(summary.model)) if summary.model else "(none yet)")
         table.add_row("photos", str(summary.photos))
         table.add_row("faces", f"{summary.faces} ({summary.labeled_faces} labeled, {summary.deleted_faces} deleted)")
         table.add_row("identities", str(summary.identities))
@@ -43,13 +44,15 @@ def register(app: GalleryTyper) -> None:
         table.add_row("shards", str(summary.shards))
         table.add_row("disk size", human_bytes(summary.disk_bytes))
         if threshold is not None:
-            table.add_row("match threshold", f"{threshold:.3f} — {escape(source)}")
+            table.add_row("match threshold", f"{threshold:.3f} — {safe(source)}")
         if calibration.calibrated_at is not None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(calibration.calibrated_at))
             stale = (f" [yellow]stale: labeled faces grew from {calibration.labeled_faces_at_calibration} to "
                      f"{calibration.labeled_faces}; run gallery calibrate[/]") if calibration.stale else ""
             table.add_row("calibrated", f"{when} on {calibration.identities_at_calibration} identities{stale}")
         out.print(table)
+        for problem in problems:
+            warn(f"{problem}: run gallery check --gallery {gallery}")
 
     @app.command()
     def models(as_json: JsonOpt = False) -> None:
@@ -69,5 +72,5 @@ def register(app: GalleryTyper) -> None:
         for s in specs:
             name = f"{s.name} (default)" if s.name == DEFAULT_MODEL else s.name
             table.add_row(name, str(s.dim), "yes" if s.offline else "download", f"{s.default_threshold:.3f}",
-                          s.description + (f"\n[yellow]{escape(s.warning)}[/]" if s.warning else ""))
+                          s.description + (f"\n[yellow]{safe(s.warning)}[/]" if s.warning else ""))
         out.print(table)

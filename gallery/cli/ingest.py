@@ -15,6 +15,7 @@ from gallery.cli.common import (
     GalleryOpt,
     GalleryTyper,
     JsonOpt,
+    MaxFileSizeOpt,
     WeightsOpt,
     auto_calibrate,
     err,
@@ -52,6 +53,7 @@ def register(app: GalleryTyper) -> None:
         max_side: Annotated[int, typer.Option(help="Downsize larger photos to this longest side.", min=64)] = 2048,
         shard_size: Annotated[int, typer.Option(help="Faces per Parquet shard.", min=1)] = 50_000,
         commit_interval: Annotated[float, typer.Option(help="Seconds between commits.", min=0)] = 60.0,
+        max_file_size: MaxFileSizeOpt = 256,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", metavar="")] = False,
         as_json: JsonOpt = False,
     ) -> None:
@@ -65,6 +67,7 @@ def register(app: GalleryTyper) -> None:
             labels=labels, model=model, weights=weights, device=device, detect_batch_size=detect_batch_size,
             embed_batch_size=embed_batch_size, workers=workers, min_face_size=min_face_size,
             det_threshold=det_threshold, max_side=max_side, shard_size=shard_size, commit_interval=commit_interval,
+            max_file_size=max_file_size * 2**20,
         )
         if model is not None and get_model_spec(model).warning:
             warn(get_model_spec(model).warning or "")
@@ -118,6 +121,7 @@ def register_sync(app: GalleryTyper) -> None:
         ] = False,
         workers: Annotated[int | None, typer.Option(help="Decode processes (0 = in-process).", min=0)] = None,
         device: DeviceOpt = "auto",
+        max_file_size: MaxFileSizeOpt = 256,
         as_json: JsonOpt = False,
     ) -> None:
         """Make the gallery follow the archive: removed files leave, changed files are read again, renamed
@@ -125,7 +129,8 @@ def register_sync(app: GalleryTyper) -> None:
         from gallery.ingest import IngestOptions
         from gallery.ingest.sync import sync as run_sync
 
-        summary = run_sync(source, gallery, IngestOptions(labels=labels, workers=workers, device=device),
+        summary = run_sync(source, gallery, IngestOptions(labels=labels, workers=workers, device=device,
+                                                               max_file_size=max_file_size * 2**20),
                            retry_failed=retry_failed)
         calibration = auto_calibrate(gallery, quiet=as_json)
         if as_json:

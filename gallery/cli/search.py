@@ -13,11 +13,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Column, Table
 
-from gallery.cli.common import DeviceOpt, GalleryOpt, GalleryTyper, JsonOpt, WeightsOpt, err, note, out, warn
+from gallery.cli.common import (
+    DeviceOpt,
+    GalleryOpt,
+    GalleryTyper,
+    JsonOpt,
+    ThresholdOpt,
+    WeightsOpt,
+    err,
+    note,
+    out,
+    safe,
+    warn,
+)
 
 CSV_FIELDS = [
     "query",
@@ -79,10 +90,8 @@ def register(app: GalleryTyper) -> None:
         queries: Annotated[list[Path], typer.Argument(help="Query photos and/or folders of photos.")],
         gallery: GalleryOpt,
         k: Annotated[int, typer.Option("-k", "--top-k", help="Identities (or faces) per query face.", min=1)] = 5,
-        nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (default: the index's).")] = None,
-        threshold: Annotated[
-            float | None, typer.Option(help="Match threshold (default: calibrated or model's).")
-        ] = None,
+        nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (default: the index's).", min=1)] = None,
+        threshold: ThresholdOpt = None,
         largest_only: Annotated[
             bool, typer.Option("--largest-only", help="Answer only each photo's main face.", metavar="")
         ] = False,
@@ -124,7 +133,7 @@ def register(app: GalleryTyper) -> None:
                             }
                         )
                         if not as_json and output is None:
-                            err.print(f"[yellow]{escape(str(photo))}:[/] {found.error} — {escape(found.detail or '')}")
+                            err.print(f"[yellow]{safe(str(photo))}:[/] {found.error} — {safe(found.detail or '')}")
                     else:
                         records.extend(a.as_dict() for a in answers)
                     progress.advance(task)
@@ -153,22 +162,22 @@ def register(app: GalleryTyper) -> None:
                 if r.get("error"):
                     continue
                 face = r["face"]
-                verdict = f"[bold green]{escape(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
+                verdict = f"[bold green]{safe(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
                 table = Table(
                     "rank",
                     "identity" if not faces else "face",
                     "score",
                     "faces",
                     Column("photo", overflow="fold"),
-                    title=f"{escape(r['query'])} · face {face['index']} {face['box']} → {verdict}"
+                    title=f"{safe(r['query'])} · face {face['index']} {face['box']} → {verdict}"
                     f" (threshold {r['threshold']:.3f})",
                 )
                 for rank, c in enumerate(r["candidates"], 1):
                     mark = "" if c["above_threshold"] else " [dim](below threshold)[/]"
-                    label = escape(c["identity"]) if c["identity"] is not None else f"face {c['face_id']}"
+                    label = safe(c["identity"]) if c["identity"] is not None else f"face {c['face_id']}"
                     table.add_row(
                         str(rank), f"{label}{mark}", f"{c['score']:.3f}", str(c["faces_in_neighbours"]),
-                        escape(c["photo"]),
+                        safe(c["photo"]),
                     )
                 out.print(table)
         if failed:
@@ -182,7 +191,7 @@ def register(app: GalleryTyper) -> None:
         ] = 0.01,
         max_probes: Annotated[int, typer.Option(help="Labeled faces searched leave-one-out.", min=10)] = 2000,
         seed: Annotated[int, typer.Option()] = 0,
-        nprobe: Annotated[int | None, typer.Option()] = None,
+        nprobe: Annotated[int | None, typer.Option(help="IVF lists to visit (default: the index's).", min=1)] = None,
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Report without storing the threshold.", metavar="")
         ] = False,
@@ -220,7 +229,7 @@ def register(app: GalleryTyper) -> None:
         model: Annotated[
             str | None, typer.Option(help="Model when no gallery is given (default: dlib-resnet).", show_default=False)
         ] = None,
-        threshold: Annotated[float | None, typer.Option(help="Override the threshold.")] = None,
+        threshold: ThresholdOpt = None,
         device: DeviceOpt = "auto",
         weights: WeightsOpt = None,
         as_json: JsonOpt = False,

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -22,6 +23,41 @@ MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 MAX_SIDE = 40_000
 MIN_SIDE = 16
+MAX_FILE_BYTES = 256 * 2**20  # default --max-file-size: larger files are refused before reading
+
+
+class _Refused(Exception):
+    """A file that is not read: (reason, detail)."""
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_regular_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`, or _Refused. Opened without blocking and
+    checked on the open descriptor, so a FIFO never hangs and /dev/zero is never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("not_a_regular_file", f"{_kind(st.st_mode)}: only regular files are read")
+        if st.st_size > max_bytes:
+            raise _Refused("file_too_large", f"{st.st_size:,} bytes is over the {max_bytes:,}-byte limit "
+                                             "(--max-file-size)")
+        chunks, total = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            total += len(chunk)
+            if total > max_bytes:  # grew while being read
+                raise _Refused("file_too_large", f"over the {max_bytes:,}-byte limit (--max-file-size)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -66,11 +102,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def decode_photo(path: str, size: int, mtime_ns: int, max_side: int = 2048) -> DecodedPhoto:
+def decode_photo(
+    path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES
+) -> DecodedPhoto:
     """Decode for ingestion. Never raises for a bad photo: the reason is in the result."""
     result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None)
     try:
-        data = Path(path).read_bytes()
+        data = read_regular_file(path, max_file_bytes)
+    except _Refused as refused:
+        result.reason, result.detail = refused.args
+        return result
     except OSError as exc:
         result.reason, result.detail = "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}"
         return result
@@ -127,8 +168,10 @@ def decode_photo(path: str, size: int, mtime_ns: int, max_side: int = 2048) -> D
     return result
 
 
-def timed_decode(path: str, size: int, mtime_ns: int, max_side: int) -> tuple[DecodedPhoto, float]:
+def timed_decode(
+    path: str, size: int, mtime_ns: int, max_side: int, max_file_bytes: int = MAX_FILE_BYTES
+) -> tuple[DecodedPhoto, float]:
     """Worker-process entry point: the decode and its own duration (for per-stage figures)."""
     t0 = time.perf_counter()
-    photo = decode_photo(path, size, mtime_ns, max_side)
+    photo = decode_photo(path, size, mtime_ns, max_side, max_file_bytes)
     return photo, time.perf_counter() - t0

@@ -19,7 +19,7 @@ import torch
 
 from gallery.device import resolve_device
 from gallery.faces.align import align_faces
-from gallery.faces.decode import DecodedPhoto, decode_photo
+from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto, decode_photo
 from gallery.faces.detect import Detections, FaceDetector, main_face_index
 from gallery.faces.models import ModelSpec
 
@@ -85,10 +85,12 @@ class FacePipeline:
         max_side: int = 2048,
         detect_batch_size: int = 32,
         embed_batch_size: int = 64,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
         self.max_side = max_side
+        self.max_file_bytes = max_file_bytes
         self.embed_batch_size = embed_batch_size
         self.seconds: Counter[str] = Counter()  # time per stage: load_models, detect, align_embed
         t0 = time.perf_counter()
@@ -105,7 +107,7 @@ class FacePipeline:
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:
             size, mtime = 0, 0
-        return decode_photo(str(path), size, mtime, self.max_side)
+        return decode_photo(str(path), size, mtime, self.max_side, self.max_file_bytes)
 
     def faces_of(self, path: Path | str, largest_only: bool = False) -> PhotoFaces:
         """Every face of a photo (or only its main face), embedded with this pipeline's model."""

@@ -40,9 +40,12 @@ def csv_labels(csv_path: Path, source: Path) -> LabelFn:
         raise LabelSourceError(f"Label file not found: '{csv_path}' (expected rows: path,identity).")
     table: dict[str, str] = {}
     base_dirs = [source if source.is_dir() else source.parent, csv_path.parent]
+    line_no = 0
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-            for line_no, row in enumerate(csv.reader(fh), start=1):
+            reader = csv.reader(fh, strict=True)
+            for row in reader:
+                line_no = reader.line_num
                 if not row or all(not cell.strip() for cell in row):
                     continue
                 if line_no == 1 and [c.strip().lower() for c in row[:2]] == ["path", "identity"]:
@@ -55,7 +58,10 @@ def csv_labels(csv_path: Path, source: Path) -> LabelFn:
                 candidates = [Path(rel)] if os.path.isabs(rel) else [base / rel for base in base_dirs]
                 for candidate in candidates:
                     table.setdefault(_key(candidate), name)
-
+    except csv.Error as exc:  # an unbalanced quote, a field over the size limit: never a silent merge
+        raise LabelSourceError(
+            f"{csv_path}:{line_no + 1}: not valid CSV ({exc}); fix the file and run again."
+        ) from None
     except UnicodeDecodeError as exc:
         raise LabelSourceError(f"{csv_path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8.") from None
 

@@ -3,8 +3,11 @@ worker processes, overlapping the detection of earlier batches."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
+import signal
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -12,10 +15,25 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from gallery.faces.decode import DecodedPhoto, decode_photo, timed_decode
+from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto, decode_photo, timed_decode
 from gallery.ingest.scan import FoundFile, scan_photos
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RESUME_CHUNK = 500  # files looked up in SQLite at once by the resume filter
+
+
+def _worker_init(parent_pid: int) -> None:
+    """In each decode worker: die with the parent whatever kills it (Linux PR_SET_PDEATHSIG), and leave
+    Ctrl-C to the parent, which stops the run cleanly (no traceback from every worker)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def default_workers() -> int:
@@ -35,11 +53,13 @@ class PhotoReader:
         workers: int | None,
         max_side: int,
         window: int,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.source = source
         self.known_files = known_files
         self.workers = default_workers() if workers is None else workers
         self.max_side = max_side
+        self.max_file_bytes = max_file_bytes
         self.window = max(window, 4 * self.workers)
         self.files_seen = 0
         self.skipped = 0
@@ -73,7 +93,7 @@ class PhotoReader:
         if self.workers <= 0:
             for f in files:
                 t0 = time.perf_counter()
-                photo = decode_photo(str(f.path), f.size, f.mtime_ns, self.max_side)
+                photo = decode_photo(str(f.path), f.size, f.mtime_ns, self.max_side, self.max_file_bytes)
                 self.seconds["decode"] += time.perf_counter() - t0
                 yield photo
             return
@@ -81,14 +101,20 @@ class PhotoReader:
         if first is None:  # nothing new: no worker processes at all
             return
         # spawn: forking a process that already runs torch's thread pools can deadlock.
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
+        try:
             queue: deque[Future] = deque()
             for f in itertools.chain([first], files):
-                queue.append(pool.submit(timed_decode, str(f.path), f.size, f.mtime_ns, self.max_side))
+                queue.append(pool.submit(timed_decode, str(f.path), f.size, f.mtime_ns, self.max_side,
+                                         self.max_file_bytes))
                 if len(queue) >= self.window:
                     yield self._take(queue.popleft())
             while queue:
                 yield self._take(queue.popleft())
+        finally:
+            # interrupted or done: queued decodes are dropped, running ones end in a moment
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _take(self, future: Future) -> DecodedPhoto:
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gallery.device import resolve_device
-from gallery.faces.decode import DecodedPhoto
+from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto
 from gallery.faces.models import model_for_gallery
 from gallery.ingest.labels import make_label_fn
 from gallery.ingest.reader import PhotoReader
@@ -39,6 +39,7 @@ class IngestOptions:
     min_face_size: int = 20  # pixels in the original photo
     det_threshold: float = 0.9
     max_side: int = 2048  # photos are downsized to this longest side for detection and alignment
+    max_file_size: int = MAX_FILE_BYTES  # bytes; larger files are recorded as file_too_large, never read
     shard_size: int = 50_000  # faces per shard (a crash redoes at most this much work)
     commit_interval: float = 60.0  # seconds between commits, whatever the shard size
 
@@ -101,7 +102,8 @@ class Ingestor:
             if self.gallery.model_stamp is None:
                 self._load_pipeline()  # a new gallery: missing weights are said before it is stamped
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
-            reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size)
+            reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size,
+                                 o.max_file_size)
             status = "interrupted"
             last_commit = time.monotonic()
             try:

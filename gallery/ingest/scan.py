@@ -28,7 +28,7 @@ def scan_photos(source: Path) -> Iterator[FoundFile]:
     which breaks loops and avoids reading the same tree twice. A single file is yielded as-is.
     """
     source = Path(source)
-    if source.is_file():
+    if source.exists() and not source.is_dir():  # one photo (or a special file, refused when read)
         st = source.stat()
         yield FoundFile(source, st.st_size, st.st_mtime_ns)
         return
@@ -55,7 +55,9 @@ def scan_photos(source: Path) -> Iterator[FoundFile]:
             try:
                 if entry.is_dir(follow_symlinks=True):
                     subfolders.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=True) and is_photo(Path(entry.name)):
+                elif is_photo(Path(entry.name)):
+                    # Special files (FIFOs, devices, sockets) are yielded too: the reader records them
+                    # as not_a_regular_file without opening them for reading.
                     est = entry.stat(follow_symlinks=True)
                     yield FoundFile(Path(entry.path), est.st_size, est.st_mtime_ns)
             except OSError:

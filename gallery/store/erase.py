@@ -113,9 +113,11 @@ def purge_unreferenced_vectors(gallery: Gallery) -> int:
             keep = np.asarray(s.scalars(select(Face.face_id).where(Face.shard_id == row.shard_id)).all(), np.int64)
         if np.isin(shard_face_ids(path), keep).all():
             continue
-        kept, _, size, _ = rewrite_shard_without(path, keep)
+        gallery.verify_shard(row)
+        kept, size, sha256 = rewrite_shard_without(path, keep)
         with gallery.session() as s, s.begin():  # max_face_id stays: an upper bound of the ids it held
-            s.execute(update(Shard).where(Shard.shard_id == row.shard_id).values(n_faces=kept, bytes=size))
+            s.execute(update(Shard).where(Shard.shard_id == row.shard_id)
+                      .values(n_faces=kept, bytes=size, sha256=sha256))
         rewritten += 1
     if rewritten:
         with gallery.session() as s, s.begin():

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
-from gallery.errors import GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
+from gallery.errors import DamagedData, GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
 from gallery.store import schema
 from gallery.store.edits import GalleryEdits
 from gallery.store.queries import GalleryQueries
@@ -56,6 +57,20 @@ class GalleryInfo:
         return asdict(self)
 
 
+def _is_unfinished_gallery(root: Path) -> bool:
+    """Empty, or what a creation killed half-way leaves (empty shards/ and index/, a lock file, an
+    empty database): finished by the next open_or_create instead of refused forever."""
+    allowed = {SHARDS_DIR, INDEX_DIR, LOCK_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal"}
+    for entry in root.iterdir():
+        if entry.name not in allowed:
+            return False
+        if entry.is_dir() and any(entry.iterdir()):
+            return False
+        if entry.name.startswith(DB_NAME) and entry.is_file() and entry.stat().st_size > 0:
+            return False
+    return True
+
+
 def is_gallery(root: Path | str) -> bool:
     """True when the folder holds a gallery database."""
     return (Path(root) / DB_NAME).is_file()
@@ -76,6 +91,7 @@ class Gallery(GalleryQueries, GalleryEdits):
             self.engine.dispose()
             raise
         self.sessions = schema.session_factory(self.engine)
+        self._verified: set = set()  # (shard file, size, mtime, sha256) checked by this object
 
     @classmethod
     def open(cls, root: Path | str) -> Gallery:
@@ -91,7 +107,7 @@ class Gallery(GalleryQueries, GalleryEdits):
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise GalleryError(f"'{root}' exists and is not a folder.")
-        if root.is_dir() and any(root.iterdir()) and not is_gallery(root):
+        if root.is_dir() and not is_gallery(root) and not _is_unfinished_gallery(root):
             raise GalleryError(
                 f"'{root}' is a non-empty folder that is not a gallery; choose an empty or new folder."
             )
@@ -151,7 +167,9 @@ class Gallery(GalleryQueries, GalleryEdits):
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
-        """One writer at a time: vector ids are allocated by the writer holding this lock."""
+        """One writer at a time: vector ids are allocated by the writer holding this lock. A writer
+        first makes sure the database is sound (`PRAGMA quick_check`): nothing is written into a
+        damaged gallery."""
         self.root.mkdir(parents=True, exist_ok=True)
         lock = FileLock(self.root / LOCK_NAME)
         try:
@@ -161,9 +179,23 @@ class Gallery(GalleryQueries, GalleryEdits):
                 f"Another ingest is writing to '{self.root}'. Wait for it to finish (searches can run meanwhile)."
             ) from None
         try:
+            self.check_database()
             yield
         finally:
             lock.release()
+
+    def check_database(self) -> None:
+        """Raise DamagedData when SQLite's quick_check finds the database damaged."""
+        try:
+            with self.engine.connect() as conn:
+                result = [r[0] for r in conn.execute(text("PRAGMA quick_check"))]
+        except DatabaseError as exc:
+            result = [str(exc.orig)]
+        if result != ["ok"]:
+            raise DamagedData(
+                f"The gallery database {self.db_path} is damaged ({'; '.join(result[:3])}). Nothing was written. "
+                f"See `gallery check --gallery {self.root}`; re-ingest the archive into a new gallery folder."
+            )
 
     def remove_orphan_shards(self) -> list[str]:
         """Delete shard files (and temp files) that a crashed run wrote but never committed."""

@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import Integer, func, select
 
+from gallery.errors import DamagedData
 from gallery.store.schema import Face, Identity, Image, Shard
-from gallery.store.shards import iter_shard_batches, read_shard_embeddings
+from gallery.store.shards import (
+    check_embeddings,
+    file_sha256,
+    iter_shard_batches,
+    read_shard_embeddings,
+    shard_num_rows,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -36,6 +43,8 @@ class ShardRow:
     n_faces: int
     min_face_id: int
     max_face_id: int
+    bytes: int = 0
+    sha256: str | None = None  # None: written before checksums were recorded (schema < 3)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,7 @@ class GalleryQueries:
 
     shards_dir: Path
     db_path: Path
+    _verified: set
 
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - provided by Gallery
         raise NotImplementedError
@@ -137,11 +147,65 @@ class GalleryQueries:
         """Committed shards in id order (files without a row are crash leftovers, never read)."""
         with self.session() as s:
             rows = s.execute(
-                select(Shard.shard_id, Shard.filename, Shard.n_faces, Shard.min_face_id, Shard.max_face_id)
+                select(Shard.shard_id, Shard.filename, Shard.n_faces, Shard.min_face_id, Shard.max_face_id,
+                       Shard.bytes, Shard.sha256)
                 .where(Shard.shard_id > after_shard_id)
                 .order_by(Shard.shard_id)
             ).all()
         return [ShardRow(*r) for r in rows]
+
+    def shard_problem(self, row: ShardRow, checksum: bool = True) -> str | None:
+        """What is wrong with a committed shard's file (missing, size, checksum, row count), or None."""
+        path = self.shards_dir / row.filename
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            return f"missing ({exc.strerror})"
+        if row.bytes and size != row.bytes:
+            return f"size {size:,} bytes, {row.bytes:,} recorded"
+        if checksum and row.sha256 and file_sha256(path) != row.sha256:
+            return "checksum mismatch: its bytes changed after it was written"
+        try:
+            rows = shard_num_rows(path)
+        except Exception as exc:  # noqa: BLE001 - any Parquet parse error means a damaged file
+            return f"not a readable Parquet file ({type(exc).__name__}: {str(exc)[:200]})"
+        if rows != row.n_faces:
+            return f"{rows} rows, {row.n_faces} recorded"
+        return None
+
+    def quick_problems(self) -> list[str]:
+        """The open-time checks, cheap at any size (one stat per shard: ~10 us each): every committed
+        shard is present with its recorded size. Checksums and ids are `gallery check`'s job."""
+        problems = []
+        for row in self.shard_rows():
+            try:
+                size = (self.shards_dir / row.filename).stat().st_size
+            except OSError:
+                problems.append(f"shard {row.filename} is missing")
+                continue
+            if row.bytes and size != row.bytes:
+                problems.append(f"shard {row.filename} is {size:,} bytes, {row.bytes:,} recorded")
+        return problems
+
+    def verify_shard(self, row: ShardRow) -> None:
+        """Raise DamagedData naming the shard and the next command when its file is not what SQLite
+        recorded. A verified (file, size, mtime) is not hashed again by this Gallery object."""
+        path = self.shards_dir / row.filename
+        try:
+            st = path.stat()
+            key = (row.filename, st.st_size, st.st_mtime_ns, row.sha256)
+        except OSError:
+            key = None
+        if key is not None and key in self._verified:
+            return
+        problem = self.shard_problem(row)
+        if problem is not None:
+            raise DamagedData(
+                f"Shard {path} is damaged ({problem}); its {row.n_faces} faces are not used. "
+                f"Run: gallery repair --gallery {path.parent.parent} (its photos are then read again by the "
+                "next ingest)"
+            )
+        self._verified.add(key)
 
     def shard_paths(self, rows: list[ShardRow] | None = None) -> list[Path]:
         return [self.shards_dir / r.filename for r in (rows if rows is not None else self.shard_rows())]
@@ -149,8 +213,14 @@ class GalleryQueries:
     def iter_embeddings(
         self, rows: list[ShardRow] | None = None, batch_size: int = 65536
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream (face ids, embeddings) over committed shards, one bounded batch at a time."""
-        yield from iter_shard_batches(self.shard_paths(rows), batch_size)
+        """Stream (face ids, embeddings) over committed shards, one bounded batch at a time; every shard
+        is verified first and every batch checked (finite, unit length): damage raises DamagedData."""
+        for row in rows if rows is not None else self.shard_rows():
+            self.verify_shard(row)
+            path = self.shards_dir / row.filename
+            for ids, x in iter_shard_batches([path], batch_size):
+                check_embeddings(x, f"shard {path}")
+                yield ids, x
 
     # --- faces ---------------------------------------------------------------------------------
 
@@ -264,18 +334,18 @@ class GalleryQueries:
     def read_embeddings(self, face_ids: np.ndarray | list[int]) -> np.ndarray:
         """(n, D) float32 embeddings of the given faces, in the given order, reading only their shards."""
         ids = [int(i) for i in face_ids]
-        by_shard: dict[str, list[int]] = defaultdict(list)
+        by_shard: dict[int, list[int]] = defaultdict(list)
         with self.session() as s:
             for part in _chunks(sorted(set(ids))):
-                for fid, filename in s.execute(
-                    select(Face.face_id, Shard.filename)
-                    .join(Shard, Shard.shard_id == Face.shard_id)
-                    .where(Face.face_id.in_(part))
-                ):
-                    by_shard[filename].append(int(fid))
+                for fid, shard_id in s.execute(select(Face.face_id, Face.shard_id).where(Face.face_id.in_(part))):
+                    by_shard[shard_id].append(int(fid))
+        rows = {r.shard_id: r for r in self.shard_rows()}
         found: dict[int, np.ndarray] = {}
-        for filename, wanted in by_shard.items():
-            shard_ids, vectors = read_shard_embeddings(self.shards_dir / filename, wanted)
+        for shard_id, wanted in by_shard.items():
+            self.verify_shard(rows[shard_id])
+            path = self.shards_dir / rows[shard_id].filename
+            shard_ids, vectors = read_shard_embeddings(path, wanted)
+            check_embeddings(vectors, f"shard {path}")
             found.update(zip(shard_ids.tolist(), vectors))
         missing = [i for i in ids if i not in found]
         if missing:

@@ -29,10 +29,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version -> SQL that brings a gallery of that version to the next one (run in one transaction)
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE faces ADD COLUMN ignored BOOLEAN NOT NULL DEFAULT 0"],
+    2: ["ALTER TABLE shards ADD COLUMN sha256 VARCHAR(64)"],  # NULL: written before checksums (unverified)
 }
 
 
@@ -115,6 +116,7 @@ class Shard(Base):
     bytes: Mapped[int] = mapped_column(Integer)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.run_id"), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of the file, checked on read
 
 
 class Face(Base):

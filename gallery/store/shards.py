@@ -7,6 +7,7 @@ landmarks (fixed_size_list<float32>[10], 5 points x,y), det_score (float32).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from gallery.errors import DamagedData
 from gallery.fsutil import atomic_write
 
 SHARD_PREFIX = "shard-"
@@ -59,11 +61,34 @@ def shard_filename(shard_id: int) -> str:
     return f"{SHARD_PREFIX}{shard_id:08d}.parquet"
 
 
-def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) -> int:
+UNIT_TOLERANCE = 1e-3  # |norm - 1| allowed for a stored embedding (float32 rounding is ~1e-7)
+
+
+def check_embeddings(x: np.ndarray, where: str) -> None:
+    """Embeddings must be finite and unit length: a damaged or foreign vector is never stored or served."""
+    if x.size == 0:
+        return
+    finite = np.isfinite(x).all(axis=1)
+    norms = np.linalg.norm(np.where(finite[:, None], x, 0), axis=1)
+    bad = ~finite | (np.abs(norms - 1.0) > UNIT_TOLERANCE)
+    if bad.any():
+        raise DamagedData(
+            f"{where}: {int(bad.sum())} of {len(x)} embeddings are not finite unit vectors (e.g. row "
+            f"{int(np.flatnonzero(bad)[0])}, norm {norms[bad][0]:.4g})"
+        )
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) -> tuple[int, str]:
     """Write atomically: a crash leaves either no file or a temp file, never a partial shard.
 
-    Returns the shard's size in bytes.
+    Returns the shard's size in bytes and its sha256 (recorded in SQLite, checked on every read).
     """
+    check_embeddings(np.asarray(rows.embedding, np.float32), f"shard {path.name} (not written)")
     dim = int(rows.embedding.shape[1])
     table = pa.Table.from_arrays(
         [
@@ -77,7 +102,8 @@ def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) ->
         schema=shard_schema(dim, model_stamp),
     )
     # Embeddings barely compress; zstd still helps the other columns and costs little.
-    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=65536))
+    size = atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", row_group_size=65536))
+    return size, file_sha256(path)
 
 
 def embeddings_from_column(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
@@ -116,18 +142,14 @@ def shard_num_rows(path: Path) -> int:
     return pq.ParquetFile(path).metadata.num_rows
 
 
-def rewrite_shard_without(path: Path, keep_ids: set[int] | np.ndarray) -> tuple[int, int, int, int]:
+def rewrite_shard_without(path: Path, keep_ids: np.ndarray) -> tuple[int, int, str]:
     """Rewrite a shard keeping only the rows whose face id is in `keep_ids` (atomically, the schema
-    and its model metadata unchanged). Returns (rows kept, rows dropped, new size in bytes, max id)."""
+    and its model metadata unchanged). Returns (rows kept, new size in bytes, new sha256)."""
     table = pq.read_table(path)
-    ids = table.column("face_id").to_numpy()
-    keep = np.isin(ids, np.fromiter(keep_ids, np.int64) if isinstance(keep_ids, set) else keep_ids)
-    if keep.all():
-        return int(keep.size), 0, path.stat().st_size, int(ids.max()) if ids.size else 0
+    keep = np.isin(table.column("face_id").to_numpy(), keep_ids)
     kept = table.filter(pa.array(keep))
     size = atomic_write(path, lambda tmp: pq.write_table(kept, tmp, compression="zstd", row_group_size=65536))
-    kept_ids = ids[keep]
-    return int(keep.sum()), int((~keep).sum()), size, int(kept_ids.max()) if kept_ids.size else 0
+    return int(keep.sum()), size, file_sha256(path)
 
 
 def shard_face_ids(path: Path) -> np.ndarray:

@@ -182,8 +182,8 @@ class GalleryWriter:
                 landmarks=np.concatenate(p.landmarks),
                 det_score=np.concatenate(p.scores),
             )
-            nbytes = write_shard(self.gallery.shards_dir / filename, rows, self.model_stamp)
-            shard_row = dict(shard_id=shard_id, filename=filename, n_faces=len(rows),
+            nbytes, sha256 = write_shard(self.gallery.shards_dir / filename, rows, self.model_stamp)
+            shard_row = dict(shard_id=shard_id, filename=filename, n_faces=len(rows), sha256=sha256,
                              min_face_id=int(rows.face_id.min()), max_face_id=int(rows.face_id.max()),
                              bytes=nbytes, run_id=self.run_id, created_at=time.time())
             for face in p.faces:
@@ -254,7 +254,7 @@ def append_embedded_faces(
         landmarks=np.zeros((n, 5, 2), np.float32),
         det_score=np.ones(n, np.float32),
     )
-    size = write_shard(gallery.shards_dir / filename, rows, model_stamp)
+    size, sha256 = write_shard(gallery.shards_dir / filename, rows, model_stamp)
     x1, y1, x2, y2 = box
     raw = gallery.engine.raw_connection()
     try:
@@ -269,9 +269,9 @@ def append_embedded_faces(
             ),
         )
         cur.execute(
-            "INSERT INTO shards (shard_id, filename, n_faces, min_face_id, max_face_id, bytes, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (shard_id, filename, n, int(face_ids[0]), int(face_ids[-1]), size, time.time()),
+            "INSERT INTO shards (shard_id, filename, n_faces, min_face_id, max_face_id, bytes, created_at, sha256) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (shard_id, filename, n, int(face_ids[0]), int(face_ids[-1]), size, time.time(), sha256),
         )
         cur.executemany(
             "INSERT INTO faces (face_id, image_id, shard_id, identity_id, is_main, det_score, "

@@ -1,0 +1,149 @@
+"""`gallery check` and `gallery repair`, the store's side: the database, the shards, the runs.
+
+Checks: SQLite `quick_check` (`integrity_check` with deep=True); every committed shard present, of
+its recorded size and checksum, with its recorded row count and exactly the face ids SQLite assigns
+to it; shard files no row names (crash leftovers); runs still marked running with no writer alive;
+with deep=True every embedding finite and unit length.
+
+Repairs: a lost or damaged shard's faces are dropped from SQLite together with the records of their
+photos' files, so the next ingest of the archive reads those photos again; leftover shard files are
+deleted; stale runs are closed as interrupted. A damaged database cannot be repaired in place: the
+finding says how to recover.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.exc import DatabaseError
+
+from gallery.errors import DamagedData
+from gallery.store.schema import Face, Image, Run, Shard, SourceFile
+from gallery.store.shards import SHARD_PREFIX, shard_face_ids
+
+if TYPE_CHECKING:
+    from gallery.store.gallery import Gallery
+
+
+@dataclass
+class Finding:
+    area: str  # database | shards | runs | vectors | index
+    ok: bool
+    detail: str
+    fix: str | None = None  # the command that mends it
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _writer_alive(gallery: Gallery) -> bool:
+    lock = FileLock(gallery.root / ".ingest.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def damaged_shards(gallery: Gallery) -> dict[int, str]:
+    """shard id -> what is wrong with it (missing, size, checksum, rows, ids)."""
+    out: dict[int, str] = {}
+    for row in gallery.shard_rows():
+        problem = gallery.shard_problem(row)
+        if problem is None:
+            with gallery.session() as s:
+                recorded = np.asarray(sorted(s.scalars(select(Face.face_id).where(Face.shard_id == row.shard_id))))
+            stored = np.sort(shard_face_ids(gallery.shards_dir / row.filename))
+            extra = np.setdiff1d(stored, recorded)  # vectors without a row: an unfinished erasure
+            if np.setdiff1d(recorded, stored).size:
+                problem = f"{np.setdiff1d(recorded, stored).size} faces recorded in SQLite are missing from it"
+            elif extra.size:
+                problem = f"holds {extra.size} vectors of erased faces (an erasure was interrupted)"
+        if problem is not None:
+            out[row.shard_id] = problem
+    return out
+
+
+def check_store(gallery: Gallery, deep: bool = False) -> list[Finding]:
+    root = gallery.root
+    findings: list[Finding] = []
+    pragma = "integrity_check" if deep else "quick_check"
+    try:
+        with gallery.engine.connect() as conn:
+            result = [r[0] for r in conn.execute(text(f"PRAGMA {pragma}"))]
+        ok = result == ["ok"]
+        findings.append(Finding("database", ok, f"{pragma}: " + ("ok" if ok else "; ".join(result[:5])),
+                                None if ok else "copy the gallery aside and re-ingest the archive into a new "
+                                "gallery folder (a damaged gallery.db cannot be repaired in place)"))
+    except DatabaseError as exc:
+        findings.append(Finding("database", False, f"{pragma} failed: {exc.orig}",
+                                "re-ingest the archive into a new gallery folder"))
+        return findings
+    rows = gallery.shard_rows()
+    damaged = damaged_shards(gallery)
+    for row in rows:
+        if row.shard_id in damaged:
+            findings.append(Finding("shards", False, f"{row.filename}: {damaged[row.shard_id]}",
+                                    f"gallery repair --gallery {root}"))
+    unverified = sum(1 for r in rows if r.sha256 is None)
+    findings.append(Finding("shards", not damaged, f"{len(rows) - len(damaged)} of {len(rows)} shards intact"
+                            + (f" ({unverified} written before checksums: sizes and rows checked)" if unverified
+                               else "")))
+    committed = {r.filename for r in rows}
+    stray = [p.name for p in sorted(gallery.shards_dir.glob(f"*{SHARD_PREFIX}*")) if p.name not in committed]
+    if stray:
+        findings.append(Finding("shards", False, f"{len(stray)} files no commit names (left by a crash): "
+                                f"{', '.join(stray[:3])}", f"gallery repair --gallery {root}"))
+    with gallery.session() as s:
+        running = list(s.scalars(select(Run.run_id).where(Run.status == "running")))
+    if running and not _writer_alive(gallery):
+        findings.append(Finding("runs", False, f"{len(running)} runs still marked running with no writer alive",
+                                f"gallery repair --gallery {root}"))
+    if deep and not damaged:
+        try:
+            n = sum(ids.size for ids, _ in gallery.iter_embeddings())
+            findings.append(Finding("vectors", True, f"{n:,} embeddings finite and unit length"))
+        except DamagedData as exc:
+            findings.append(Finding("vectors", False, str(exc), f"gallery repair --gallery {root}"))
+    return findings
+
+
+def repair_store(gallery: Gallery) -> dict[str, Any]:
+    """Mend what check_store finds (see the module docstring); returns what was done and the face ids
+    dropped (for the index side)."""
+    with gallery.writer_lock():
+        damaged = damaged_shards(gallery)
+        dropped: list[int] = []
+        photos = shards_dropped = 0
+        names = {r.shard_id: r.filename for r in gallery.shard_rows()}
+        for shard_id, problem in damaged.items():
+            with gallery.session() as s, s.begin():
+                faces = list(s.scalars(select(Face.face_id).where(Face.shard_id == shard_id)))
+                if problem.startswith("holds") and "erased" in problem:
+                    continue  # the rows are right; the file only needs the erasure finished
+                images = set(s.scalars(select(Face.image_id).where(Face.shard_id == shard_id)))
+                s.execute(delete(Face).where(Face.shard_id == shard_id))
+                # the photos' file records go, so that the next ingest reads them again
+                s.execute(delete(SourceFile).where(SourceFile.image_id.in_(images)))
+                s.execute(delete(Image).where(Image.image_id.in_(images)))
+                s.execute(delete(Shard).where(Shard.shard_id == shard_id))
+            (gallery.shards_dir / names[shard_id]).unlink(missing_ok=True)
+            dropped += faces
+            photos += len(images)
+            shards_dropped += 1
+        from gallery.store.erase import purge_unreferenced_vectors
+
+        finished = purge_unreferenced_vectors(gallery)
+        removed = gallery.remove_orphan_shards()
+        with gallery.session() as s, s.begin():
+            closed = s.execute(update(Run).where(Run.status == "running")
+                               .values(status="interrupted", finished_at=time.time())).rowcount
+    return {"shards_dropped": shards_dropped, "faces_dropped": len(dropped),
+            "photos_to_reingest": photos, "erasures_finished": finished, "leftover_files_removed": len(removed),
+            "stale_runs_closed": int(closed or 0), "dropped_face_ids": dropped}
