@@ -36,6 +36,15 @@ class FaceDetail:
     ignored: bool
 
 
+def image_ids_at_paths(s: Session, paths: list[str]) -> dict[str, int]:
+    """path -> photo id for the given paths, as file records or photo paths (identical files share a
+    photo); paths the gallery does not hold are absent."""
+    found = {p: i for p, i in s.execute(select(SourceFile.path, SourceFile.image_id)
+                                        .where(SourceFile.path.in_(paths), SourceFile.image_id.is_not(None)))}
+    found.update((p, i) for p, i in s.execute(select(Image.path, Image.image_id).where(Image.path.in_(paths))))
+    return found
+
+
 def _identity_id(s: Session, name: str) -> int:
     identity_id = s.scalar(select(Identity.identity_id).where(Identity.name == name))
     if identity_id is None:
@@ -125,15 +134,11 @@ class GalleryEdits:
     def delete_photos(self, paths: list[str]) -> int:
         """Delete every face of the photos at these paths (as ingested); returns how many were live."""
         with self.session() as s:
-            image_ids = set(s.scalars(select(SourceFile.image_id).where(SourceFile.path.in_(paths))))
-            image_ids |= set(s.scalars(select(Image.image_id).where(Image.path.in_(paths))))
-            image_ids.discard(None)
-            missing = [p for p in paths if not s.scalar(
-                select(func.count()).select_from(SourceFile).where(SourceFile.path == p))
-                and not s.scalar(select(func.count()).select_from(Image).where(Image.path == p))]
+            found = image_ids_at_paths(s, paths)
+            missing = [p for p in paths if p not in found]
             if missing:
                 raise NotInGallery(f"No photo at {missing[:3]} in this gallery (paths as ingested: absolute).")
-            face_ids = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(image_ids))))
+            face_ids = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(set(found.values())))))
         return self.delete_faces(face_ids) if face_ids else 0
 
     def files_under(self, root: str) -> dict[str, tuple[int, int, int | None, str]]:
@@ -217,13 +222,11 @@ class GalleryEdits:
     def main_face_of_path(self, path: str) -> int | None:
         """The main live face of the photo a file path holds (identical files share one photo)."""
         with self.session() as s:
-            by_file = select(SourceFile.image_id).where(SourceFile.path == path)
-            by_image = select(Image.image_id).where(Image.path == path)
-            return s.scalar(
-                select(Face.face_id).where(
-                    Face.image_id.in_(by_file.union(by_image)), Face.is_main.is_(True), Face.deleted.is_(False)
-                )
-            )
+            image_id = image_ids_at_paths(s, [path]).get(path)
+            if image_id is None:
+                return None
+            return s.scalar(select(Face.face_id).where(Face.image_id == image_id, Face.is_main.is_(True),
+                                                       Face.deleted.is_(False)))
 
     def apply_labels(self, rows: list[tuple[str, str | None]]) -> dict[str, int]:
         """Bulk relabel from (path or face id, identity or None) rows in one transaction.

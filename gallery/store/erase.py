@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import delete, func, or_, select, text, update
 
 from gallery.errors import NotInGallery
+from gallery.store.edits import image_ids_at_paths
 from gallery.store.schema import ErasureLog, Face, Identity, Image, Run, Shard, SourceFile
 from gallery.store.shards import rewrite_shard_without, shard_face_ids
 
@@ -60,14 +61,11 @@ def erase_rows(gallery: Gallery, selection: ErasureSelection, command: str) -> E
             face_ids |= set(s.scalars(select(Face.face_id).where(Face.identity_id == identity_id)))
             image_ids |= set(s.scalars(select(Image.image_id).where(Image.identity_id == identity_id)))
         if selection.paths:
-            found = {p: i for p, i in s.execute(select(SourceFile.path, SourceFile.image_id)
-                                                .where(SourceFile.path.in_(selection.paths)))}
-            found.update((p, i) for p, i in s.execute(select(Image.path, Image.image_id)
-                                                      .where(Image.path.in_(selection.paths))))
+            found = image_ids_at_paths(s, selection.paths)
             missing = [p for p in selection.paths if p not in found]
             if missing:
                 raise NotInGallery(f"No photo at {missing[:3]} in this gallery (paths as ingested: absolute).")
-            image_ids |= {i for i in found.values() if i is not None}
+            image_ids |= set(found.values())
         if selection.face_ids:
             wanted = {int(i) for i in selection.face_ids}
             known = set(s.scalars(select(Face.face_id).where(Face.face_id.in_(wanted))))

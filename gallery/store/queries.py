@@ -94,41 +94,26 @@ class ChangeWatcher:
         self._conn.close()
 
 
-class DeletedIds:
-    """The sorted ids deleted in SQLite, re-read only when another connection committed a change.
-
-    `PRAGMA data_version` changes whenever another connection commits to the database; checking it
-    costs a few microseconds, so an open searcher sees deletions at its next query at no cost.
-    """
+class DeletedIds(ChangeWatcher):
+    """The sorted ids deleted in SQLite, re-read only when another connection committed a change, so
+    an open searcher sees deletions at its next query at no cost."""
 
     def __init__(self, db_path: Path, max_face_id: int | None = None) -> None:
+        super().__init__(db_path)
         self.max_face_id = max_face_id
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
-        self._lock = threading.Lock()
-        self._version: int | None = None
         self._ids = np.empty(0, dtype=np.int64)
 
-    def changed(self) -> bool:
-        """True when the database was changed by another connection since the last `get()`."""
-        with self._lock:
-            return self._conn.execute("PRAGMA data_version").fetchone()[0] != self._version
-
     def get(self) -> np.ndarray:
-        with self._lock:
-            version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._version:
-                sql = "SELECT face_id FROM faces WHERE deleted = 1"
-                args: tuple = ()
-                if self.max_face_id is not None:
-                    sql += " AND face_id <= ?"
-                    args = (self.max_face_id,)
+        if self.poll():
+            sql = "SELECT face_id FROM faces WHERE deleted = 1"
+            args: tuple = ()
+            if self.max_face_id is not None:
+                sql += " AND face_id <= ?"
+                args = (self.max_face_id,)
+            with self._lock:
                 rows = self._conn.execute(sql + " ORDER BY face_id", args).fetchall()
-                self._ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                self._version = version
-            return self._ids
-
-    def close(self) -> None:
-        self._conn.close()
+            self._ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return self._ids
 
 
 class GalleryQueries:
