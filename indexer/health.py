@@ -14,7 +14,7 @@ from gallery.store import Gallery
 from gallery.store.integrity import Finding, check_store, repair_store
 from indexer.build import build_index, remove_ids
 from indexer.loaded import as_gallery
-from indexer.manifest import has_manifest, read_manifest
+from indexer.manifest import has_manifest, read_manifest, remove_index
 
 
 def check_index(g: Gallery) -> list[Finding]:
@@ -70,7 +70,10 @@ def repair(gallery: Gallery | str | Path) -> dict[str, Any]:
         problems = [f for f in check_index(g) if not f.ok]
         if not has_manifest(g.index_dir):
             index = "none"
-        elif problems and g.live_face_count():
+        elif not g.live_face_count():
+            remove_index(g)  # nothing left to index: the next `gallery index build` starts afresh
+            index = "removed (no faces left)"
+        elif problems:
             build_index(g)  # unreadable, or covering dropped shards: rebuilt from what is intact
             index = "rebuilt"
         elif dropped:

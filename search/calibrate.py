@@ -15,6 +15,7 @@ import numpy as np
 
 from search.evaluation import fpir_fnir, leave_one_out, threshold_at_fpir
 from search.searcher import Searcher
+from search.threshold import MIN_NONMATED_PER_FPIR, NO_ONE, conservative_threshold
 
 
 @dataclass
@@ -55,6 +56,15 @@ def calibrate(
     gallery's labels cannot support it."""
     loo = leave_one_out(searcher, max_probes, seed, ranks=(1,))
     threshold = threshold_at_fpir(loo.impostor, target_fpir)
+    floor_note = ""
+    if loo.probes < MIN_NONMATED_PER_FPIR / target_fpir:
+        # Too few non-mated searches to resolve the target rate (22 searches cannot measure 1%): never
+        # go below the measured conservative default for a gallery of this many identities.
+        floor, _ = conservative_threshold(searcher.spec, loo.identities)
+        if floor > threshold and floor < NO_ONE:
+            threshold = floor
+            floor_note = (f"; raised to the conservative default for {loo.identities} identities: "
+                          f"{loo.probes} non-mated searches cannot resolve FPIR {target_fpir:.0%}")
     fpir, fnir = fpir_fnir(loo, threshold)
     report = CalibrationReport(
         threshold=threshold,
@@ -74,7 +84,7 @@ def calibrate(
         searcher.gallery.set_threshold(
             report.threshold,
             f"gallery calibrate: FPIR {fpir:.2%} (target {target_fpir:.2%}), FNIR {fnir:.2%}, "
-            f"{loo.mated} mated / {loo.probes} non-mated searches",
+            f"{loo.mated} mated / {loo.probes} non-mated searches{floor_note}",
             report.as_dict(),
         )
     return report

@@ -45,6 +45,9 @@ CONSERVATIVE: dict[str, list[tuple[int, float]]] = {
 }
 
 NO_ONE = 1.0 + 1e-6  # above any cosine similarity: the answer is always "unknown"
+# A calibration measures FPIR from its non-mated searches; below 10 / FPIR of them (1,000 at 1%) it
+# cannot resolve the target, and its threshold is not allowed below the conservative default.
+MIN_NONMATED_PER_FPIR = 10
 
 
 def conservative_threshold(spec: ModelSpec, identities: int) -> tuple[float, str]:
@@ -66,7 +69,7 @@ def conservative_threshold(spec: ModelSpec, identities: int) -> tuple[float, str
         value = t0 + w * (t1 - t0)
     return round(value, 4), (
         f"conservative default for {identities} identities (impostor scores measured on LFW, FPIR <= "
-        f"{TARGET_FPIR:.0%}); run `gallery calibrate` for a threshold fitted to this gallery"
+        f"{TARGET_FPIR:.0%}); calibrated automatically once {MIN_CALIBRATION_IDENTITIES} people have 2+ photos"
     )
 
 

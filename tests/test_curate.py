@@ -126,3 +126,37 @@ def test_ignore_crop_and_labels_round_trip(gallery, tmp_path: Path) -> None:
     unbalanced.write_text('5,"Ann\n6,Bob\n')
     broken = runner.invoke(app, ["labels", "import", str(unbalanced), "--gallery", g])
     assert broken.exit_code == 2 and "broken.csv:" in broken.output and "not valid CSV" in broken.output
+
+
+def test_review_findings_on_labels_and_names(gallery, tmp_path: Path) -> None:
+    """Found by a new-user review: silent or misleading outcomes of label edits."""
+    root, _, _ = gallery
+    g = str(root)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("1,Ann\n999,Nobody\n")
+    out = runner.invoke(app, ["labels", "import", str(rows), "--gallery", g])
+    assert out.exit_code == 2 and "rows.csv:2" in out.output and "nothing" in out.output
+    rows.write_text("1,Ann\n2,Bob\n1,Cy\n")
+    out = runner.invoke(app, ["labels", "import", str(rows), "--gallery", g])
+    assert out.exit_code == 2 and "rows.csv:3" in out.output and "first on line 1" in out.output
+    rows.write_text("")
+    assert "no label rows" in runner.invoke(app, ["labels", "import", str(rows), "--gallery", g]).output
+    assert "is a folder" in runner.invoke(app, ["labels", "import", str(tmp_path), "--gallery", g]).output
+    rows.write_text('3,"multi\nline"\n')  # stored as given, shown as an escape a person can type back
+    assert runner.invoke(app, ["labels", "import", str(rows), "--gallery", g]).exit_code == 0
+    assert "multi\\nline" in runner.invoke(app, ["identities", "--gallery", g]).output
+    assert runner.invoke(app, ["identities", "show", "multi\nline", "--gallery", g]).exit_code == 0
+    assert runner.invoke(app, ["faces", "delete", "4", "--gallery", g]).exit_code == 0
+    out = runner.invoke(app, ["faces", "relabel", "4", "--name", "Y", "--gallery", g])
+    assert out.exit_code == 2 and "deleted or ignored" in out.output
+    out = runner.invoke(app, ["faces", "crop", "5", "--gallery", g, "-o", str(tmp_path / "crop.txt")])
+    assert out.exit_code == 2 and "Cannot write a crop" in out.output and "Traceback" not in out.output
+    out = runner.invoke(app, ["info", "--gallery", str(rows)])
+    assert out.exit_code == 2 and "is a file, not a gallery folder" in out.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no photos")
+    out = runner.invoke(app, ["search", str(empty), "--gallery", g])
+    assert out.exit_code == 2 and "No photos found" in out.output
+    out = runner.invoke(app, ["search", str(empty), "--gallery", g, "--output", str(tmp_path / "x.txt")])
+    assert out.exit_code == 2 and ".csv or .jsonl" in out.output

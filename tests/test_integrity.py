@@ -259,7 +259,8 @@ def test_names_cannot_inject_markup_or_escapes(synthetic: Path) -> None:
         g.rename_identity("p2", "\x1b[31mred\x1b[0m\rok")
     code, out = invoke("identities", "--gallery", str(synthetic))
     assert code == 0 and "[/]" in out and "[link=http://x]evil[/link]" in out
-    assert "\x1b" not in out and "\r" not in out and "[31mred[0mok" in out  # shown inert
+    assert "\x1b" not in out and "\r" not in out
+    assert "\\x1b[31mred\\x1b[0m\\rok" in out  # shown inert, readable and typeable
     with Gallery.open(synthetic) as g:
         assert "\x1b[31mred\x1b[0m\rok" in {n for n, _ in g.identities()}  # stored as given
 
@@ -270,3 +271,34 @@ def test_numeric_options_are_validated(synthetic: Path, option: list[str]) -> No
     result = runner.invoke(app, ["search", str(lfw_photo("Aaron_Peirsol", 1)), "--gallery", str(synthetic),
                                  *option])
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_ids_are_never_reused_after_repair_or_erasure(tmp_path: Path) -> None:
+    """Found by a new-user review: repairing a one-shard gallery reused face and shard ids, and the
+    re-ingested faces were invisible (the index "covered" them)."""
+    spec = replace(get_model_spec("facenet-untrained"), name=stamp(DIM)["name"], dim=DIM, input_size=0,
+                   preprocessing="test", default_threshold=0.5)
+    x = unit_vectors(12, DIM, seed=4)
+    with registered(spec):
+        with Gallery.open_or_create(tmp_path / "g") as g:
+            append_embedded_faces(g, stamp(DIM), x[:6], identities=["a"] * 6)
+            build_index(g)
+        shard = next((tmp_path / "g" / "shards").glob("*.parquet"))
+        shard.write_bytes(b"garbage" + shard.read_bytes()[7:])
+        result = json.loads(invoke("repair", "--gallery", str(tmp_path / "g"), "--json")[1])
+        assert result["shards_dropped"] == 1 and result["index"].startswith("removed")
+        assert invoke("check", "--gallery", str(tmp_path / "g"))[0] == 0
+        with Gallery.open(tmp_path / "g") as g:
+            new = append_embedded_faces(g, stamp(DIM), x[6:], identities=["b"] * 6)
+            assert new.min() > 6 and g.shard_rows()[0].shard_id == 2
+            build_index(g)
+            g.delete_faces([int(new.max())])
+        invoke("faces", "erase", str(int(new.max())), "--gallery", str(tmp_path / "g"))
+        with Gallery.open(tmp_path / "g") as g:
+            again = append_embedded_faces(g, stamp(DIM), x[:1], identities=["c"])
+            assert int(again[0]) == int(new.max()) + 1  # the erased id is not given out again
+        from search import Searcher
+
+        with Searcher(tmp_path / "g", k=1, threshold=0.5) as searcher:
+            assert searcher.search_embeddings(x[6:7])[0].identity == "b"
+            assert searcher.search_embeddings(x[:1])[0].identity == "c"  # in the un-indexed tail

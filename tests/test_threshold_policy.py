@@ -90,3 +90,22 @@ def test_policy_order_and_automatic_calibration(tmp_path: Path) -> None:
         assert "stale" in info.output
         updated = json.loads(runner.invoke(app, ["index", "update", "--gallery", g, "--json"]).stdout)
         assert updated["calibration"]["identities"] == 24
+
+
+def test_small_calibration_never_goes_below_the_conservative_default(tmp_path: Path, monkeypatch) -> None:
+    """Found by a new-user review: 22 non-mated searches cannot measure 1%; the calibration of a small
+    gallery lowered the threshold and named 4-10% of strangers."""
+    from search import threshold as policy
+
+    spec = replace(get_model_spec("dlib-resnet"), name=stamp(DIM)["name"], dim=DIM, input_size=0,
+                   preprocessing="test")
+    monkeypatch.setitem(policy.CONSERVATIVE, spec.name, [(1, 0.97), (1000, 0.99)])
+    x = unit_vectors(30, DIM, seed=2, clusters=10)
+    with registered(spec):
+        with Gallery.open_or_create(tmp_path / "g") as gal:
+            append_embedded_faces(gal, stamp(DIM), x, identities=[f"p{i % 10}" for i in range(30)])
+        result = runner.invoke(app, ["index", "build", "--gallery", str(tmp_path / "g"), "--json"])
+        calibration = json.loads(result.stdout)["calibration"]
+        assert calibration["nonmated_searches"] == 30 and calibration["threshold"] >= 0.97
+        info = json.loads(runner.invoke(app, ["info", "--gallery", str(tmp_path / "g"), "--json"]).stdout)
+        assert "raised to the conservative default" in info["threshold_source"]

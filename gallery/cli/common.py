@@ -48,8 +48,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def safe(value: object) -> str:
     """Text from the gallery (names, paths) as the terminal should show it: control characters (ANSI
-    escapes, carriage returns) removed and rich markup escaped. The stored value is untouched."""
-    text = "".join(ch for ch in str(value) if unicodedata.category(ch) != "Cc")
+    escapes, newlines, carriage returns) shown as inert escapes (`\\n`, `\\x1b`) that a person can
+    still read and type back, and rich markup escaped. The stored value is untouched."""
+    text = "".join(ch.encode("unicode_escape").decode() if unicodedata.category(ch) == "Cc" else ch
+                   for ch in str(value))
     return escape(text)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, out, safe
 
@@ -71,7 +71,8 @@ def identities_show(
     if as_json:
         print(json.dumps({"identity": name, "faces": [asdict(f) for f in faces]}))
         return
-    table = Table("face", "photo", "box", "score", "main", title=f"{safe(name)}: {len(faces)} faces")
+    table = Table("face", Column("photo", overflow="fold"), "box", "score", "main",
+                  title=f"{safe(name)}: {len(faces)} faces")
     for f in faces:
         table.add_row(str(f.face_id), safe(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "")
     out.print(table)
@@ -174,7 +175,11 @@ def faces_crop(
         record = g.face_records([face_id]).get(face_id)
     if record is None:
         raise NotInGallery(f"No live face with id {face_id} in this gallery.")
-    crop_face(record.photo, record.box, margin, size or None).save(output)
+    image = crop_face(record.photo, record.box, margin, size or None)
+    try:
+        image.save(output)
+    except ValueError:  # Pillow: no writer for that extension
+        fail(f"Cannot write a crop as '{output.suffix or output.name}': give -o a .jpg, .png or .webp path.")
     out.print(f"wrote {safe(str(output))} (face {face_id} of {safe(record.photo)})", highlight=False)
 
 
@@ -207,7 +212,7 @@ def labels_import(
 
     rows = read_label_rows(source)
     with Gallery.open(gallery) as g:
-        counts = g.apply_labels(rows)
+        counts = g.apply_labels(rows, source=str(source))
     _done(as_json, counts, f"{counts['relabeled']} faces relabeled, {counts['unlabeled']} made unlabeled")
 
 

@@ -24,6 +24,7 @@ from gallery.cli.common import (
     ThresholdOpt,
     WeightsOpt,
     err,
+    fail,
     note,
     out,
     safe,
@@ -38,10 +39,15 @@ CSV_FIELDS = [
     "x2",
     "y2",
     "det_score",
+    "is_main",
     "identity",
     "unknown",
     "score",
+    "threshold",
+    "threshold_source",
+    "mode",
     "candidates",
+    "warnings",
     "error",
     "detail",
 ]
@@ -70,6 +76,11 @@ def _csv_row(record: dict) -> dict:
         "x2": box[2],
         "y2": box[3],
         "det_score": face.get("det_score"),
+        "is_main": face.get("is_main"),
+        "threshold": record.get("threshold"),
+        "threshold_source": record.get("threshold_source"),
+        "mode": record.get("mode"),
+        "warnings": " | ".join(record.get("warnings") or []),
         "identity": record.get("identity"),
         "unknown": record.get("unknown"),
         "score": record.get("score"),
@@ -105,6 +116,9 @@ def register(app: GalleryTyper) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Who is this? Every face of each query photo, with its top-k identities and an open-set decision."""
+        if output is not None and output.suffix.lower() not in (".csv", ".jsonl", ".json"):
+            raise typer.BadParameter(f"{output}: write .csv or .jsonl (one JSON object per line)",
+                                     param_hint="--output")
         from search.searcher import Searcher
 
         searcher = Searcher(
@@ -112,6 +126,9 @@ def register(app: GalleryTyper) -> None:
         )
         try:
             photos = _expand_queries(queries)
+            if not photos:
+                fail(f"No photos found in {', '.join(map(str, queries))} "
+                     "(photo extensions: .jpg .jpeg .png .webp .bmp .tif .tiff).")
             records: list[dict] = []
             failed = 0
             with Progress(console=err, transient=True, disable=len(photos) < 2 or not err.is_terminal) as progress:

@@ -83,15 +83,18 @@ def make_label_fn(spec: str, source: Path) -> LabelFn:
     raise LabelSourceError(f"Unknown label source '{spec}': use folder, none or csv:FILE.")
 
 
-def read_label_rows(csv_path: Path) -> list[tuple[str, str | None]]:
+def read_label_rows(csv_path: Path) -> list[tuple[int, str, str | None]]:
     """Rows of a labels file for `gallery labels import`: (face id or photo path, identity or None).
 
     Two columns `key,identity`, or the three of `gallery labels export` (`face_id,path,identity`, where
     the face id is used). A header row is allowed; an empty identity means unlabeled. Parsing is strict:
     an unbalanced quote is an error with its line number, never a silently merged field."""
+    if csv_path.is_dir():
+        raise LabelSourceError(f"'{csv_path}' is a folder; give the labels CSV file.")
     if not csv_path.is_file():
         raise LabelSourceError(f"Label file not found: '{csv_path}'.")
-    rows: list[tuple[str, str | None]] = []
+    rows: list[tuple[int, str, str | None]] = []
+    first_line: dict[str, int] = {}
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh, strict=True)
@@ -106,9 +109,17 @@ def read_label_rows(csv_path: Path) -> list[tuple[str, str | None]]:
                         f"{csv_path}:{reader.line_num}: expected 'face id or path,identity' or "
                         f"'face_id,path,identity', got {row!r}"
                     )
-                rows.append((cells[0], cells[-1] or None))
+                if cells[0] in first_line:
+                    raise LabelSourceError(
+                        f"{csv_path}:{reader.line_num}: {cells[0]} is labeled again (first on line "
+                        f"{first_line[cells[0]]}); give each face one row. Nothing was changed."
+                    )
+                first_line[cells[0]] = reader.line_num
+                rows.append((reader.line_num, cells[0], cells[-1] or None))
     except csv.Error as exc:
         raise LabelSourceError(f"{csv_path}:{reader.line_num}: not valid CSV ({exc}); nothing was changed.") from None
     except UnicodeDecodeError as exc:
         raise LabelSourceError(f"{csv_path}: not UTF-8 text ({exc.reason}); save the CSV as UTF-8.") from None
+    if not rows:
+        raise LabelSourceError(f"{csv_path} holds no label rows (expected 'face id or path,identity').")
     return rows

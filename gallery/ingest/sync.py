@@ -28,7 +28,7 @@ class SyncSummary:
     changed: int = 0  # files whose size/mtime changed, read again
     removed: int = 0  # files gone from disk
     retried: int = 0  # files that had failed, read again
-    moved: int = 0  # photos found under a new path (renamed file or folder)
+    moved: int = 0  # files holding a photo the gallery had under another path (renamed file or folder)
     unchanged: int = 0
     faces_removed: int = 0  # faces of photos no file holds any more
     relabeled: int = 0  # main faces given the label of their new path
@@ -63,16 +63,22 @@ def sync(
             failed = [p for p, (_, _, _, status) in known.items() if status == "failed" and p in on_disk]
             retry = [p for p in failed if retry_failed or p in changed]
             gallery.forget_files(gone + retry)
-        summary.removed, summary.retried = len(gone), len(retry)
+        new_paths = [p for p in on_disk if p not in known]
+        summary.retried = len(retry)
         summary.changed = len([p for p in changed if p not in retry])
-        summary.added = len([p for p in on_disk if p not in known])
-        summary.unchanged = len(on_disk) - summary.added - summary.changed - summary.retried
+        summary.unchanged = len(on_disk) - len(new_paths) - summary.changed - summary.retried
         ingested: IngestSummary = Ingestor(root, gallery, opts).run(on_progress)
         summary.ingest = ingested.as_dict()
+        # a new path holding content the gallery had before is a move (or a copy), not a new photo;
+        # a vanished path whose photo is still held elsewhere was moved, not removed
+        after = gallery.files_under(str(root))
+        held = {image for _, _, image, _ in after.values() if image is not None}
+        summary.moved = sum(1 for p in new_paths if after.get(p, (0, 0, None, ""))[2] in before_images)
+        summary.added = len(new_paths) - summary.moved
+        summary.removed = sum(1 for p in gone if known[p][2] not in held)
         label_fn = make_label_fn(opts.labels, root)
         for image_id, path, main in gallery.moved_photos(before_images):
             gallery.move_photo(image_id, path)
-            summary.moved += 1
             label = label_fn(Path(path))
             record = gallery.face_records([main]).get(main) if main is not None else None
             if label and record is not None and record.identity != label:

@@ -113,6 +113,9 @@ class GalleryEdits:
         """Give faces an identity (created if new) or, with None, make them unlabeled."""
         with self.session() as s, s.begin():
             ids = _existing_faces(s, face_ids)
+            gone = list(s.scalars(select(Face.face_id).where(Face.face_id.in_(ids), Face.deleted.is_(True))))
+            if gone:
+                raise NotInGallery(f"Face {', '.join(map(str, gone[:10]))} is deleted or ignored: nothing to relabel.")
             identity_id = schema.get_or_create_identity(s, name.strip()) if name and name.strip() else None
             s.execute(update(Face).where(Face.face_id.in_(ids)).values(identity_id=identity_id))
             self._drop_empty_identities(s)
@@ -228,26 +231,29 @@ class GalleryEdits:
             return s.scalar(select(Face.face_id).where(Face.image_id == image_id, Face.is_main.is_(True),
                                                        Face.deleted.is_(False)))
 
-    def apply_labels(self, rows: list[tuple[str, str | None]]) -> dict[str, int]:
-        """Bulk relabel from (path or face id, identity or None) rows in one transaction.
+    def apply_labels(self, rows: list[tuple[int, str, str | None]], source: str = "labels") -> dict[str, int]:
+        """Bulk relabel from (line, path or face id, identity or None) rows in one transaction.
 
-        A row names a face id (digits) or a photo path (its main face). Returns counts: relabeled,
-        unlabeled, and unknown (rows naming nothing in the gallery, listed in the error if any)."""
+        A row names a face id (digits) or a photo path (its main face). All rows apply or none: a row
+        naming no live face of the gallery is an error with its line number. Returns counts."""
         targets: list[tuple[int, str | None]] = []
+        with self.session() as s:
+            live = set(s.scalars(select(Face.face_id).where(
+                Face.face_id.in_([int(k) for _, k, _ in rows if k.isdigit()]), Face.deleted.is_(False))))
         unknown: list[str] = []
-        for key, name in rows:
+        for line, key, name in rows:
             face_id = int(key) if key.isdigit() else self.main_face_of_path(key)
-            if face_id is None:
-                unknown.append(key)
+            if face_id is None or (key.isdigit() and face_id not in live):
+                unknown.append(f"{source}:{line}: {key!r}")
             else:
                 targets.append((face_id, name))
         if unknown:
             raise NotInGallery(
-                f"{len(unknown)} label rows name no face of this gallery, e.g. {unknown[:3]}: nothing was changed. "
-                "Rows need a face id or the path of an ingested photo (as `gallery labels export` writes them)."
+                f"{len(unknown)} label rows name no live face of this gallery ({'; '.join(unknown[:3])}): nothing "
+                "was changed. Rows need a face id or the path of an ingested photo (as `gallery labels export` "
+                "writes them)."
             )
         with self.session() as s, s.begin():
-            _existing_faces(s, [f for f, _ in targets])
             cache: dict[str, int] = {}
             for face_id, name in targets:
                 identity_id = schema.get_or_create_identity(s, name, cache) if name else None

@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, or_, select, text, update
 
 from gallery.errors import NotInGallery
 from gallery.store.edits import image_ids_at_paths
-from gallery.store.schema import ErasureLog, Face, Identity, Image, Run, Shard, SourceFile
+from gallery.store.schema import ErasureLog, Face, Identity, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import rewrite_shard_without, shard_face_ids
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def erase_rows(gallery: Gallery, selection: ErasureSelection, command: str) -> E
     """Delete the selection's rows from SQLite with secure_delete (one transaction), log that it
     happened, then checkpoint the WAL so no page keeps the old bytes."""
     with gallery.session() as s, s.begin():  # every connection runs with secure_delete (schema.py)
+        keep_high_water(s)
         image_ids: set[int] = set()
         face_ids: set[int] = set()
         identity_id = None

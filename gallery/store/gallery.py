@@ -96,6 +96,8 @@ class Gallery(GalleryQueries, GalleryEdits):
     @classmethod
     def open(cls, root: Path | str) -> Gallery:
         root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise GalleryNotFound(f"'{root}' is a file, not a gallery folder: give the folder holding {DB_NAME}.")
         if not is_gallery(root):
             raise GalleryNotFound(
                 f"No gallery at '{root}' (no {DB_NAME}). Create one with: gallery ingest PHOTOS --gallery {root}"

@@ -23,7 +23,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import DamagedData
-from gallery.store.schema import Face, Image, Run, Shard, SourceFile
+from gallery.store.schema import Face, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import SHARD_PREFIX, shard_face_ids
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
         names = {r.shard_id: r.filename for r in gallery.shard_rows()}
         for shard_id, problem in damaged.items():
             with gallery.session() as s, s.begin():
+                keep_high_water(s)
                 faces = list(s.scalars(select(Face.face_id).where(Face.shard_id == shard_id)))
                 if problem.startswith("holds") and "erased" in problem:
                     continue  # the rows are right; the file only needs the erasure finished

@@ -230,8 +230,34 @@ def set_meta(session: Session, key: str, value: Any) -> None:
 
 
 def max_face_id(session: Session) -> int:
-    """Highest vector id ever committed (deleted faces keep their ids, so ids are never reused)."""
-    return int(session.scalar(select(func.coalesce(func.max(Face.face_id), 0))) or 0)
+    """Highest face (vector) id ever committed: ids are never reused, not even after an erasure or a
+    repair removed the highest rows (see high_water)."""
+    return high_water(session, "face")
+
+
+_ID_COLUMNS = {"face": Face.face_id, "image": Image.image_id, "shard": Shard.shard_id}
+
+
+def high_water(session: Session, kind: str) -> int:
+    """The highest id of `kind` (face, image, shard) ever used: the table's maximum or the recorded
+    mark, whichever is higher. An index covers "ids up to N" and "shards up to S", so an id given out
+    again after its row was erased would be invisible to it."""
+    recorded = int((get_meta(session, "high_water") or {}).get(kind, 0))
+    current = int(session.scalar(select(func.coalesce(func.max(_ID_COLUMNS[kind]), 0))) or 0)
+    return max(recorded, current)
+
+
+def keep_high_water(session: Session) -> None:
+    """Before rows are deleted (erasure, repair): record the current maxima, so they are never reused."""
+    raise_high_water(session, **{kind: high_water(session, kind) for kind in _ID_COLUMNS})
+
+
+def raise_high_water(session: Session, **marks: int) -> None:
+    """Record that ids up to these marks were used (called in the transaction that commits them)."""
+    record = dict(get_meta(session, "high_water") or {})
+    for kind, value in marks.items():
+        record[kind] = max(int(record.get(kind, 0)), int(value))
+    set_meta(session, "high_water", record)
 
 
 def get_or_create_identity(session: Session, name: str, cache: dict[str, int] | None = None) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gallery.store import schema
@@ -72,8 +72,8 @@ class GalleryWriter:
             s.add(run)
             s.flush()
             self.run_id = int(run.run_id)
-            self._next_face_id = schema.max_face_id(s) + 1
-            self._next_image_id = int(s.scalar(select(func.coalesce(func.max(Image.image_id), 0)))) + 1
+            self._next_face_id = schema.high_water(s, "face") + 1
+            self._next_image_id = schema.high_water(s, "image") + 1
 
     # --- what is already there -----------------------------------------------------------------
 
@@ -172,7 +172,7 @@ class GalleryWriter:
         shard_row = None
         if p.faces:
             with self.gallery.session() as s:
-                shard_id = int(s.scalar(select(func.coalesce(func.max(Shard.shard_id), 0)))) + 1
+                shard_id = schema.high_water(s, "shard") + 1
             filename = shard_filename(shard_id)
             rows = ShardRows(
                 face_id=np.asarray([f["face_id"] for f in p.faces], np.int64),
@@ -205,6 +205,8 @@ class GalleryWriter:
                 s.execute(SourceFile.__table__.delete().where(SourceFile.path.in_(list(unique))))
                 s.execute(insert(SourceFile), list(unique.values()))
             s.execute(update(Run).where(Run.run_id == self.run_id).values(**counts))
+            schema.raise_high_water(s, face=self._next_face_id - 1, image=self._next_image_id - 1,
+                                    shard=shard_row["shard_id"] if shard_row else 0)
         self._pending = _Pending()
         return shard_row is not None
 
@@ -232,9 +234,10 @@ def append_embedded_faces(
     gallery.stamp_model(model_stamp)
     n = int(embeddings.shape[0])
     with gallery.session() as s, s.begin():
-        first = schema.max_face_id(s) + 1
-        first_image = int(s.scalar(select(func.coalesce(func.max(Image.image_id), 0)))) + 1
-        shard_id = int(s.scalar(select(func.coalesce(func.max(Shard.shard_id), 0)))) + 1
+        first = schema.high_water(s, "face") + 1
+        first_image = schema.high_water(s, "image") + 1
+        shard_id = schema.high_water(s, "shard") + 1
+        schema.raise_high_water(s, face=first + n - 1, image=first_image + n - 1, shard=shard_id)
         ident_ids: list[int | None] = [None] * n
         if identities is not None:
             names = sorted({i for i in identities if i is not None})
