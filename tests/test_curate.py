@@ -96,14 +96,16 @@ def test_ignore_crop_and_labels_round_trip(gallery, tmp_path: Path) -> None:
     with Gallery.open(root) as gal:
         assert gal.live_face_count() == 38
     crop = tmp_path / "face.png"
-    result = runner.invoke(app, ["faces", "crop", "5", "--gallery", g, "-o", str(crop), "--size", "64"])
+    result = runner.invoke(app, ["faces", "crop", "5", "--gallery", g, "-o", str(crop), "--size", "64", "--json"])
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"face_id": 5, "photo": str(tmp_path / "photos" / "5.jpg"),
+                                         "output": str(crop), "size": [64, 64]}
     assert Image.open(crop).size == (64, 64)
     gone = runner.invoke(app, ["faces", "crop", "1", "--gallery", g, "-o", str(crop)])
     assert gone.exit_code == 2 and "No live face with id 1" in gone.output
 
     exported = tmp_path / "labels.csv"
-    assert runner.invoke(app, ["labels", "export", str(exported), "--gallery", g]).exit_code == 0
+    assert cli("labels", "export", str(exported), "--gallery", g) == {"faces": 38, "output": str(exported)}
     rows = list(csv.reader(exported.open()))
     assert rows[0] == ["face_id", "path", "identity"] and len(rows) == 39
     # rename everyone called "bob" in the file, unlabel one face, and import it back

@@ -165,6 +165,7 @@ def faces_crop(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the crop (.jpg, .png).")],
     margin: Annotated[float, typer.Option(help="Margin around the box, as a share of its size.", min=0, max=2)] = 0.4,
     size: Annotated[int, typer.Option(help="Side of the square crop in pixels (0 = native).", min=0)] = 256,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the face cut from its original photo, with a margin, to judge a label by eye."""
     from gallery.errors import NotInGallery
@@ -180,12 +181,13 @@ def faces_crop(
         image.save(output)
     except ValueError:  # Pillow: no writer for that extension
         fail(f"Cannot write a crop as '{output.suffix or output.name}': give -o a .jpg, .png or .webp path.")
-    out.print(f"wrote {safe(str(output))} (face {face_id} of {safe(record.photo)})", highlight=False)
+    _done(as_json, {"face_id": face_id, "photo": record.photo, "output": str(output), "size": list(image.size)},
+          f"wrote {output} (face {face_id} of {record.photo})")
 
 
 @labels_app.command("export")
 def labels_export(
-    output: Annotated[Path, typer.Argument(help="CSV file to write.")], gallery: GalleryOpt
+    output: Annotated[Path, typer.Argument(help="CSV file to write.")], gallery: GalleryOpt, as_json: JsonOpt = False
 ) -> None:
     """Write `face_id,path,identity` for every live face (identity empty when unlabeled)."""
     from gallery.store import Gallery
@@ -196,7 +198,7 @@ def labels_export(
         writer = csv.writer(fh)
         writer.writerow(["face_id", "path", "identity"])
         writer.writerows([f.face_id, f.photo, f.identity or ""] for f in faces)
-    out.print(f"wrote {len(faces)} faces to {safe(str(output))}", highlight=False)
+    _done(as_json, {"faces": len(faces), "output": str(output)}, f"wrote {len(faces)} faces to {output}")
 
 
 @labels_app.command("import")
