@@ -54,12 +54,14 @@ class PhotoReader:
         max_side: int,
         window: int,
         max_file_bytes: int = MAX_FILE_BYTES,
+        scanned: list[FoundFile] | None = None,
     ) -> None:
         self.source = source
         self.known_files = known_files
         self.workers = default_workers() if workers is None else workers
         self.max_side = max_side
         self.max_file_bytes = max_file_bytes
+        self.scanned = scanned  # files a caller already found (sync): not scanned again
         self.window = max(window, 4 * self.workers)
         self.files_seen = 0
         self.skipped = 0
@@ -77,7 +79,7 @@ class PhotoReader:
                 else:
                     yield f
 
-        for found in scan_photos(self.source):
+        for found in self.scanned if self.scanned is not None else scan_photos(self.source):
             self.files_seen += 1
             chunk.append(found)
             if len(chunk) >= RESUME_CHUNK:

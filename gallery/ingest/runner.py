@@ -18,6 +18,7 @@ from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto
 from gallery.faces.models import model_for_gallery
 from gallery.ingest.labels import make_label_fn
 from gallery.ingest.reader import PhotoReader
+from gallery.ingest.scan import FoundFile
 from gallery.progress import ProgressFn, report
 from gallery.store import FileRecord, Gallery, GalleryWriter
 
@@ -76,7 +77,8 @@ class IngestSummary:
 class Ingestor:
     """Runs one ingest of a source folder into a gallery. Construct, then call `run()`."""
 
-    def __init__(self, source: Path, gallery: Gallery, options: IngestOptions) -> None:
+    def __init__(self, source: Path, gallery: Gallery, options: IngestOptions,
+                 scanned: list[FoundFile] | None = None) -> None:
         # Absolute: resumes match files whatever the working directory, and stored paths stay valid.
         self.source = Path(source).resolve()
         if not self.source.exists():
@@ -93,6 +95,7 @@ class Ingestor:
                                      warning=self.spec.warning)
         self._seen_hashes: dict[str, int] = {}  # sha256 -> image_id, this run, committed or not
         self._write_seconds = 0.0
+        self._scanned = scanned
 
     def run(self, on_progress: ProgressFn | None = None) -> IngestSummary:
         o = self.options
@@ -103,7 +106,7 @@ class Ingestor:
                 self._load_pipeline()  # a new gallery: missing weights are said before it is stamped
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
             reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size,
-                                 o.max_file_size)
+                                 o.max_file_size, self._scanned)
             status = "interrupted"
             last_commit = time.monotonic()
             try:

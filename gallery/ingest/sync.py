@@ -54,7 +54,8 @@ def sync(
     summary = SyncSummary()
     gallery = Gallery.open_or_create(gallery_dir)
     try:
-        on_disk = {str(f.path): (f.size, f.mtime_ns) for f in scan_photos(root)}
+        scanned = list(scan_photos(root))  # one scan serves the diff and the ingest
+        on_disk = {str(f.path): (f.size, f.mtime_ns) for f in scanned}
         with gallery.writer_lock():
             known = gallery.files_under(str(root))
             before_images = {image for _, _, image, _ in known.values() if image is not None}
@@ -67,7 +68,7 @@ def sync(
         summary.retried = len(retry)
         summary.changed = len([p for p in changed if p not in retry])
         summary.unchanged = len(on_disk) - len(new_paths) - summary.changed - summary.retried
-        ingested: IngestSummary = Ingestor(root, gallery, opts).run(on_progress)
+        ingested: IngestSummary = Ingestor(root, gallery, opts, scanned).run(on_progress)
         summary.ingest = ingested.as_dict()
         # a new path holding content the gallery had before is a move (or a copy), not a new photo;
         # a vanished path whose photo is still held elsewhere was moved, not removed
