@@ -75,7 +75,7 @@ def calibrate(
         mated_searches=loo.mated,
         nonmated_searches=loo.probes,
         identities=loo.identities,
-        labeled_faces=len(searcher.gallery.labeled_faces()),
+        labeled_faces=searcher.gallery.labeled_counts().faces,
         applied=apply,
         genuine_scores=_summary(loo.genuine),
         impostor_scores=_summary(np.sort(loo.impostor)[::-1]),

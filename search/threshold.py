@@ -91,7 +91,7 @@ def resolve_threshold(
             spec = get_model_spec(stamp["name"])
         except GalleryError:
             return None, f"none known for model '{stamp['name']}' (pass --threshold)"
-        identities = gallery.labeled_identity_count()
+        identities = gallery.labeled_counts().identities
         if identities:
             return conservative_threshold(spec, identities)
     if spec is None:
@@ -113,15 +113,11 @@ class CalibrationStatus:
 def calibration_status(gallery: Gallery) -> CalibrationStatus:
     record = gallery.calibrated_threshold() or {}
     report = record.get("report") or {}
-    labeled = gallery.labeled_faces()
-    counts: dict[str, int] = {}
-    for name in labeled.identities:
-        counts[name] = counts.get(name, 0) + 1  # type: ignore[index]
-    mated = sum(1 for c in counts.values() if c >= 2)
+    counts = gallery.labeled_counts()
     at = report.get("labeled_faces")
-    stale = bool(record) and at is not None and len(labeled) >= STALE_GROWTH * max(1, at)
-    return CalibrationStatus(record.get("calibrated_at"), report.get("identities"), at, len(labeled), mated,
-                             stale, mated >= MIN_CALIBRATION_IDENTITIES)
+    stale = bool(record) and at is not None and counts.faces >= STALE_GROWTH * max(1, at)
+    return CalibrationStatus(record.get("calibrated_at"), report.get("identities"), at, counts.faces,
+                             counts.mated_identities, stale, counts.mated_identities >= MIN_CALIBRATION_IDENTITIES)
 
 
 def needs_calibration(status: CalibrationStatus) -> bool:

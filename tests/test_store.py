@@ -31,6 +31,8 @@ def test_append_and_read_back_through_queries(tmp_path: Path) -> None:
             g.read_embeddings([999])
         labeled = g.labeled_faces()
         assert len(labeled) == 25 and None not in labeled.identities
+        counts = g.labeled_counts()
+        assert (counts.faces, counts.identities, counts.mated_identities) == (25, 2, 2)
         records = g.face_records({1, 16, 30})
         assert records[1].identity == "ann" and records[16].identity is None and records[30].identity == "bob"
         assert records[1].photo.endswith("/1.jpg") and len(records[1].box) == 4

@@ -53,18 +53,6 @@ CSV_FIELDS = [
 ]
 
 
-def _expand_queries(queries: list[Path]) -> list[Path]:
-    from gallery.ingest.scan import scan_photos
-
-    photos: list[Path] = []
-    for q in queries:
-        if q.is_dir():
-            photos.extend(f.path for f in scan_photos(q))
-        else:
-            photos.append(q)  # a missing file is answered with an error record, not a crash
-    return photos
-
-
 def _csv_row(record: dict) -> dict:
     face = record.get("face") or {}
     box = face.get("box") or [None] * 4
@@ -119,13 +107,14 @@ def register(app: GalleryTyper) -> None:
         if output is not None and output.suffix.lower() not in (".csv", ".jsonl", ".json"):
             raise typer.BadParameter(f"{output}: write .csv or .jsonl (one JSON object per line)",
                                      param_hint="--output")
+        from gallery.ingest.scan import expand_photo_args
         from search.searcher import Searcher
 
         searcher = Searcher(
             gallery, k=k, nprobe=nprobe, threshold=threshold, aggregation=aggregation, device=device, weights=weights
         )
         try:
-            photos = _expand_queries(queries)
+            photos = expand_photo_args(queries)
             if not photos:
                 fail(f"No photos found in {', '.join(map(str, queries))} "
                      "(photo extensions: .jpg .jpeg .png .webp .bmp .tif .tiff).")

@@ -21,6 +21,18 @@ def is_photo(path: Path) -> bool:
     return path.suffix.lower() in PHOTO_EXTENSIONS
 
 
+def expand_photo_args(paths: list[Path]) -> list[Path]:
+    """Photos named on a command line: folders are scanned, anything else is kept as given (a missing
+    or special file is answered with an error record by whoever reads it, not dropped here)."""
+    photos: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            photos.extend(f.path for f in scan_photos(p))
+        else:
+            photos.append(p)
+    return photos
+
+
 def scan_photos(source: Path) -> Iterator[FoundFile]:
     """Yield photo files in a stable (sorted) order.
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Integer, func, select
+from sqlalchemy import Integer, case, func, select
 
 from gallery.errors import DamagedData
 from gallery.store.schema import Face, Identity, Image, Shard
@@ -56,6 +56,13 @@ class FaceRecord:
     photo: str
     box: list[float]
     image_id: int
+
+
+@dataclass(frozen=True)
+class LabeledCounts:
+    faces: int  # live faces with an identity label
+    identities: int  # identities with at least one live face
+    mated_identities: int  # identities with two or more live faces (a mate for leave-one-out)
 
 
 @dataclass
@@ -271,16 +278,21 @@ class GalleryQueries:
         """Live faces that carry an identity label (calibration and identification benchmarks)."""
         return self.live_faces(labeled_only=True)
 
-    def labeled_identity_count(self) -> int:
+    def labeled_counts(self) -> LabeledCounts:
+        """How much labeled data the gallery has, counted in SQLite (one aggregate query, whatever the
+        gallery's size): live labeled faces, identities, and identities with two or more faces."""
         with self.session() as s:
-            return int(
-                s.scalar(
-                    select(func.count(func.distinct(Face.identity_id))).where(
-                        Face.deleted.is_(False), Face.identity_id.is_not(None)
-                    )
-                )
-                or 0
+            per_identity = (
+                select(func.count().label("n"))
+                .where(Face.deleted.is_(False), Face.identity_id.is_not(None))
+                .group_by(Face.identity_id)
+                .subquery()
             )
+            faces, identities, mated = s.execute(
+                select(func.coalesce(func.sum(per_identity.c.n), 0), func.count(),
+                       func.coalesce(func.sum(case((per_identity.c.n >= 2, 1), else_=0)), 0))
+            ).one()
+        return LabeledCounts(int(faces), int(identities), int(mated))
 
     def face_records(self, face_ids: set[int] | list[int]) -> dict[int, FaceRecord]:
         """face_id → FaceRecord for live faces (deleted ones are left out)."""

@@ -91,15 +91,9 @@ def _photo_queries(gallery: Gallery, photos: Sequence[Path]) -> tuple[np.ndarray
     gallery and query vectors must come from the same code."""
     from gallery.faces.models import model_for_gallery
     from gallery.faces.pipeline import FacePipeline
-    from gallery.ingest.scan import scan_photos
+    from gallery.ingest.scan import expand_photo_args
 
-    files: list[Path] = []
-    for p in photos:
-        p = Path(p)
-        if p.is_dir():
-            files.extend(f.path for f in scan_photos(p))
-        else:
-            files.append(p)
+    files = expand_photo_args(list(photos))
     pipeline = FacePipeline(model_for_gallery(gallery.model_stamp), device="auto")
     vectors, used, skipped = [], [], []
     for photo in files:
