@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from gallery.cli import bench, curate, info, ingest, search
+from gallery.cli import bench, cluster, curate, info, ingest, search
 from gallery.cli.common import GalleryTyper
 from gallery.cli.index import index_app
 
@@ -39,6 +39,7 @@ ingest.register(app)
 ingest.register_sync(app)
 info.register(app)
 curate.register(app)
+cluster.register(app)
 search.register(app)
 bench.register(app)
 app.add_typer(index_app, name="index")

@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import delete, func, or_, select, text, update
 
 from gallery.errors import NotInGallery
+from gallery.store.clusters import forget_faces_in_clusters
 from gallery.store.edits import image_ids_at_paths
 from gallery.store.schema import ErasureLog, Face, Identity, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import rewrite_shard_without, shard_face_ids
@@ -82,6 +83,7 @@ def erase_rows(gallery: Gallery, selection: ErasureSelection, command: str) -> E
         image_ids |= touched - remaining
         paths = set(s.scalars(select(SourceFile.path).where(SourceFile.image_id.in_(image_ids))))
         paths |= set(s.scalars(select(Image.path).where(Image.image_id.in_(image_ids))))
+        forget_faces_in_clusters(s, face_ids)
         s.execute(delete(Face).where(Face.face_id.in_(face_ids)))
         s.execute(delete(SourceFile).where(SourceFile.image_id.in_(image_ids)))
         s.execute(delete(Image).where(Image.image_id.in_(image_ids)))

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from gallery.errors import DamagedData, GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
 from gallery.store import schema
+from gallery.store.clusters import GalleryClusters
 from gallery.store.edits import GalleryEdits
 from gallery.store.queries import GalleryQueries
 from gallery.store.schema import Face, Identity, Image, IndexBuild, Shard, SourceFile
@@ -76,7 +77,7 @@ def is_gallery(root: Path | str) -> bool:
     return (Path(root) / DB_NAME).is_file()
 
 
-class Gallery(GalleryQueries, GalleryEdits):
+class Gallery(GalleryQueries, GalleryEdits, GalleryClusters):
     """A gallery folder. Use `Gallery.open` for an existing one, `Gallery.open_or_create` to ingest."""
 
     def __init__(self, root: Path) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import DamagedData
+from gallery.store.clusters import forget_faces_in_clusters
 from gallery.store.schema import Face, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import SHARD_PREFIX, shard_face_ids
 
@@ -129,6 +130,7 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
                 if problem.startswith("holds") and "erased" in problem:
                     continue  # the rows are right; the file only needs the erasure finished
                 images = set(s.scalars(select(Face.image_id).where(Face.shard_id == shard_id)))
+                forget_faces_in_clusters(s, faces)
                 s.execute(delete(Face).where(Face.shard_id == shard_id))
                 # the photos' file records go, so that the next ingest reads them again
                 s.execute(delete(SourceFile).where(SourceFile.image_id.in_(images)))

@@ -29,11 +29,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 3
-# version -> SQL that brings a gallery of that version to the next one (run in one transaction)
+SCHEMA_VERSION = 4
+# version -> SQL that brings a gallery of that version to the next one (run in one transaction);
+# tables that are new in a version need no statement: create_all adds them after the migration
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE faces ADD COLUMN ignored BOOLEAN NOT NULL DEFAULT 0"],
     2: ["ALTER TABLE shards ADD COLUMN sha256 VARCHAR(64)"],  # NULL: written before checksums (unverified)
+    3: [],  # clusters, face_clusters, cluster_rejections, api_keys
 }
 
 
@@ -154,6 +156,49 @@ class ErasureLog(Base):
     shards_rewritten: Mapped[int] = mapped_column(Integer)
 
 
+class Cluster(Base):
+    """A candidate person found by `gallery cluster`: faces that are one person, to review and name."""
+
+    __tablename__ = "clusters"
+    cluster_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    representative_face_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # No name column: a cluster's name is the identity its faces carry (naming labels them), so
+    # renames, merges and relabels of faces need no second bookkeeping and a re-clustering keeps names.
+    parent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the cluster it was split from
+
+
+class FaceCluster(Base):
+    """Which cluster a face is in. A row with cluster_id NULL: the face was clustered and is alone;
+    a face without a row is new since the last clustering."""
+
+    __tablename__ = "face_clusters"
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.face_id"), primary_key=True, autoincrement=False)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.cluster_id"), nullable=True, index=True)
+
+
+class ClusterRejection(Base):
+    """A face a person took out of a cluster: no later clustering puts it back into that cluster."""
+
+    __tablename__ = "cluster_rejections"
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.face_id"), primary_key=True, autoincrement=False)
+    cluster_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+
+
+class ApiKey(Base):
+    """A key for `gallery serve`: only its SHA-256 is stored (keys are random 256-bit tokens)."""
+
+    __tablename__ = "api_keys"
+    key_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    prefix: Mapped[str] = mapped_column(String)  # the key's first characters, to tell keys apart in lists
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    scopes: Mapped[str] = mapped_column(String)  # space-separated: search enrol admin
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class IndexBuild(Base):
     """A FAISS index build or update over the shards (the JSON manifest is kept beside the index file)."""
 
@@ -235,7 +280,7 @@ def max_face_id(session: Session) -> int:
     return high_water(session, "face")
 
 
-_ID_COLUMNS = {"face": Face.face_id, "image": Image.image_id, "shard": Shard.shard_id}
+_ID_COLUMNS = {"face": Face.face_id, "image": Image.image_id, "shard": Shard.shard_id, "cluster": Cluster.cluster_id}
 
 
 def high_water(session: Session, kind: str) -> int:

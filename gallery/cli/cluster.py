@@ -1,0 +1,181 @@
+"""`gallery cluster` and `gallery clusters ...`: find the people in an unlabeled archive, review, name.
+
+Thin layers over search.cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Column, Table
+
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, finite_threshold, note, out, safe
+
+clusters_app = GalleryTyper(help="Review the clusters `gallery cluster` found: list, show, name, split, reject.")
+
+ClusterArg = Annotated[int, typer.Argument(help="Cluster id (see `gallery clusters`).")]
+Similarity = Annotated[float | None, typer.Option(
+    help="Cosine two single faces of one person must reach (default: the gallery's setting, else the model's "
+         "measured default).", callback=finite_threshold, show_default=False)]
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data))
+
+
+@clusters_app.callback(invoke_without_command=True)
+def clusters_list(
+    ctx: typer.Context,
+    gallery: Annotated[Path | None, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 20,
+    min_size: Annotated[int, typer.Option(help="Only clusters of at least this many faces.", min=1)] = 2,
+    suggest: Annotated[bool, typer.Option(help="Suggest the nearest labeled person for unnamed clusters.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Clusters, largest first: size, name (or a suggested one), representative photo."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if gallery is None:
+        fail("Missing option '--gallery' / '-g'.")
+    from search.cluster import list_clusters
+
+    rows = list_clusters(gallery, min_size=min_size, limit=limit, suggest=suggest)
+    if as_json:
+        _print_json([r.as_dict() for r in rows])
+        return
+    if not rows:
+        note(f"No clusters yet: run gallery cluster --gallery {gallery}")
+        return
+    table = Table("cluster", "faces", "name", "suggestion", Column("representative photo", overflow="fold"),
+                  title=f"{len(rows)} clusters (largest first)")
+    for r in rows:
+        hint = f"{safe(r.suggestion['identity'])} ({r.suggestion['score']:.3f})" if r.suggestion else ""
+        table.add_row(str(r.cluster), str(r.size), safe(r.name or "-"), hint, safe(r.representative_photo or ""))
+    out.print(table)
+
+
+@clusters_app.command("show")
+def clusters_show(
+    cluster: ClusterArg,
+    gallery: GalleryOpt,
+    sheet: Annotated[Path | None, typer.Option(help="Also write a contact sheet of its face crops (.jpg/.png).",
+                                               show_default=False)] = None,
+    max_faces: Annotated[int, typer.Option(help="Faces on the contact sheet at most.", min=1)] = 64,
+    as_json: JsonOpt = False,
+) -> None:
+    """The faces of one cluster (face id, photo, box, label); --sheet draws them for a glance."""
+    from search.cluster import contact_sheet, show_cluster
+
+    detail = show_cluster(gallery, cluster)
+    written = contact_sheet(gallery, cluster, sheet, max_faces=max_faces) if sheet is not None else None
+    if as_json:
+        _print_json({**detail.as_dict(), "sheet": str(written) if written else None})
+        return
+    title = f"cluster {cluster}: {detail.size} faces" + (f", named {safe(detail.name)}" if detail.name else "")
+    if detail.suggestion:
+        title += f", looks like {safe(detail.suggestion['identity'])} ({detail.suggestion['score']:.3f})"
+    table = Table("face", Column("photo", overflow="fold"), "box", "identity", title=title)
+    for f in detail.faces:
+        table.add_row(str(f["face_id"]), safe(f["photo"]), str(f["box"]), safe(f["identity"] or ""))
+    out.print(table)
+    if written:
+        note(f"contact sheet: {written}")
+
+
+@clusters_app.command("name")
+def clusters_name(cluster: ClusterArg, name: Annotated[str, typer.Argument(help="The person's name.")],
+                  gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    """Give all the cluster's faces a name (an existing name merges the cluster into that person)."""
+    from search.cluster import name_cluster
+
+    result = name_cluster(gallery, cluster, name)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    how = "merged into the existing" if result.merged else "named"
+    out.print(safe(f"cluster {cluster}: {result.faces_labeled} faces {how} '{result.name}'"), highlight=False)
+
+
+@clusters_app.command("split")
+def clusters_split(cluster: ClusterArg, gallery: GalleryOpt, threshold: Similarity = None,
+                   as_json: JsonOpt = False) -> None:
+    """Cluster one cluster again with a stricter setting; its parts become new clusters."""
+    from search.cluster import split_cluster
+
+    result = split_cluster(gallery, cluster, threshold=threshold)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    if not result.into and not result.unclustered:
+        out.print(f"cluster {cluster} stays one cluster at threshold {result.threshold:.3f} "
+                  "(give a higher --threshold to split harder)")
+        return
+    parts = ", ".join(f"{p['cluster']} ({p['size']} faces)" for p in result.into) or "no cluster"
+    out.print(f"cluster {cluster} split at threshold {result.threshold:.3f} into {parts}; "
+              f"{result.unclustered} faces left alone")
+
+
+@clusters_app.command("reject")
+def clusters_reject(
+    cluster: ClusterArg,
+    face_ids: Annotated[list[int], typer.Argument(help="Faces that are not this person.", min=1)],
+    gallery: GalleryOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Take faces out of a cluster: they become unclustered and never rejoin it."""
+    from search.cluster import reject_faces
+
+    result = reject_faces(gallery, cluster, face_ids)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    out.print(f"cluster {cluster}: {result.rejected} faces taken out")
+
+
+def register(app: GalleryTyper) -> None:
+    app.add_typer(clusters_app, name="clusters")
+
+    @app.command("cluster")
+    def cluster(
+        gallery: GalleryOpt,
+        rebuild: Annotated[bool, typer.Option("--rebuild", help="Cluster every face again from scratch "
+                                              "(names stay: they are on the faces).", metavar="")] = False,
+        include_labeled: Annotated[bool | None, typer.Option(
+            "--include-labeled/--unlabeled-only", help="Also cluster faces that already have a name.",
+            show_default=False)] = None,
+        threshold: Similarity = None,
+        floor: Annotated[float | None, typer.Option(
+            help="Mean cosine two large clusters need to merge (default: keeps the model's gap below "
+                 "--threshold).", callback=finite_threshold, show_default=False)] = None,
+        k: Annotated[int | None, typer.Option(help="Neighbours per face in the graph (default 30).", min=1,
+                                              show_default=False)] = None,
+        method: Annotated[str | None, typer.Option(help="average (default), single or core.",
+                                                   show_default=False)] = None,
+        as_json: JsonOpt = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.", metavar="")] = False,
+    ) -> None:
+        """Group faces into candidate people: the first run clusters every face, later runs add new faces
+        to the clusters (named ones keep their names and pass them on)."""
+        from search.cluster import cluster_gallery
+
+        def progress(event: object) -> None:
+            if not quiet and not as_json:
+                note(f"{event.stage}: {event.total:,} {event.message}")  # type: ignore[attr-defined]
+
+        result = cluster_gallery(gallery, rebuild=rebuild, include_labeled=include_labeled, threshold=threshold,
+                                 floor=floor, k=k, method=method, progress=progress)
+        if as_json:
+            _print_json(result.as_dict())
+            return
+        if result.incremental and not result.new_faces:
+            out.print("no new faces since the last clustering (to start over: --rebuild)")
+            return
+        what = (f"added {result.new_faces:,} new faces: {result.joined:,} joined existing clusters "
+                f"({result.named_joined:,} took a cluster's name), {result.new_clusters:,} new clusters"
+                if result.incremental else f"clustered {result.faces:,} faces")
+        out.print(f"{what}; {result.clusters:,} clusters hold {result.clustered_faces:,} faces, "
+                  f"{result.singletons:,} faces alone ({result.seconds:.1f} s)")
+        note(f"next: gallery clusters --gallery {gallery}")

@@ -1,0 +1,238 @@
+"""Clusters in SQLite: which face is in which candidate person, rejections, and naming.
+
+A cluster's name is not stored: it is the identity its faces carry (naming a cluster labels its faces),
+so renames, merges and relabels need no second bookkeeping and a re-clustering keeps the names.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from gallery.errors import GalleryError, NotInGallery
+from gallery.store import schema
+from gallery.store.schema import Cluster, ClusterRejection, Face, FaceCluster, Identity
+
+NEW = -2  # a live face no clustering has seen yet
+ALONE = -1  # clustered, in no cluster
+
+
+@dataclass
+class ClusteringFaces:
+    """Live faces a clustering works on, in id order."""
+
+    face_ids: np.ndarray  # (n,) int64
+    cluster_ids: np.ndarray  # (n,) int64: a cluster id, ALONE or NEW
+    identity_ids: np.ndarray  # (n,) int64: -1 when unlabeled
+
+
+@dataclass(frozen=True)
+class ClusterRow:
+    cluster_id: int
+    size: int  # live faces
+    representative_face_id: int | None
+    name: str | None  # the identity most of its faces carry (None: unnamed)
+    named_faces: int  # how many of its faces carry that name
+
+
+@dataclass(frozen=True)
+class NewCluster:
+    face_ids: list[int]
+    representative_face_id: int
+    parent_id: int | None = None
+
+
+def forget_faces_in_clusters(s: Session, face_ids: Any) -> None:
+    """Before face rows are deleted (erasure, repair): their cluster rows go first."""
+    ids = [int(i) for i in face_ids]
+    for start in range(0, len(ids), 30_000):
+        part = ids[start:start + 30_000]
+        s.execute(delete(FaceCluster).where(FaceCluster.face_id.in_(part)))
+        s.execute(delete(ClusterRejection).where(ClusterRejection.face_id.in_(part)))
+    GalleryClusters._drop_empty_clusters(s)
+
+
+class GalleryClusters:
+    """Mixin of Gallery: the cluster tables."""
+
+    def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - provided by Gallery
+        raise NotImplementedError
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def clustering_faces(self) -> ClusteringFaces:
+        with self.session() as s:
+            rows = s.execute(
+                select(Face.face_id, FaceCluster.face_id, FaceCluster.cluster_id, Face.identity_id)
+                .outerjoin(FaceCluster, FaceCluster.face_id == Face.face_id)
+                .where(Face.deleted.is_(False))
+                .order_by(Face.face_id)
+            ).all()
+        n = len(rows)
+        face_ids = np.fromiter((r[0] for r in rows), np.int64, n)
+        cluster_ids = np.fromiter(
+            (NEW if r[1] is None else (ALONE if r[2] is None else r[2]) for r in rows), np.int64, n
+        )
+        identity_ids = np.fromiter((-1 if r[3] is None else r[3] for r in rows), np.int64, n)
+        return ClusteringFaces(face_ids, cluster_ids, identity_ids)
+
+    def clustering_settings(self) -> dict | None:
+        """The parameters and model of the last full clustering (None: never clustered)."""
+        with self.session() as s:
+            return schema.get_meta(s, "clustering")
+
+    def cluster_rows(self, cluster_ids: list[int] | None = None, min_size: int = 1) -> list[ClusterRow]:
+        """Clusters with their live sizes and names, largest first."""
+        with self.session() as s:
+            q = (
+                select(FaceCluster.cluster_id, Face.identity_id, func.count())
+                .join(Face, Face.face_id == FaceCluster.face_id)
+                .where(Face.deleted.is_(False), FaceCluster.cluster_id.is_not(None))
+                .group_by(FaceCluster.cluster_id, Face.identity_id)
+            )
+            if cluster_ids is not None:
+                q = q.where(FaceCluster.cluster_id.in_(cluster_ids))
+            sizes: Counter[int] = Counter()
+            named: dict[int, Counter] = {}
+            for cid, identity_id, n in s.execute(q):
+                sizes[cid] += n
+                if identity_id is not None:
+                    named.setdefault(cid, Counter())[identity_id] += n
+            reps = dict(s.execute(select(Cluster.cluster_id, Cluster.representative_face_id)
+                                  .where(Cluster.cluster_id.in_(list(sizes)))).all()) if sizes else {}
+            names = dict(s.execute(select(Identity.identity_id, Identity.name)).all()) if named else {}
+        out = []
+        for cid, size in sizes.items():
+            if size < min_size:
+                continue
+            top = named.get(cid, Counter()).most_common(1)
+            name, n_named = (names.get(top[0][0]), top[0][1]) if top else (None, 0)
+            out.append(ClusterRow(int(cid), int(size), reps.get(cid), name, int(n_named)))
+        out.sort(key=lambda r: (-r.size, r.cluster_id))
+        return out
+
+    def cluster_face_ids(self, cluster_id: int) -> list[int]:
+        """Live faces of a cluster (NotInGallery when there is no such cluster)."""
+        with self.session() as s:
+            if s.get(Cluster, cluster_id) is None:
+                raise NotInGallery(f"No cluster {cluster_id} in this gallery (see `gallery clusters`).")
+            return list(s.scalars(
+                select(FaceCluster.face_id).join(Face, Face.face_id == FaceCluster.face_id)
+                .where(FaceCluster.cluster_id == cluster_id, Face.deleted.is_(False)).order_by(FaceCluster.face_id)
+            ))
+
+    def cluster_rejections(self) -> set[tuple[int, int]]:
+        with self.session() as s:
+            return {(int(f), int(c)) for f, c in s.execute(select(ClusterRejection.face_id,
+                                                                  ClusterRejection.cluster_id))}
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def save_clustering(
+        self,
+        new_clusters: list[NewCluster],
+        joins: dict[int, list[int]],
+        alone: list[int],
+        settings: dict | None = None,
+        rebuild: bool = False,
+        labels: dict[int, list[int]] | None = None,
+        representatives: dict[int, int] | None = None,
+    ) -> list[int]:
+        """Record a clustering in one transaction; returns the ids given to `new_clusters`.
+
+        joins: existing cluster id -> faces that join it; alone: faces clustered into no cluster;
+        labels: identity id -> faces that take it (faces that joined a named cluster);
+        rebuild: forget every earlier assignment first (rejections stay).
+        """
+        with self.session() as s, s.begin():
+            if rebuild:
+                s.execute(delete(FaceCluster))
+                s.execute(delete(Cluster))
+            next_id = schema.high_water(s, "cluster") + 1
+            ids = list(range(next_id, next_id + len(new_clusters)))
+            now = time.time()
+            if new_clusters:
+                s.execute(insert(Cluster), [
+                    {"cluster_id": cid, "created_at": now, "representative_face_id": c.representative_face_id,
+                     "parent_id": c.parent_id} for cid, c in zip(ids, new_clusters)])
+                schema.raise_high_water(s, cluster=ids[-1])
+            rows = [(f, cid) for cid, c in zip(ids, new_clusters) for f in c.face_ids]
+            rows += [(f, cid) for cid, faces in joins.items() for f in faces]
+            rows += [(f, None) for f in alone]
+            for start in range(0, len(rows), 50_000):
+                part = rows[start:start + 50_000]
+                s.execute(delete(FaceCluster).where(FaceCluster.face_id.in_([f for f, _ in part])))
+                s.execute(insert(FaceCluster), [{"face_id": int(f), "cluster_id": c} for f, c in part])
+            for cid, rep in (representatives or {}).items():
+                s.execute(update(Cluster).where(Cluster.cluster_id == cid).values(representative_face_id=rep))
+            for identity_id, faces in (labels or {}).items():
+                s.execute(update(Face).where(Face.face_id.in_(faces), Face.identity_id.is_(None))
+                          .values(identity_id=identity_id))
+            if settings is not None:
+                schema.set_meta(s, "clustering", settings)
+            self._drop_empty_clusters(s)
+        return ids
+
+    def name_cluster(self, cluster_id: int, name: str) -> tuple[int, bool]:
+        """Give every live face of the cluster the identity `name` (created, or merged into when it
+        exists). Returns (faces labeled, whether the name existed)."""
+        name = name.strip()
+        if not name:
+            raise GalleryError("A cluster's name cannot be empty.")
+        with self.session() as s, s.begin():
+            if s.get(Cluster, cluster_id) is None:
+                raise NotInGallery(f"No cluster {cluster_id} in this gallery (see `gallery clusters`).")
+            existed = s.scalar(select(Identity.identity_id).where(Identity.name == name)) is not None
+            identity_id = schema.get_or_create_identity(s, name)
+            members = select(FaceCluster.face_id).where(FaceCluster.cluster_id == cluster_id)
+            n = s.execute(update(Face).where(Face.face_id.in_(members), Face.deleted.is_(False))
+                          .values(identity_id=identity_id)).rowcount
+            # identities whose last face moved here disappear (as with relabel)
+            self._drop_empty_identities(s)  # type: ignore[attr-defined]
+        return int(n or 0), existed
+
+    def reject_from_cluster(self, cluster_id: int, face_ids: list[int]) -> int:
+        """Take faces out of a cluster for good: they become unclustered and never rejoin it."""
+        with self.session() as s, s.begin():
+            if s.get(Cluster, cluster_id) is None:
+                raise NotInGallery(f"No cluster {cluster_id} in this gallery (see `gallery clusters`).")
+            ids = sorted({int(f) for f in face_ids})
+            members = set(s.scalars(select(FaceCluster.face_id).where(FaceCluster.cluster_id == cluster_id,
+                                                                      FaceCluster.face_id.in_(ids))))
+            strangers = [f for f in ids if f not in members]
+            if strangers:
+                raise NotInGallery(f"Face {', '.join(map(str, strangers[:10]))} is not in cluster {cluster_id}.")
+            s.execute(update(FaceCluster).where(FaceCluster.face_id.in_(ids)).values(cluster_id=None))
+            for f in ids:
+                s.merge(ClusterRejection(face_id=f, cluster_id=cluster_id))
+            # a rejected face cannot stand for the cluster (lists fall back to another of its faces)
+            s.execute(update(Cluster).where(Cluster.cluster_id == cluster_id, Cluster.representative_face_id.in_(ids))
+                      .values(representative_face_id=None))
+            self._drop_empty_clusters(s)
+            return len(ids)
+
+    def set_cluster_rejections(self, pairs: set[tuple[int, int]]) -> None:
+        """Replace every rejection (after a full clustering gave the clusters new ids)."""
+        with self.session() as s, s.begin():
+            s.execute(delete(ClusterRejection))
+            if pairs:
+                s.execute(insert(ClusterRejection), [{"face_id": f, "cluster_id": c} for f, c in sorted(pairs)])
+
+    def replace_cluster(self, cluster_id: int, parts: list[NewCluster], alone: list[int]) -> list[int]:
+        """Split: the cluster's faces go to new clusters (parent_id = cluster_id) or alone; it goes."""
+        ids = self.save_clustering(parts, {}, alone)
+        with self.session() as s, s.begin():
+            self._drop_empty_clusters(s)
+        return ids
+
+    @staticmethod
+    def _drop_empty_clusters(s: Session) -> None:
+        used = select(FaceCluster.cluster_id).where(FaceCluster.cluster_id.is_not(None))
+        s.execute(delete(Cluster).where(~Cluster.cluster_id.in_(used)))

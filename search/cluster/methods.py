@@ -1,0 +1,165 @@
+"""Clustering methods on a k-NN graph: each returns one cluster label per face (0..c-1).
+
+- `average_link`: agglomerative average linkage, exact for every pair of clusters the graph connects.
+  A cluster pair's average cosine is (sum_A · sum_B) / (|A| |B|) for unit vectors, so it is computed
+  from per-cluster vector sums, never from pair lists. Merges happen in rounds of reciprocal best pairs
+  (as in reciprocal agglomerative clustering, RAC): average linkage is reducible, so this gives the same
+  tree as merging one best pair at a time. Candidates are the cluster pairs joined by a graph edge of
+  similarity >= threshold (an average >= t needs at least one pair >= t).
+- `single_link`: connected components of the edges >= threshold (chains: one look-alike pair joins two
+  people, so it is measured, not the default).
+- `core_points`: DBSCAN-style: faces with >= min_neighbours neighbours above the threshold are cores,
+  connected cores form clusters, other faces join their most similar core's cluster if it is above the
+  threshold, else stay alone.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from search.cluster.graph import KnnGraph
+
+METHODS = ("average", "single", "core")
+log = logging.getLogger(__name__)
+
+
+def _dense_labels(labels: np.ndarray) -> np.ndarray:
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def cluster_sums(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(c, d) float32 sum of the vectors of each cluster (a sparse product: one pass, no Python loop).
+    float32 is enough: a link is compared with a threshold to 1e-4, sums err by ~1e-7 * size."""
+    from scipy.sparse import csr_matrix
+
+    n = labels.shape[0]
+    if n_clusters == n and np.array_equal(labels, np.arange(n)):
+        return np.array(vectors, dtype=np.float32, copy=True)  # every face its own cluster
+    member = csr_matrix((np.ones(n, np.float32), (labels, np.arange(n))), shape=(n_clusters, n))
+    return np.asarray(member @ np.asarray(vectors, np.float32), dtype=np.float32)
+
+
+def _pair_links(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    out = np.empty(lo.shape[0], np.float64)
+    for start in range(0, lo.shape[0], 131_072):  # bounded temporaries: two (chunk, d) gathers
+        sl = slice(start, start + 131_072)
+        out[sl] = np.einsum("ij,ij->i", sums[lo[sl]], sums[hi[sl]])
+    return out / (counts[lo].astype(np.float64) * counts[hi])
+
+
+def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float,
+             floor: float) -> np.ndarray:
+    """How far each pair's average link is above what its sizes need: a pair of single faces needs
+    `threshold`, large clusters (steady means) approach `floor`."""
+    need = floor + (threshold - floor) / np.sqrt(counts[lo].astype(np.float64) * counts[hi])
+    return _pair_links(sums, counts, lo, hi) - need
+
+
+def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.minimum(lo, hi).astype(np.int64), np.maximum(lo, hi).astype(np.int64)
+    keep = a != b
+    key = np.unique(a[keep] * n_clusters + b[keep])
+    return key // n_clusters, key % n_clusters
+
+
+def average_link(
+    vectors: np.ndarray, graph: KnnGraph, threshold: float, labels: np.ndarray | None = None,
+    frozen: np.ndarray | None = None, floor: float | None = None,
+) -> np.ndarray:
+    """Average-linkage clusters: two clusters of m and n faces merge while their mean pairwise cosine
+    is >= floor + (threshold - floor) / sqrt(m n) (floor None: plain average linkage at `threshold`).
+
+    Why size-aware: the mean similarity of two large clusters of one person is a steady estimate that
+    sits well above any two people's, while a single pair is noisy. On LFW A–J it lifts pairwise F from
+    0.986 to 0.989 and BCubed F from 0.943 to 0.958 at a higher precision (benchmarks/cluster_quality.py).
+
+    `labels` starts from given clusters instead of singletons (incremental clustering); clusters
+    marked in `frozen` (a boolean per starting label) never merge with each other, only absorb others.
+    """
+    n = graph.n
+    start = np.arange(n, dtype=np.int64) if labels is None else _dense_labels(labels)
+    c = int(start.max()) + 1 if n else 0
+    sums = cluster_sums(vectors, start, c)
+    counts = np.bincount(start, minlength=c).astype(np.int64)
+    locked = np.zeros(c, bool) if frozen is None else np.asarray(frozen, bool).copy()
+    floor = threshold if floor is None else floor
+    a, b, _ = graph.edges(min(floor, threshold))
+    lo, hi = _unique_pairs(start[a], start[b], c)
+    margin = _margins(sums, counts, lo, hi, threshold, floor)
+    parent = np.arange(c, dtype=np.int64)  # cluster id -> the cluster it was merged into
+    changed = np.zeros(c, bool)
+    rounds = 0
+    while lo.size:
+        rounds += 1
+        ok = (margin >= 0) & ~(locked[lo] & locked[hi])
+        lo, hi, margin = lo[ok], hi[ok], margin[ok]
+        if not lo.size:
+            break
+        # each cluster's best partner by margin (ties: the lower id, so runs are deterministic);
+        # ufunc.at scatters instead of a sort of 2 x pairs: less time and no large temporaries
+        top = np.full(c, -np.inf)
+        np.maximum.at(top, lo, margin)
+        np.maximum.at(top, hi, margin)
+        best_lo = np.full(c, c, np.int64)  # lowest partner reaching the top margin, seen from each side
+        at_top = margin == top[lo]
+        np.minimum.at(best_lo, lo[at_top], hi[at_top])
+        at_top = margin == top[hi]
+        np.minimum.at(best_lo, hi[at_top], lo[at_top])
+        mutual = (best_lo[lo] == hi) & (best_lo[hi] == lo)
+        del top, best_lo, at_top
+        ma, mb = lo[mutual], hi[mutual]  # ma < mb: mb goes into ma
+        sums[ma] += sums[mb]
+        counts[ma] += counts[mb]
+        counts[mb] = 0
+        locked[ma] |= locked[mb]
+        parent[mb] = ma
+        # pairs between clusters that did not change keep their margin; the others are recomputed
+        changed[ma] = True
+        lo, hi = parent[lo], parent[hi]  # merged ids never appear again: one step suffices
+        dirty = changed[lo] | changed[hi]
+        keep_lo, keep_hi, keep_margin = lo[~dirty], hi[~dirty], margin[~dirty]
+        new_lo, new_hi = _unique_pairs(lo[dirty], hi[dirty], c)
+        lo = np.concatenate([keep_lo, new_lo])
+        hi = np.concatenate([keep_hi, new_hi])
+        margin = np.concatenate([keep_margin, _margins(sums, counts, new_lo, new_hi, threshold, floor)])
+        changed[ma] = False
+        log.info("average linkage round %d: %d merges, %d candidate pairs left", rounds, ma.size, lo.size)
+    while True:  # pointer jumping: every cluster id to the root of its merges
+        up = parent[parent]
+        if np.array_equal(up, parent):
+            break
+        parent = up
+    return _dense_labels(parent[start])
+
+
+def single_link(graph: KnnGraph, threshold: float) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a, b, _ = graph.edges(threshold)
+    adj = coo_matrix((np.ones(a.size), (a, b)), shape=(graph.n, graph.n))
+    return connected_components(adj, directed=False)[1].astype(np.int64)
+
+
+def core_points(graph: KnnGraph, threshold: float, min_neighbours: int = 3) -> np.ndarray:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = graph.n
+    close = graph.similarities >= threshold
+    core = close.sum(axis=1) >= min_neighbours
+    a, b, _ = graph.edges(threshold)
+    both = core[a] & core[b]
+    adj = coo_matrix((np.ones(int(both.sum())), (a[both], b[both])), shape=(n, n))
+    comp = connected_components(adj, directed=False)[1].astype(np.int64)
+    label = np.where(core, comp, -1)
+    # a border face joins its most similar core neighbour above the threshold
+    nb_core = np.where(graph.neighbours >= 0, core[np.maximum(graph.neighbours, 0)], False) & close
+    has = nb_core.any(axis=1) & ~core
+    first = np.argmax(nb_core, axis=1)  # rows are sorted most similar first
+    label[has] = comp[graph.neighbours[has, first[has]]]
+    alone = label < 0
+    label[alone] = comp.max() + 1 + np.arange(int(alone.sum())) if n else label[alone]
+    return _dense_labels(label)

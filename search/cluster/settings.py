@@ -1,0 +1,89 @@
+"""Clustering settings: per-model defaults measured on LFW A–J (benchmarks/cluster_quality.py), and
+the rule for changing them on a gallery that is already clustered."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from gallery.errors import GalleryError
+
+DEFAULT_K = 30
+SPLIT_STEP = 0.01  # `clusters split` without --threshold: this much stricter than the gallery's setting
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Average linkage with a size-aware threshold: two clusters of m and n faces merge when their
+    mean pairwise cosine is at least floor + (threshold - floor) / sqrt(m * n). Two single faces need
+    `threshold`; large clusters, whose mean is a steady estimate, need only `floor`."""
+
+    threshold: float
+    floor: float
+    k: int = DEFAULT_K
+    method: str = "average"
+    include_labeled: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def stricter(self, threshold: float | None = None) -> ClusterSettings:
+        t = self.threshold + SPLIT_STEP if threshold is None else threshold
+        return replace(self, threshold=t, floor=min(t, self.floor + (t - self.threshold)))
+
+
+# Measured on LFW A–J main faces (product ingest, dlib-resnet), see the README's clustering figures:
+# pairwise precision 0.993, pairwise F 0.989, BCubed F 0.958.
+MODEL_DEFAULTS: dict[str, ClusterSettings] = {
+    "dlib-resnet": ClusterSettings(threshold=0.94, floor=0.925),
+}
+
+
+def resolve_settings(
+    model: str,
+    previous: dict | None,
+    *,
+    threshold: float | None = None,
+    floor: float | None = None,
+    k: int | None = None,
+    method: str | None = None,
+    include_labeled: bool | None = None,
+) -> ClusterSettings:
+    """The settings of this run: what was asked, else those of the gallery's last clustering (so that an
+    incremental run adds faces the way the clusters were made), else the model's measured defaults."""
+    if previous:
+        base = ClusterSettings(**{key: previous[key] for key in ClusterSettings.__dataclass_fields__
+                                  if key in previous})
+    elif model in MODEL_DEFAULTS:
+        base = MODEL_DEFAULTS[model]
+    elif threshold is None:
+        raise GalleryError(
+            f"No measured clustering setting for model '{model}': give one with --threshold (the cosine two "
+            "single faces of one person must reach; benchmarks/cluster_quality.py measures it on labeled data)."
+        )
+    else:
+        base = ClusterSettings(threshold=threshold, floor=threshold if floor is None else floor)
+    asked: dict[str, Any] = {"threshold": threshold, "floor": floor, "k": k, "method": method,
+                             "include_labeled": include_labeled}
+    changes = {key: value for key, value in asked.items() if value is not None}
+    if threshold is not None and floor is None and not previous and model in MODEL_DEFAULTS:
+        # keep the default gap between single faces and large clusters
+        changes["floor"] = threshold - (base.threshold - base.floor)
+    settings = replace(base, **changes)
+    if not (-1.0 <= settings.floor <= settings.threshold <= 1.0):
+        raise GalleryError(f"Need -1 <= floor <= threshold <= 1 (got floor {settings.floor}, "
+                           f"threshold {settings.threshold}).")
+    if settings.k < 1:
+        raise GalleryError("k must be at least 1.")
+    from search.cluster.methods import METHODS
+
+    if settings.method not in METHODS:
+        raise GalleryError(f"Unknown clustering method '{settings.method}' (one of: {', '.join(METHODS)}).")
+    return settings
+
+
+def changed_settings(previous: dict | None, settings: ClusterSettings) -> list[str]:
+    """Which settings differ from the last clustering's (an incremental run must not mix two)."""
+    if not previous:
+        return []
+    return [key for key, value in settings.as_dict().items() if key in previous and previous[key] != value]
