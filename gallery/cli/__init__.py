@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from gallery.cli import bench, cluster, curate, info, ingest, search
+from gallery.cli import bench, cluster, curate, info, ingest, keys, search, serve
 from gallery.cli.common import GalleryTyper
 from gallery.cli.index import index_app
 
@@ -42,6 +42,8 @@ curate.register(app)
 cluster.register(app)
 search.register(app)
 bench.register(app)
+keys.register(app)
+serve.register(app)
 app.add_typer(index_app, name="index")
 
 

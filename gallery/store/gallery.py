@@ -26,6 +26,7 @@ from gallery.errors import DamagedData, GalleryBusy, GalleryError, GalleryNotFou
 from gallery.store import schema
 from gallery.store.clusters import GalleryClusters
 from gallery.store.edits import GalleryEdits
+from gallery.store.keys import GalleryKeys
 from gallery.store.queries import GalleryQueries
 from gallery.store.schema import Face, Identity, Image, IndexBuild, Shard, SourceFile
 from gallery.store.shards import SHARD_PREFIX
@@ -77,7 +78,7 @@ def is_gallery(root: Path | str) -> bool:
     return (Path(root) / DB_NAME).is_file()
 
 
-class Gallery(GalleryQueries, GalleryEdits, GalleryClusters):
+class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
     """A gallery folder. Use `Gallery.open` for an existing one, `Gallery.open_or_create` to ingest."""
 
     def __init__(self, root: Path) -> None:
