@@ -19,6 +19,7 @@ from gallery.cli.common import (
     WeightsOpt,
     auto_calibrate,
     err,
+    fail,
     note,
     out,
     warn,
@@ -55,6 +56,21 @@ def register(app: GalleryTyper) -> None:
         commit_interval: Annotated[float, typer.Option(help="Seconds between commits.", min=0)] = 60.0,
         max_file_size: MaxFileSizeOpt = 256,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", metavar="")] = False,
+        engine: Annotated[
+            str,
+            typer.Option(help="'local' (this machine) or 'ray': read, decode and embed on a Ray cluster, "
+                              "commit here (needs the [ray] extra)."),
+        ] = "local",
+        address: Annotated[
+            str | None,
+            typer.Option(help="With --engine ray: the cluster, 'auto' or HOST:PORT (default: a local Ray "
+                              "started for this run).", show_default=False),
+        ] = None,
+        actors: Annotated[
+            int | None,
+            typer.Option(help="With --engine ray: embedding actors (default: one per GPU of the cluster; "
+                              "without GPUs, one per 4 logical CPUs).", min=1, show_default=False),
+        ] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Find, embed and store every face of a photo archive. Re-running resumes; nothing is added twice."""
@@ -71,7 +87,17 @@ def register(app: GalleryTyper) -> None:
         )
         if model is not None and get_model_spec(model).warning:
             warn(get_model_spec(model).warning or "")
-        if quiet or as_json or not err.is_terminal:
+        if engine not in ("local", "ray"):
+            fail(f"Unknown --engine '{engine}': use local or ray.")
+        if engine == "local" and (address is not None or actors is not None):
+            fail("--address and --actors go with --engine ray.")
+        if engine == "ray":
+            from gallery.ingest.distributed import RayOptions, ray_ingest
+
+            # Ray Data draws its own progress (stderr); the summary below is the local ingest's.
+            summary = ray_ingest(source, gallery, options,
+                                 RayOptions(address=address, actors=actors, progress=not (quiet or as_json)))
+        elif quiet or as_json or not err.is_terminal:
             summary = run_ingest(source, gallery, options)
         else:
             with Progress(SpinnerColumn(), TextColumn("[bold]ingest"), BarColumn(),

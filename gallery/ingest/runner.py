@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from gallery.progress import ProgressFn, report
 from gallery.store import FileRecord, Gallery, GalleryWriter
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from gallery.faces.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -88,14 +91,18 @@ class Ingestor:
         self.spec = model_for_gallery(gallery.model_stamp, options.model)
         self.label_fn = make_label_fn(options.labels, self.source)
         self.pipeline: FacePipeline | None = None
-        if options.device not in ("auto", "cpu"):
-            resolve_device(options.device)  # a GPU asked for and missing is an error now, not at the first photo
+        self._check_device()
         self.summary = IngestSummary(gallery=str(gallery.root), model=self.spec.name,
                                      device=f"{options.device} (not loaded: nothing to read)",
                                      warning=self.spec.warning)
         self._seen_hashes: dict[str, int] = {}  # sha256 -> image_id, this run, committed or not
         self._write_seconds = 0.0
         self._scanned = scanned
+
+    def _check_device(self) -> None:
+        """A GPU asked for and missing is an error now, not at the first photo."""
+        if self.options.device not in ("auto", "cpu"):
+            resolve_device(self.options.device)
 
     def run(self, on_progress: ProgressFn | None = None) -> IngestSummary:
         o = self.options
@@ -137,26 +144,48 @@ class Ingestor:
         """New content goes to the batch (with an image id claimed now, so that an identical file
         later in the same batch is already a duplicate); known content and failures are recorded."""
         file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
-        if photo.sha256 is not None:
-            image_id = self._seen_hashes.get(photo.sha256) or writer.committed_image_id(photo.sha256)
-            if image_id is not None:
-                self.summary.duplicates += 1
-                writer.record_duplicate(file, image_id)
-                return
-        self.summary.photos += 1
-        image_id = writer.alloc_image_id() if photo.sha256 is not None else None
-        if image_id is not None:
-            self._seen_hashes[photo.sha256] = image_id  # type: ignore[index]
+        new, image_id = self._claim(file, writer)
+        if not new:
+            return
         if photo.ok:
             batch.append((photo, image_id))  # type: ignore[arg-type]
         else:
-            self._fail(writer, file, photo.reason or "unknown", photo.detail, image_id, photo)
+            self._fail(writer, file, photo.reason or "unknown", photo.detail, image_id, photo.width, photo.height)
+
+    def _claim(self, file: FileRecord, writer: GalleryWriter,
+               committed: Mapping[str, int] | None = None) -> tuple[bool, int | None]:
+        """(is new content, image id). Content seen earlier in this run or committed before is recorded
+        as a duplicate of its image; new content gets an image id now (None for an unread file).
+        `committed` is a prefetched sha256 → image id answer (one query per staged file, not per photo)."""
+        if file.sha256 is not None:
+            image_id = self._seen_hashes.get(file.sha256)
+            if image_id is None:
+                image_id = (committed.get(file.sha256) if committed is not None
+                            else writer.committed_image_id(file.sha256))
+            if image_id is not None:
+                self.summary.duplicates += 1
+                writer.record_duplicate(file, image_id)
+                return False, image_id
+        self.summary.photos += 1
+        image_id = writer.alloc_image_id() if file.sha256 is not None else None
+        if image_id is not None:
+            self._seen_hashes[file.sha256] = image_id  # type: ignore[index]
+        return True, image_id
 
     def _fail(self, writer: GalleryWriter, file: FileRecord, reason: str, detail: str | None,
-              image_id: int | None, photo: DecodedPhoto) -> None:
+              image_id: int | None, width: int | None, height: int | None) -> None:
         self.summary.failed += 1
         self.summary.failures[reason] = self.summary.failures.get(reason, 0) + 1
-        writer.record_failure(file, reason, detail, image_id, photo.width, photo.height)
+        writer.record_failure(file, reason, detail, image_id, width, height)
+
+    def _store(self, writer: GalleryWriter, file: FileRecord, image_id: int, width: int, height: int, main: int,
+               boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, embeddings: np.ndarray) -> None:
+        """A photo with faces: its label (from the label source) goes to the main face."""
+        label = self.label_fn(Path(file.path)) or None
+        writer.add_photo(file, image_id, width, height, label, main, boxes, scores, landmarks, embeddings)
+        self.summary.photos_with_faces += 1
+        self.summary.faces += len(boxes)
+        self.summary.labeled_faces += int(label is not None)
 
     def _load_pipeline(self) -> FacePipeline:
         """The networks load at the first photo to read: a run with nothing new (a resume, a sync of an
@@ -174,14 +203,10 @@ class Ingestor:
         for (photo, image_id), found in zip(batch, self._load_pipeline().embed_photos([p for p, _ in batch])):
             file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
             if not found.ok:
-                self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo)
+                self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo.width, photo.height)
                 continue
-            label = self.label_fn(Path(photo.path)) or None
-            writer.add_photo(file, image_id, photo.width, photo.height, label, found.main, found.boxes,
-                             found.scores, found.landmarks, found.embeddings)
-            self.summary.photos_with_faces += 1
-            self.summary.faces += len(found.boxes)
-            self.summary.labeled_faces += int(label is not None)
+            self._store(writer, file, image_id, photo.width, photo.height, found.main, found.boxes, found.scores,
+                        found.landmarks, found.embeddings)
 
     def _commit(self, writer: GalleryWriter) -> None:
         t0 = time.perf_counter()
@@ -208,15 +233,26 @@ def ingest(
     gallery_dir: Path | str,
     options: IngestOptions | None = None,
     on_progress: ProgressFn | None = None,
+    engine: str = "local",
+    address: str | None = None,
     **overrides: Any,
 ) -> IngestSummary:
     """Ingest a photo folder (or one photo) into a gallery folder; safe to re-run (it resumes).
 
     Options come from `options` with any keyword overrides applied (`ingest(src, g, workers=0)`).
+    `engine="ray"` reads, decodes and embeds on a Ray cluster (`address`: "auto", HOST:PORT, or None
+    for the cluster this process is connected to or a local one) and commits here, exactly once;
+    see gallery.ingest.distributed.
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"Unknown ingest engine '{engine}': use local or ray.")
     opts = replace(options or IngestOptions(), **overrides)
     if not Path(source).exists():
         raise FileNotFoundError(f"Photo source '{Path(source).resolve()}' does not exist.")
+    if engine == "ray":
+        from gallery.ingest.distributed import RayOptions, ray_ingest
+
+        return ray_ingest(source, gallery_dir, opts, RayOptions(address=address), on_progress)
     gallery = Gallery.open_or_create(gallery_dir)
     try:
         return Ingestor(Path(source), gallery, opts).run(on_progress)

@@ -29,6 +29,8 @@ from gallery.store.schema import Face, Identity, Image, Run, Shard, SourceFile
 from gallery.store.shards import ShardRows, shard_filename, write_shard
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from gallery.store.gallery import Gallery
 
 
@@ -94,6 +96,19 @@ class GalleryWriter:
         """The image with this content, if an earlier commit recorded one."""
         with self.gallery.session() as s:
             return s.scalar(select(Image.image_id).where(Image.sha256 == sha256))
+
+    def committed_image_ids(self, sha256s: Sequence[str]) -> dict[str, int]:
+        """sha256 → image id for the contents an earlier commit recorded; one query per 900 hashes
+        (a driver committing staged results looks up a whole staged file at once)."""
+        out: dict[str, int] = {}
+        unique = sorted(set(sha256s))
+        with self.gallery.session() as s:
+            for start in range(0, len(unique), 900):
+                for sha, image_id in s.execute(
+                    select(Image.sha256, Image.image_id).where(Image.sha256.in_(unique[start : start + 900]))
+                ):
+                    out[sha] = int(image_id)
+        return out
 
     def alloc_image_id(self) -> int:
         image_id = self._next_image_id
@@ -190,25 +205,52 @@ class GalleryWriter:
                 face["shard_id"] = shard_id
         with self.gallery.session() as s, s.begin():
             # Labels become identity ids here, so an identity exists only with a committed face.
-            for row in (*p.images, *p.faces):
-                if isinstance(row["identity_id"], str):
-                    row["identity_id"] = schema.get_or_create_identity(s, row["identity_id"], self._identity_cache)
+            labels = [row for row in (*p.images, *p.faces) if isinstance(row["identity_id"], str)]
+            self._resolve_identities(s, {row["identity_id"] for row in labels})
+            for row in labels:
+                row["identity_id"] = self._identity_cache[row["identity_id"]]
+            # Core inserts (plain executemany): the ORM's bulk path costs about as much again per row,
+            # and a distributed ingest funnels every face of a cluster through this one commit.
+            conn = s.connection()
             if shard_row:
-                s.execute(insert(Shard), [shard_row])
+                conn.execute(insert(Shard.__table__), [shard_row])
             if p.images:
-                s.execute(insert(Image), p.images)
+                conn.execute(insert(Image.__table__), p.images)
             if p.faces:
-                s.execute(insert(Face), p.faces)
+                conn.execute(insert(Face.__table__), p.faces)
             if p.files:
                 # A file seen again with a new size/mtime replaces its old record.
                 unique = {f["path"]: f for f in p.files}
-                s.execute(SourceFile.__table__.delete().where(SourceFile.path.in_(list(unique))))
-                s.execute(insert(SourceFile), list(unique.values()))
+                paths = list(unique)
+                for start in range(0, len(paths), 900):
+                    conn.execute(SourceFile.__table__.delete().where(SourceFile.path.in_(paths[start : start + 900])))
+                conn.execute(insert(SourceFile.__table__), list(unique.values()))
             s.execute(update(Run).where(Run.run_id == self.run_id).values(**counts))
             schema.raise_high_water(s, face=self._next_face_id - 1, image=self._next_image_id - 1,
                                     shard=shard_row["shard_id"] if shard_row else 0)
         self._pending = _Pending()
         return shard_row is not None
+
+    def _resolve_identities(self, s: Session, names: set[str]) -> None:
+        """Identity ids for label names (created when new) into the cache: one query per 900 names and
+        one insert for all new ones, instead of a round trip per name."""
+        missing = sorted(n for n in names if n not in self._identity_cache)
+        if not missing:
+            return
+
+        def lookup() -> None:
+            for start in range(0, len(missing), 900):
+                part = missing[start : start + 900]
+                rows = s.execute(select(Identity.name, Identity.identity_id).where(Identity.name.in_(part)))
+                self._identity_cache.update({name: int(i) for name, i in rows})
+
+        lookup()
+        new = [n for n in missing if n not in self._identity_cache]
+        if new:
+            now = time.time()
+            s.execute(sqlite_insert(Identity.__table__).on_conflict_do_nothing(index_elements=["name"]),
+                      [{"name": n, "created_at": now} for n in new])
+            lookup()
 
     def finish(self, status: str, counts: dict[str, int]) -> None:
         """Close the run: done | interrupted, with its final counts."""
