@@ -8,6 +8,11 @@ worker processes while the main process detects and embeds) instead of queueing.
 
 Photos are linked (not copied) into a temporary folder. `--compare-dlib` adds dlib's own
 `compute_face_descriptor` on the same aligned chips, for the dlib-resnet port.
+
+Detectors side by side: `--detector facenet-mtcnn --detector mtcnn-batched --runs 3` measures each
+stage alone with each detector, then runs the whole ingest `--runs` times per detector, interleaved
+(A B A B ...), and reports end-to-end photos/s as min/median/max. The ingest picks its detector from
+$GALLERY_DETECTOR (gallery.faces.detect), which is set around each run.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -30,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gallery.device import resolve_device  # noqa: E402
 from gallery.faces.decode import decode_photo  # noqa: E402
+from gallery.faces.detect import DETECTOR_ENV, detector_kind  # noqa: E402
 from gallery.faces.models import get_model_spec  # noqa: E402
 from gallery.faces.pipeline import FacePipeline  # noqa: E402
 from gallery.ingest import IngestOptions, ingest  # noqa: E402
@@ -49,12 +58,29 @@ def link_archive(photos: list[Path], dest: Path) -> None:
         os.symlink(p.resolve(), dest / p.parent.name / p.name)
 
 
-def bench_model(photos: list[Path], model: str, device: str, batch: int, workers: int, compare_dlib: bool) -> dict:
+@contextmanager
+def detector_env(kind: str) -> Iterator[None]:
+    """Every FacePipeline made inside (the ingest's too) uses this detector."""
+    before = os.environ.get(DETECTOR_ENV)
+    os.environ[DETECTOR_ENV] = kind
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(DETECTOR_ENV, None)
+        else:
+            os.environ[DETECTOR_ENV] = before
+
+
+def bench_model(photos: list[Path], model: str, device: str, batch: int, workers: int, compare_dlib: bool,
+                detector: str | None = None, end_to_end: bool = True, weights: Path | None = None) -> dict:
     """Each stage alone through the product's own code (FacePipeline's detect and embed_detected, the
-    store's writer), then the real ingest end to end."""
+    store's writer), then (unless end_to_end is False) the real ingest end to end."""
     spec = get_model_spec(model)
-    pipeline = FacePipeline(spec, device, detect_batch_size=batch)
-    result: dict = {"model": model, "dim": spec.dim, "device": pipeline.device.name, "photos": len(photos)}
+    detector = detector_kind(detector)
+    pipeline = FacePipeline(spec, device, weights, detect_batch_size=batch, detector=detector)
+    result: dict = {"model": model, "detector": detector, "dim": spec.dim, "device": pipeline.device.name,
+                    "photos": len(photos)}
 
     # Stage 1: decode alone, through the same worker function the pipeline uses.
     t0 = time.perf_counter()
@@ -107,24 +133,48 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
 
     if compare_dlib and model == "dlib-resnet":
         result["dlib_native"] = dlib_native_throughput(decoded, detections, pipeline)
+    if end_to_end:
+        e2e = end_to_end_run(photos, model, device, batch, workers, detector, weights)
+        slowest = min(s["photos_per_s"] for s in stages.values())
+        e2e["fraction_of_slowest_stage"] = e2e["photos_per_s"] / slowest
+        result["end_to_end"] = e2e
+    return result
 
-    # End to end through the real pipeline, on a fresh gallery.
-    with tempfile.TemporaryDirectory() as tmp:
+
+def end_to_end_run(photos: list[Path], model: str, device: str, batch: int, workers: int, detector: str,
+                   weights: Path | None = None) -> dict:
+    """The real ingest, end to end, on a fresh gallery (the whole run, model loading included)."""
+    with tempfile.TemporaryDirectory() as tmp, detector_env(detector):
         archive = Path(tmp) / "archive"
         link_archive(photos, archive)
-        opts = IngestOptions(model=model, device=device, detect_batch_size=batch, workers=workers)
+        opts = IngestOptions(model=model, device=device, detect_batch_size=batch, workers=workers, weights=weights)
         summary = ingest(archive, Path(tmp) / "gallery", opts)
-    e2e = {
+    return {
         "seconds": summary.seconds,
         "photos_per_s": summary.photos_per_s,
         "faces_per_s": summary.faces_per_s,
         "stage_seconds": summary.stage_seconds,
+        "faces": summary.faces,
     }
-    slowest = min(s["photos_per_s"] for s in stages.values())
-    e2e["fraction_of_slowest_stage"] = e2e["photos_per_s"] / slowest
-    e2e["faces"] = summary.faces
-    result["end_to_end"] = e2e
-    return result
+
+
+def compare_detectors(photos: list[Path], model: str, device: str, batch: int, workers: int, detectors: list[str],
+                      runs: int) -> dict:
+    """Stages alone per detector, then `runs` whole ingests per detector, interleaved A B A B."""
+    per = {d: bench_model(photos, model, device, batch, workers, False, d, end_to_end=False) for d in detectors}
+    for d in detectors:
+        per[d]["end_to_end_runs"] = []
+    for _ in range(runs):
+        for d in detectors:
+            per[d]["end_to_end_runs"].append(end_to_end_run(photos, model, device, batch, workers, d))
+    for d in detectors:
+        rates = [r["photos_per_s"] for r in per[d]["end_to_end_runs"]]
+        per[d]["end_to_end_photos_per_s"] = {"min": min(rates), "median": statistics.median(rates), "max": max(rates)}
+        per[d]["end_to_end"] = min(per[d]["end_to_end_runs"], key=lambda r: abs(r["photos_per_s"] - statistics.median(
+            rates)))
+        slowest = min(s["photos_per_s"] for s in per[d]["stages_alone"].values())
+        per[d]["end_to_end"]["fraction_of_slowest_stage"] = per[d]["end_to_end"]["photos_per_s"] / slowest
+    return {"model": model, "runs": runs, "detectors": per}
 
 
 def dlib_native_throughput(decoded: list, detections: list, pipeline: FacePipeline, limit: int = 256) -> dict:
@@ -161,6 +211,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--compare-dlib", action="store_true")
+    parser.add_argument("--detector", action="append", help="repeatable: mtcnn-batched, facenet-mtcnn (default: "
+                        "the product's); two or more are compared in interleaved whole-ingest runs")
+    parser.add_argument("--runs", type=int, default=1, help="whole-ingest runs per detector when comparing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
@@ -169,10 +222,17 @@ def main() -> None:
     device = resolve_device(args.device).name
     workers = default_workers() if args.workers is None else args.workers
     photos = pick_photos(args.photos_root, args.photos, args.seed)
-    runs = [
-        bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib)
-        for m in (args.model or ["facenet-untrained"])
-    ]
+    detectors = [detector_kind(d) for d in (args.detector or [None])]
+    if len(detectors) > 1:
+        comparisons = [compare_detectors(photos, m, device, args.batch_size, workers, detectors, args.runs)
+                       for m in (args.model or ["facenet-untrained"])]
+        runs = [r for c in comparisons for r in c["detectors"].values()]
+    else:
+        comparisons = []
+        runs = [
+            bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib, detectors[0])
+            for m in (args.model or ["facenet-untrained"])
+        ]
     report = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -183,17 +243,23 @@ def main() -> None:
         },
         "workers": workers,
         "runs": runs,
+        "note": "shared machine: other jobs ran at the same time",
     }
-    print(f"{'model':<18} {'stage':<12} {'photos/s':>9} {'faces/s':>9} {'seconds':>8}")
+    print(f"{'model':<18} {'detector':<14} {'stage':<12} {'photos/s':>9} {'faces/s':>9} {'seconds':>8}")
     for r in runs:
+        label = f"{r['model']:<18} {r['detector']:<14}"
         for name, st in r["stages_alone"].items():
             faces_s = st.get("faces_per_s", float("nan"))
-            print(f"{r['model']:<18} {name:<12} {st['photos_per_s']:>9.1f} {faces_s:>9.1f} {st['seconds']:>8.2f}")
+            print(f"{label} {name:<12} {st['photos_per_s']:>9.1f} {faces_s:>9.1f} {st['seconds']:>8.2f}")
         e = r["end_to_end"]
         print(
-            f"{r['model']:<18} {'END-TO-END':<12} {e['photos_per_s']:>9.1f} {e['faces_per_s']:>9.1f} "
+            f"{label} {'END-TO-END':<12} {e['photos_per_s']:>9.1f} {e['faces_per_s']:>9.1f} "
             f"{e['seconds']:>8.2f}  ({e['fraction_of_slowest_stage']:.0%} of slowest stage)"
         )
+        if "end_to_end_photos_per_s" in r:
+            m = r["end_to_end_photos_per_s"]
+            print(f"{label} {'END-TO-END':<12} photos/s min/median/max {m['min']:.1f}/{m['median']:.1f}/"
+                  f"{m['max']:.1f} over {len(r['end_to_end_runs'])} interleaved runs")
         if "dlib_native" in r:
             d = r["dlib_native"]
             print(f"{'dlib (native)':<18} {'embed':<12} {'':>9} {d['faces_per_s']:>9.1f} {d['seconds']:>8.2f}")

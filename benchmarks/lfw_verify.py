@@ -29,6 +29,7 @@ tests/test_dlib_resnet.py; neither is repeated here.
 
     python benchmarks/lfw_verify.py --output lfw_verify.json
     python benchmarks/lfw_verify.py --limit-pairs 20          # every 20th pair: a quick end-to-end run
+    python benchmarks/lfw_verify.py --detector facenet-mtcnn --skip-dlib   # the product with the other detector
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import shutil
 import sys
@@ -205,6 +207,7 @@ def main_face_embeddings(gallery_dir: Path, sha_of: dict[Key, str]) -> tuple[dic
 
 def product_embeddings(root: Path, keys: list[Key], work: Path) -> tuple[dict[Key, np.ndarray], dict]:
     """Run the product's real ingest on exactly these photos; read back the main face per photo."""
+    from gallery.faces.detect import detector_kind
     from gallery.ingest import IngestOptions, ingest
     from gallery.progress import Progress
 
@@ -224,6 +227,7 @@ def product_embeddings(root: Path, keys: list[Key], work: Path) -> tuple[dict[Ke
     emb, info = main_face_embeddings(gallery_dir, sha_of)
     info["ingest_options"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
     info["ingest_summary"] = summary.as_dict()
+    info["detector"] = detector_kind()
     return emb, info
 
 
@@ -313,7 +317,14 @@ def main() -> None:
                         help="folder for the staged photo links and the temporary gallery (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the staged photos and gallery at the end")
     parser.add_argument("--batch", type=int, default=64, help="chips per dlib descriptor call")
+    parser.add_argument("--detector", choices=["mtcnn-batched", "facenet-mtcnn"], default=None,
+                        help="the product's face detector (default: the product's default)")
+    parser.add_argument("--skip-dlib", action="store_true", help="run the product path only")
     args = parser.parse_args()
+    if args.detector:
+        from gallery.faces.detect import DETECTOR_ENV
+
+        os.environ[DETECTOR_ENV] = args.detector  # the ingest's FacePipeline reads it
     if not (args.data / "pairs.txt").is_file():
         sys.exit(f"no LFW data at {args.data} (expected pairs.txt and images/)")
     pairs, same, folds = read_pairs(args.data / "pairs.txt")
@@ -364,6 +375,14 @@ def main() -> None:
     print(f"product done: {100 * result['pipelines']['product_ingest']['accuracy_mean']:.2f}% "
           f"({len(keys) - len(p_emb)} photos without a face)", flush=True)
 
+    if args.skip_dlib:
+        product = result["pipelines"]["product_ingest"]
+        print(row(f"product ({p_info['detector']})", product, str(product["fallback_photos"])))
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(result, indent=2))
+            print(f"wrote {args.output}")
+        return
     t0 = time.perf_counter()
     chips, a_missing = dlib_chips(args.data, keys)
     a_emb = dlib_descriptors(chips, args.batch)

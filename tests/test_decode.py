@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gallery.faces.decode import MAX_SIDE, decode_photo
+from gallery.faces.decode import DRAFT_SLACK, MAX_SIDE, decode_photo, draft_size
 
 
 def _decode(path: Path, max_side: int = 2048):
@@ -71,6 +71,38 @@ def test_large_photo_is_downsized_with_scale(tmp_path: Path) -> None:
     assert photo.pixels.shape == (500, 1500, 3)
     assert photo.scale == pytest.approx(0.5)
     assert (photo.width, photo.height) == (3000, 1000)
+
+
+def test_draft_size_only_where_the_dct_can_halve_within_the_slack() -> None:
+    assert draft_size(250, 250, 2048) is None and draft_size(1920, 1080, 2048) is None
+    assert draft_size(3800, 2850, 2048) is None  # half would be 1900: more than 5% under 2048
+    w, h = draft_size(4032, 3024, 2048)  # a 12 MP phone photo: half is 2016, within the slack
+    assert w == pytest.approx(2048 * (1 - DRAFT_SLACK), abs=1) and w <= 4032 // 2
+    assert h == pytest.approx(w * 3024 / 4032, abs=1)
+
+
+def _smooth_photo(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([(x * 255 // width), (y * 255 // height), ((x + y) * 127 // (width + height))],
+                    axis=2).astype(np.uint8)
+
+
+def test_large_jpeg_decodes_from_the_dct_at_half_size(tmp_path: Path) -> None:
+    """4000×3000 with max_side 2048: the decoder's 1/2 scaling gives 2000×1500 with no resize, close
+    to the full decode resized to that size."""
+    Image.fromarray(_smooth_photo(4000, 3000)).save(tmp_path / "big.jpg", quality=92)
+    photo = _decode(tmp_path / "big.jpg", max_side=2048)
+    assert photo.ok and photo.pixels.shape == (1500, 2000, 3)
+    assert photo.scale == pytest.approx(0.5) and (photo.width, photo.height) == (4000, 3000)
+    with Image.open(tmp_path / "big.jpg") as full:
+        reference = np.asarray(full.convert("RGB").resize((2000, 1500), Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.abs(photo.pixels.astype(np.float32) - reference).mean() < 2.0
+
+
+def test_huge_jpeg_is_drafted_then_resized_to_max_side(tmp_path: Path) -> None:
+    Image.fromarray(_smooth_photo(5000, 2500)).save(tmp_path / "huge.jpg", quality=90)
+    photo = _decode(tmp_path / "huge.jpg", max_side=1024)  # 1/4 scaling gives 1250, then resized
+    assert photo.pixels.shape == (512, 1024, 3) and photo.scale == pytest.approx(1024 / 5000)
 
 
 def test_zero_bytes(tmp_path: Path) -> None:

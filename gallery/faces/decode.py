@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import stat
 import time
@@ -24,6 +25,10 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 MAX_SIDE = 40_000
 MIN_SIDE = 16
 MAX_FILE_BYTES = 256 * 2**20  # default --max-file-size: larger files are refused before reading
+# A JPEG may come out up to this much under max_side when that lets the decoder scale it down in the
+# DCT (by 2, 4 or 8): a 12 MP phone photo (4032×3024) then decodes at 2016×1512 about 4× faster and
+# needs no resize, instead of a full decode resized to 2048. Faces lose at most 5% of their pixels.
+DRAFT_SLACK = 0.05
 
 
 class _Refused(Exception):
@@ -102,6 +107,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def draft_size(width: int, height: int, max_side: int) -> tuple[int, int] | None:
+    """The size to ask a JPEG decoder for (it returns at least that, scaled by 1/2, 1/4 or 1/8), or
+    None when no such scaling keeps the photo within DRAFT_SLACK of max_side."""
+    longest = max(width, height)
+    floor = max_side * (1 - DRAFT_SLACK)
+    if longest / 2 < floor:
+        return None
+    return max(1, math.ceil(width * floor / longest)), max(1, math.ceil(height * floor / longest))
+
+
 def decode_photo(
     path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES
 ) -> DecodedPhoto:
@@ -132,10 +147,8 @@ def decode_photo(
             if min(width, height) < MIN_SIDE:
                 result.reason, result.detail = "too_small", f"{width}x{height} is below {MIN_SIDE} px"
                 return result
-            if img.format == "JPEG" and max(width, height) > 2 * max_side:
-                # Decode at reduced resolution straight from the DCT: much faster for huge JPEGs.
-                longest = max(width, height)
-                img.draft("RGB", (max(1, width * max_side // longest), max(1, height * max_side // longest)))
+            if img.format == "JPEG" and (target := draft_size(width, height, max_side)):
+                img.draft("RGB", target)  # decode at reduced resolution straight from the DCT
             orientation = img.getexif().get(0x0112, 1)
             img.load()
             img = ImageOps.exif_transpose(img)

@@ -1,22 +1,46 @@
-"""Face detection with facenet-pytorch's MTCNN, batched by size buckets.
+"""Face detection: MTCNN over batches of decoded photos, results in original-photo pixels.
 
-MTCNN only batches images of equal size. Images are zero-padded at the bottom/right to the next
-multiple of `BUCKET_STEP` pixels, so photos of similar size share a batch and no coordinate moves;
-boxes and landmarks are then mapped back to the original photo by the decode scale.
+Two detectors, one interface (`FaceDetector(kind=...)`):
+
+- `mtcnn-batched` (the default): gallery.faces.mtcnn_batched, the same P/R/O-Net weights and
+  arithmetic as facenet-pytorch's MTCNN but the whole batch in a few network calls (no loop over
+  boxes); photos of any sizes share a batch, each with its own pyramid.
+- `facenet-mtcnn`: facenet-pytorch's own `MTCNN.detect`, kept for comparison (and as the earlier
+  behaviour): it only batches images of equal size, so photos are zero-padded at the bottom/right to
+  the next multiple of `BUCKET_STEP` pixels and photos of similar size share a batch.
+
+Either way boxes and landmarks are mapped back to the original photo by the decode scale, and faces
+under the product's score threshold or minimum size (in original pixels) are dropped.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from facenet_pytorch import MTCNN
+
+from gallery.errors import GalleryError
 
 BUCKET_STEP = 32
+DETECTORS = ("mtcnn-batched", "facenet-mtcnn")
+DEFAULT_DETECTOR = "mtcnn-batched"
+DETECTOR_ENV = "GALLERY_DETECTOR"  # lets a benchmark or a user pick the detector of every pipeline
+
+
+def detector_kind(kind: str | None = None) -> str:
+    """The detector to use: `kind`, else $GALLERY_DETECTOR, else the default; unknown names are a
+    GalleryError (shown as a message by the CLI)."""
+    name = kind or os.environ.get(DETECTOR_ENV) or DEFAULT_DETECTOR
+    if name not in DETECTORS:
+        source = f"${DETECTOR_ENV}" if not kind else "detector"
+        raise GalleryError(f"Unknown face detector '{name}' (from {source}): use one of {', '.join(DETECTORS)}"
+                           f"{'' if kind else f', or unset {DETECTOR_ENV}'}.")
+    return name
 
 
 @dataclass
@@ -65,22 +89,33 @@ class FaceDetector:
         threshold: float = 0.9,
         stage_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
         max_batch: int = 32,
+        kind: str | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.min_face_size = int(min_face_size)
         self.threshold = float(threshold)
         self.max_batch = max_batch
-        self.mtcnn = MTCNN(
-            keep_all=True,
-            min_face_size=max(12, self.min_face_size),
-            thresholds=list(stage_thresholds),
-            post_process=False,
-            device=self.device,
-        )
+        self.kind = detector_kind(kind)
+        if self.kind == "mtcnn-batched":
+            from gallery.faces.mtcnn_batched import BatchedMTCNN
+
+            self.batched = BatchedMTCNN(self.device, stage_thresholds)
+        else:
+            from facenet_pytorch import MTCNN
+
+            self.mtcnn = MTCNN(
+                keep_all=True,
+                min_face_size=max(12, self.min_face_size),
+                thresholds=list(stage_thresholds),
+                post_process=False,
+                device=self.device,
+            )
 
     def detect(self, images: Sequence[np.ndarray], scales: Sequence[float] | None = None) -> list[Detections]:
         """images: (h, w, 3) uint8 arrays; scales: decode scale of each (pixels = original × scale)."""
         scales = list(scales) if scales is not None else [1.0] * len(images)
+        if self.kind == "mtcnn-batched":
+            return self._detect_batched(images, scales)
         results: list[Detections | None] = [None] * len(images)
         buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
         for i, img in enumerate(images):
@@ -97,6 +132,17 @@ class FaceDetector:
                     results[i] = self._to_original(det, scales[i], w, h)
         return [r if r is not None else Detections.empty() for r in results]
 
+    def _detect_batched(self, images: Sequence[np.ndarray], scales: list[float]) -> list[Detections]:
+        """Any sizes in one batch; each photo's pyramid starts at min_face_size in its own pixels."""
+        out: list[Detections] = []
+        for start in range(0, len(images), self.max_batch):
+            part = range(start, min(len(images), start + self.max_batch))
+            found = self.batched.detect([images[i] for i in part],
+                                        [max(12, int(self.min_face_size * scales[i])) for i in part])
+            out.extend(self._to_original((f.boxes, f.probs, f.points), scales[i], images[i].shape[1],
+                                         images[i].shape[0]) for i, f in zip(part, found))
+        return out
+
     def _detect_batch(self, batch: np.ndarray, scales: list[float]) -> list[tuple]:
         # MTCNN's pyramid starts at min_face_size in *detection* pixels: shrink it for downsized photos.
         self.mtcnn.min_face_size = max(12, int(self.min_face_size * min(scales)))
@@ -107,9 +153,9 @@ class FaceDetector:
         boxes, probs, points = det
         if boxes is None or len(boxes) == 0:
             return Detections.empty()
-        boxes = np.asarray(boxes, dtype=np.float32)
+        boxes = np.array(boxes, dtype=np.float32)
         probs = np.asarray(probs, dtype=np.float32)
-        points = np.asarray(points, dtype=np.float32)
+        points = np.array(points, dtype=np.float32)
         # Clip to the photo's own area first (not the padded bucket), then back to original pixels.
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)

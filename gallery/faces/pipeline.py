@@ -86,6 +86,7 @@ class FacePipeline:
         detect_batch_size: int = 32,
         embed_batch_size: int = 64,
         max_file_bytes: int = MAX_FILE_BYTES,
+        detector: str | None = None,
     ) -> None:
         self.spec = spec
         self.device = resolve_device(device)
@@ -95,8 +96,9 @@ class FacePipeline:
         self.seconds: Counter[str] = Counter()  # time per stage: load_models, detect, align_embed
         t0 = time.perf_counter()
         self.embedder = spec.load(self.device, weights)
+        # detector None: $GALLERY_DETECTOR or the batched MTCNN (gallery.faces.detect.detector_kind)
         self.detector = FaceDetector(device=self.device.name, min_face_size=min_face_size,
-                                     threshold=det_threshold, max_batch=detect_batch_size)
+                                     threshold=det_threshold, max_batch=detect_batch_size, kind=detector)
         self.seconds["load_models"] += time.perf_counter() - t0
         self._template = spec.template_array()
 
