@@ -74,6 +74,24 @@ def _make_index(choice: IndexChoice, seed: int) -> Any:
     return index
 
 
+def _train_two_level(index: Any, x_train: np.ndarray, seed: int) -> None:
+    """Coarse centroids by two-level k-means (sqrt(nlist) clusters, then each split in proportion to
+    its size: faiss.contrib.clustering), normalised (inner product on unit vectors), put into the
+    quantizer; then faiss trains the rest (PQ on the residuals) with the quantizer already full."""
+    from faiss.contrib.clustering import two_level_clustering
+
+    ivf = _ivf_of(index)
+    nc1 = max(1, int(np.sqrt(ivf.nlist)))
+    centroids, _ = two_level_clustering(x_train, nc1, int(ivf.nlist), rebalance=True, clustering_niter=10,
+                                        seed=seed, spherical=True)
+    centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+    faiss.normalize_L2(centroids)
+    ivf.quantizer.reset()
+    ivf.quantizer.add(centroids)
+    ivf.quantizer.is_trained = True
+    index.train(x_train)  # IndexIVF skips the coarse training: quantizer trained with nlist centroids
+
+
 def _base_of(index: Any) -> Any:
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
         return index.index
@@ -247,6 +265,8 @@ def _build(
                 report(on_progress, "train", 0, n_train)
                 if dev == "cuda":
                     gpu.train_on_gpu(index, x_train, seed)
+                elif choice.coarse_training == "two-level":
+                    _train_two_level(index, x_train, seed)
                 else:
                     index.train(x_train)
                 del x_train
@@ -295,6 +315,7 @@ def _build(
                 "seed": seed,
                 "trained_for_n": n_live,
                 "coarse_kmeans_iterations": int(ivf.cp.niter) if ivf is not None else None,
+                "coarse_training": choice.coarse_training if ivf is not None else None,
             },
             "timing_s": {
                 "train": round(t_train, 3),

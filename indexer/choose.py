@@ -8,11 +8,18 @@ The rules (faiss wiki "Guidelines to choose an index" and the benchmark in bench
 - otherwise IVF-PQ: nlist the smallest power of two >= 4*sqrt(N) (inside [4, 16]*sqrt(N), and the low end
   keeps k-means training and the add-time assignment cheap; when a power of two would need more training
   points than the gallery has, 4*sqrt(N) rounded up to a multiple of 16), PQ codes of ~D/8 bytes
-  (64 B at 512-d, 32 B at 128-d, never under 32 B nor over D/2 B), capped by the memory budget;
+  (64 B at 512-d, never under 32 B nor over D/2 B) above 128-d and of D/2 bytes up to 128-d (64 B at
+  128-d: real 128-d face vectors pack a query's neighbours too tightly for 32-byte codes), capped by
+  the memory budget;
 - on CPU the 4-bit fast-scan PQ (``PQ{2B}x4fs``, same bytes per vector): on the synthetic face benchmark it
   searches 2x faster than 8-bit PQ of the same size, trains much faster and has a higher raw recall@1;
   the GPU has no fast-scan, so device="cuda" gets 8-bit PQ (``PQ{B}np``: no polysemous training, which
   is very slow and useless here);
+- from ``LARGE_IVF_VECTORS`` faces (2M) on CPU, the coarse quantizer is an HNSW graph over the centroids
+  (``IVF{nlist}_HNSW32``, the faiss wiki's choice for 10M-100M vectors) trained by two-level k-means
+  (``faiss.contrib.clustering.two_level_clustering``): at 10M x 128 a flat k-means over 16,384 lists and
+  the flat assignment of every vector cost tens of minutes on 2 cores, the two-level training about a
+  minute, and the graph finds a query's lists without scanning all 16,384 centroids;
 - exact re-ranking of the PQ candidates with the float vectors (a memory-mapped file on disk) is on by
   default for every compressed index: PQ alone caps recall@1 well below 1.
 """
@@ -32,6 +39,8 @@ DEFAULT_TRAIN_PER_CENTROID = 40
 # GpuIndexIVFPQ supports only these code sizes (bytes per vector)
 GPU_PQ_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
 DEFAULT_RERANK_CANDIDATES = 100  # candidates re-scored exactly per query (at least 10*k)
+LARGE_IVF_VECTORS = 2_000_000  # from here (CPU): HNSW coarse quantizer + two-level k-means training
+HNSW_QUANTIZER_M = 32
 
 
 @dataclass
@@ -51,6 +60,7 @@ class IndexChoice:
     rerank_candidates: int = DEFAULT_RERANK_CANDIDATES
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    coarse_training: str = "kmeans"  # kmeans (faiss' own IVF training) | two-level (large galleries)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +86,12 @@ def train_size_for(nlist: int, n: int, per_centroid: int = DEFAULT_TRAIN_PER_CEN
 
 
 def _target_code_bytes(dim: int) -> int:
+    """D/8 bytes (at least 32) above 128-d; D/2 bytes (one 4-bit code per dimension) up to 128-d: on
+    128-d vectors fitted to dlib-resnet's real similarities, 32-byte codes left mate recall at 0.72-0.91
+    at 1M faces whatever the nprobe/re-rank depth, 64-byte codes reach 0.996 (benchmarks/recall_latency.py,
+    issue 16)."""
+    if dim <= 128:
+        return max(dim // 2, 1)
     return int(min(max(dim // 8, 32), max(dim // 2, 1)))
 
 
@@ -208,7 +224,16 @@ def choose_index(
     if device == "cuda" and probe > 2048:
         probe = 2048
         notes.append("nprobe capped at 2048 (FAISS GPU limit)")
-    factory = f"IVF{nlist},{_pq_factory(pq_m, nbits, fast_scan)}"
+    large = n >= LARGE_IVF_VECTORS and device != "cuda"
+    quantizer = f"_HNSW{HNSW_QUANTIZER_M}" if large else ""
+    factory = f"IVF{nlist}{quantizer},{_pq_factory(pq_m, nbits, fast_scan)}"
+    coarse_desc = (
+        f"; coarse quantizer: HNSW{HNSW_QUANTIZER_M} over the centroids, trained by two-level k-means "
+        f"({int(math.isqrt(nlist))} x ~{nlist // max(1, int(math.isqrt(nlist)))} lists: a flat k-means and "
+        "flat assignment would take tens of minutes on a few cores)"
+        if large
+        else ""
+    )
     why_pq = (
         "4-bit fast-scan (faster than 8-bit PQ of the same size on CPU)"
         if fast_scan
@@ -229,7 +254,7 @@ def choose_index(
         rerank=rr,
         reason=(
             f"{n:,} faces >= {flat_max:,}: IVF-PQ with nlist {nlist} (4*sqrt(N) = {4 * math.sqrt(n):.0f}, "
-            f"range 4..16*sqrt(N)), {pq_desc}, {why_pq}{budget_desc}; "
+            f"range 4..16*sqrt(N)), {pq_desc}, {why_pq}{budget_desc}{coarse_desc}; "
             + (
                 f"exact re-ranking of the top {DEFAULT_RERANK_CANDIDATES} candidates from the on-disk vectors "
                 "(PQ alone caps recall@1 well below 1)"
@@ -238,4 +263,5 @@ def choose_index(
             )
         ),
         notes=notes,
+        coarse_training="two-level" if large else "kmeans",
     )

@@ -16,6 +16,8 @@ from gallery.cli import app
 from gallery.faces.models import get_model_spec, registered
 from indexer import build_index, load_index
 from search.bench import exact_ground_truth, recall_metrics, recommend, run_bench
+from search.bench.sweep import explain
+from tests.conftest import copy_lfw_people, requires_lfw
 from tests.helpers.galleries import make_gallery, mark_deleted, unit_vectors
 
 SPEC = SyntheticSpec(n=6000, dim=64, rank=32, seed=0)
@@ -52,17 +54,19 @@ def test_flat_index_is_one_exact_point_with_outputs_and_identification(galleries
                        output=tmp_path / "out")
     assert len(report.points) == 1
     point = report.points[0]
-    assert point["nprobe"] is None and point["exact"]
+    assert point["nprobe"] is None and point["exact"] and point["method"] == point["label"] == "exact flat"
     assert point["recall@1"] == point["recall@10"] == point["mate_recall"] == 1.0
-    assert report.exact is not None and report.exact["recall@10"] == 1.0
-    assert report.recommended is not None and report.recommended["label"] == point["label"]
+    assert report.exact is point  # a flat index's point is the exact point: one row, one name
+    assert report.recommended is not None and report.recommended["label"] == "exact flat"
+    assert "already exact search" in report.why
     assert report.meets_target and report.threshold == 0.5 and report.target_metric == "mate_recall"
     for name in ("bench.csv", "bench.json", "bench.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     data = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert {"points", "recommended", "exact", "identification"} <= set(data)
     csv_lines = (tmp_path / "out" / "bench.csv").read_text().strip().splitlines()
-    assert len(csv_lines) == 1 + 2  # header, the index point, the exact baseline
+    assert len(csv_lines) == 1 + 1  # header, the exact point (the index is exact: not listed twice)
+    assert csv_lines[1].startswith("exact flat,exact flat,")
     ident = report.identification
     assert ident is not None and not ident.get("skipped"), ident
     assert ident["probes"] == 300 and ident["mated_searches"] > 0
@@ -81,9 +85,11 @@ def test_ivf_recall_grows_with_nprobe_and_recommendation_meets_target(galleries)
     assert report.points[-1]["recall@10"] >= 0.99
     rec = report.recommended
     assert report.meets_target and rec["mate_recall"] >= 0.97
-    meeting = [p for p in report.points if p["mate_recall"] >= 0.97]
-    assert rec["p50_ms"] == min(p["p50_ms"] for p in meeting)
-    assert report.exact["recall@1"] == 1.0 and report.identification is None
+    assert report.exact["recall@1"] == 1.0 and report.exact["applicable"] and report.identification is None
+    meeting = [p for p in report.points + [report.exact] if p["mate_recall"] >= 0.97]
+    assert rec["p50_ms"] == min(p["p50_ms"] for p in meeting)  # the exact point is a candidate like any other
+    assert all(p["method"] == "IVF64,Flat" and p["label"].startswith("IVF64,Flat, nprobe ") for p in report.points)
+    assert report.why
 
 
 def test_apply_changes_the_default_nprobe(galleries, tmp_path: Path) -> None:
@@ -101,7 +107,8 @@ def test_apply_changes_the_default_nprobe(galleries, tmp_path: Path) -> None:
         after.close()
     # back to the default for the other tests, through the CLI this time
     result = runner.invoke(app, ["bench", "--gallery", str(galleries["ivf"]), "--queries", "100",
-                                 "--latency-queries", "10", "--nprobe", "16", "--no-identification", "--apply",
+                                 "--latency-queries", "10", "--nprobe", "16", "--no-identification", "--no-exact",
+                                 "--apply",
                                  "--json", "--output", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -117,7 +124,8 @@ def test_cli_table_and_errors(galleries, tmp_path: Path) -> None:
     result = runner.invoke(app, ["bench", "--gallery", str(galleries["ivf"]), "--queries", "50",
                                  "--latency-queries", "5", "--nprobe", "2,64", "--no-identification"])
     assert result.exit_code == 0, result.output
-    assert "recommended" in result.output and "nprobe 64" in result.output
+    assert "recommended" in result.output and "nprobe 64" in result.output and "why:" in result.output
+    assert "exact flat" in result.output and "IVF64,Flat" in result.output
     missing = runner.invoke(app, ["bench", "--gallery", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "No gallery" in missing.output
     bad = runner.invoke(app, ["bench", "--gallery", str(galleries["ivf"]), "--nprobe", "a,b"])
@@ -157,6 +165,17 @@ def test_recall_metrics_and_recommend_rules() -> None:
                                                                "applicable": False}]
     assert recommend(pts, "mate_recall", 0.95) == (pts[2], True)
     assert recommend(pts, "mate_recall", 0.995) == (pts[2], False)  # none applicable meets it: the best one
+    exact = {"label": "exact flat", "mate_recall": 1.0, "p50_ms": 1.5, "exact": True, "applicable": True}
+    assert recommend(pts + [exact], "mate_recall", 0.95) == (exact, True)  # cheaper than c: exact wins
+    why = explain(exact, pts, exact, "mate_recall", 0.95, True, 1049, index_is_exact=False)
+    assert "exact search (1.5 ms" in why and "faster than any index setting" in why and "c, takes 2 ms" in why
+    assert "use the flat index until ~1,400 faces" in why  # 1049 * 2.0 / 1.5
+    near = dict(exact, p50_ms=2.3)  # c is faster, but not 1.2x faster: exact answers win
+    assert recommend(pts + [near], "mate_recall", 0.95) == (near, True)
+    assert "no index setting is 1.2x faster than exact search" in explain(near, pts, near, "mate_recall", 0.95,
+                                                                          True, 1049, index_is_exact=False)
+    slow = dict(exact, p50_ms=3.0)
+    assert recommend(pts + [slow], "mate_recall", 0.95) == (pts[2], True)
 
 
 def test_recall_latency_suite_smoke(tmp_path: Path) -> None:
@@ -166,9 +185,60 @@ def test_recall_latency_suite_smoke(tmp_path: Path) -> None:
                                   "--output", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
                                   "--nprobes", "1,4,16", "--ef-search", "16,64"])
     methods = {row["method"] for row in result["runs"][0]["rows"]}
-    assert {"exact flat (faiss IndexFlatIP)", "numpy brute force", "HNSW32 (faiss IndexHNSWFlat)"} <= methods
-    assert any(m.startswith("default index") for m in methods)
+    assert {"exact flat", "numpy brute force", "HNSW32"} <= methods
+    assert any(m.endswith("(default)") for m in methods)
     exact = [r for r in result["runs"][0]["rows"] if r["method"].startswith(("exact", "numpy"))]
     assert all(r["recall@10"] == 1.0 for r in exact)
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"recall_latency.json", "recall_latency_4000x32.csv", "recall_latency_4000x32.png"} <= files
+
+
+def test_fitted_generator_reproduces_the_real_histograms_it_was_fitted_to() -> None:
+    """benchmarks/synthetic_fit.json (dlib-resnet on LFW A-J: genuine p50 0.955, impostor p50 0.837)."""
+    from benchmarks.recall_latency import _simulate
+    from benchmarks.synthetic import fitted_spec
+
+    spec = fitted_spec(12_000, 128)  # 1,500 identities
+    assert spec.fitted and spec.threshold == 0.91 and spec.stamp()["preprocessing"].endswith(
+        f"-m{spec.mean_norm}-c{spec.centroid_scale}")
+    genuine, impostor = _simulate(spec, faces=6000, identities=1500)
+    assert abs(np.median(genuine) - 0.955) < 0.01 and abs(np.median(impostor) - 0.837) < 0.01
+    assert (genuine >= spec.threshold).mean() > 0.95 and (impostor < spec.threshold).mean() > 0.98
+    plain = fitted_spec(10_000, 128, fitted=False)
+    assert not plain.fitted and plain.threshold == 0.5 and plain.stamp() == SyntheticSpec(
+        n=10_000, dim=128, rank=64).stamp()
+
+
+@requires_lfw
+def test_small_real_gallery_recommends_exact_search_and_apply_switches_back(tmp_path: Path) -> None:
+    """The issue's case: a small real gallery with an IVF index. Exact search is faster than any
+    index setting, so it is the recommendation, and --apply rebuilds the index as exact search."""
+    copy_lfw_people(tmp_path / "photos", {"Abdullah_Gul": 3, "Alejandro_Toledo": 3, "Ari_Fleischer": 3})
+    gallery = tmp_path / "g"
+    ingest = runner.invoke(app, ["ingest", str(tmp_path / "photos"), "--gallery", str(gallery), "--workers", "0",
+                                 "--labels", "folder", "--device", "cpu", "--json"])
+    assert ingest.exit_code == 0, ingest.output
+    built = runner.invoke(app, ["index", "build", "--gallery", str(gallery), "--factory", "IVF4,Flat", "--json"])
+    assert built.exit_code == 0, built.output
+    args = ["bench", "--gallery", str(gallery), "--latency-queries", "20", "--no-identification", "--json"]
+    result = runner.invoke(app, args + ["--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["index"]["factory"] == "IVF4,Flat" and data["exact"]["method"] == "exact flat"
+    rec = data["recommended"]
+    assert rec["exact"] and rec["label"] == "exact flat" and rec["recall@1"] == 1.0
+    # timed through the same LoadedIndex wrapper as the index: exact is at least nearly as fast (9 faces)
+    assert rec["p50_ms"] < 1.2 * min(p["p50_ms"] for p in data["points"])
+    assert data["why"].startswith(("exact search (", "no index setting is 1.2x faster than exact search"))
+    csv_text = (tmp_path / "out" / "bench.csv").read_text()
+    assert csv_text.count("exact flat") == 2 and "IVF4,Flat, nprobe 1" in csv_text  # label + method columns
+    assert (tmp_path / "out" / "bench.png").stat().st_size > 10_000
+
+    applied = runner.invoke(app, args + ["--apply"])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["applied"]
+    with load_index(gallery) as index:
+        assert index.manifest["factory"] == "IDMap2,Flat" and index.manifest.get("nlist") is None
+    again = json.loads(runner.invoke(app, args).stdout)
+    assert len(again["points"]) == 1 and again["recommended"]["label"] == "exact flat"
+    assert "already exact search" in again["why"]

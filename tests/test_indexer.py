@@ -96,7 +96,13 @@ def test_choose_index_by_size_dim_and_budget():
     big = choose_index(1_000_000, 512)
     assert big.factory == "IVF4096,PQ128x4fs"
     assert "4096" in big.reason and "re-rank" in big.reason
-    assert choose_index(1_000_000, 128).factory == "IVF4096,PQ64x4fs"  # 32 B at 128-d
+    assert choose_index(1_000_000, 128).factory == "IVF4096,PQ128x4fs"  # 64 B at 128-d (D/2: one 4-bit code/dim)
+    assert choose_index(1_000_000, 128).coarse_training == "kmeans"
+    # from 2M faces: HNSW coarse quantizer, two-level k-means (a flat k-means over 16k lists takes too long)
+    ten = choose_index(10_000_000, 128)
+    assert ten.factory == "IVF16384_HNSW32,PQ128x4fs" and ten.coarse_training == "two-level"
+    assert ten.bytes_per_vector == 72 and ten.nlist == 16384 and "two-level" in ten.reason
+    assert choose_index(10_000_000, 128, device="cuda").factory == "IVF16384,PQ64np"  # GPU: flat quantizer
 
     # GPU: no fast-scan, 8-bit PQ64 without polysemous training
     assert choose_index(1_000_000, 512, device="cuda").factory == "IVF4096,PQ64np"
@@ -435,3 +441,26 @@ def test_gpu_float16_lookup_rule():
     small = faiss.index_factory(128, "IVF16,PQ32np", faiss.METRIC_INNER_PRODUCT)  # 32 KiB
     assert needs_float16_lookup(big) and not needs_float16_lookup(small)
     assert not needs_float16_lookup(faiss.index_factory(64, "IVF16,Flat"))
+
+
+def test_two_level_training_with_hnsw_quantizer(tmp_path: Path, monkeypatch) -> None:
+    """The large-gallery path (HNSW coarse quantizer, two-level k-means) on a small gallery."""
+    import indexer.build as build_mod
+    from indexer import choose as choose_mod
+
+    vectors = unit_vectors(3000, 32, seed=4, clusters=60)
+    gallery = make_gallery(tmp_path / "g", vectors, shard_size=1000)
+    monkeypatch.setattr(choose_mod, "LARGE_IVF_VECTORS", 1000)
+    monkeypatch.setattr(build_mod, "choose_index", lambda *a, **kw: choose_mod.choose_index(*a, **kw, flat_max=1000))
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # OpenMP spin-waits badly on a shared, loaded CI machine
+    try:
+        manifest = build_index(gallery, device="cpu")
+        assert manifest["factory"].startswith("IVF") and "_HNSW32," in manifest["factory"]
+        assert manifest["training"]["coarse_training"] == "two-level"
+        with load_index(gallery) as index:
+            scores, ids = index.search(vectors[:100], 5)
+        assert (ids[:, 0] == np.arange(1, 101)).mean() >= 0.95  # each vector finds itself (re-ranked)
+    finally:
+        faiss.omp_set_num_threads(threads)
+        gallery.close()

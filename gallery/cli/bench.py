@@ -32,17 +32,6 @@ def _fmt(value: object, spec: str = ".4f") -> str:
     return str(value)
 
 
-def _setting(p: dict) -> str:
-    if p.get("method", "").startswith("exact"):
-        return "exact flat (faiss)"
-    parts = []
-    if p.get("nprobe") is not None:
-        parts.append(f"nprobe {p['nprobe']}")
-    if p.get("rerank") is not None:
-        parts.append(f"rerank {p['candidates']}" if p["rerank"] else "no rerank")
-    return ", ".join(parts) or ("exhaustive (exact)" if p.get("exact") else "exhaustive")
-
-
 def register(app: GalleryTyper) -> None:
     """Add the `bench` command to the main `gallery` app."""
 
@@ -72,17 +61,24 @@ def register(app: GalleryTyper) -> None:
         threshold: ThresholdOpt = None,
         k: Annotated[int, typer.Option("-k", help="Neighbours compared with exact search.", min=1)] = 10,
         latency_queries: Annotated[int, typer.Option(help="Queries timed one at a time per point.", min=1)] = 200,
+        exact: Annotated[
+            bool, typer.Option(help="Measure exact search too (when its vectors fit in memory) and consider it.")
+        ] = True,
         identification: Annotated[
             bool, typer.Option(help="Rank-1/5 and FNIR@FPIR=1% on labeled faces (leave-one-out).")
         ] = True,
         apply: Annotated[
-            bool, typer.Option("--apply", help="Store the recommended nprobe/depth as the index's default.", metavar="")
+            bool,
+            typer.Option("--apply", metavar="",
+                         help="Store the recommended nprobe/depth as the index's default, or rebuild the index as "
+                              "exact search (flat) when exact search is recommended."),
         ] = False,
         output: Annotated[Path | None, typer.Option(help="Folder for bench.csv, bench.json, bench.png.")] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Recall against exact search vs latency for every search setting of the gallery's index;
-        recommends (and with --apply stores) the cheapest setting that meets the recall target."""
+        """Recall against exact search vs latency for every search setting of the gallery's index and for
+        exact search itself; recommends (and with --apply stores) the cheapest one that meets the recall
+        target, exact search included, and says why."""
         from search.bench import run_bench
 
         nprobes = _int_list(nprobe, "--nprobe", minimum=1)
@@ -107,6 +103,7 @@ def register(app: GalleryTyper) -> None:
                 k=k,
                 latency_queries=latency_queries,
                 identification=identification,
+                exact_baseline=exact,
                 on_progress=(lambda e: status.update(e.message)) if status is not None else None,
             )
         finally:
@@ -121,17 +118,20 @@ def register(app: GalleryTyper) -> None:
             f"k={report.k}, threshold {_fmt(report.threshold, '.3f')}",
             title_justify="left",
         )
-        for col in ("setting", "R@1", f"R@{report.k}", "mate R", "p50 ms", "p99 ms", "QPS"):
-            if col == "setting":
-                table.add_column(col, justify="left", no_wrap=True, min_width=18)
-            else:
-                table.add_column(col, justify="right")
+        for col in ("method", "setting", "R@1", f"R@{report.k}", "mate R", "p50 ms", "p99 ms", "QPS"):
+            if col in ("method", "setting"):
+                table.add_column(col, justify="left", overflow="fold")
+            else:  # numbers are never cut: the text columns wrap instead
+                table.add_column(col, justify="right", no_wrap=True, min_width=5)
         rec_label = report.recommended.get("label") if report.recommended else None
-        rows = list(report.points) + ([report.exact] if report.exact else [])
+        rows = list(report.points)
+        if report.exact and all(report.exact.get("label") != p.get("label") for p in rows):
+            rows.append(report.exact)
         for p in rows:
-            mark = " [bold green]←[/]" if p.get("label") == rec_label and p is not report.exact else ""
+            mark = " [bold green]←[/]" if p.get("label") == rec_label else ""
             table.add_row(
-                f"{_setting(p)}{mark}",
+                f"{p['method']}{mark if not p.get('setting') else ''}",
+                f"{p.get('setting', '')}{mark if p.get('setting') else ''}",
                 _fmt(p.get("recall@1"), ".3f"),
                 _fmt(p.get(f"recall@{report.k}"), ".3f"),
                 _fmt(p.get("mate_recall"), ".3f"),
@@ -146,12 +146,18 @@ def register(app: GalleryTyper) -> None:
         rec = report.recommended
         if rec is not None:
             verdict = "meets" if report.meets_target else "[yellow]does not meet[/]"
-            speed = f", {rec['speedup_vs_exact']}x faster than exact" if rec.get("speedup_vs_exact") else ""
+            if report.applied:
+                tail = (" — [green]the index was rebuilt as exact search[/]" if rec.get("exact")
+                        else " — [green]stored as the index default[/]")
+            elif rec.get("exact") and any(p.get("exact") for p in report.points):  # the index is exact already
+                tail = ""
+            else:
+                tail = " (--apply " + ("rebuilds the index as exact search)" if rec.get("exact") else "stores it)")
             out.print(
                 f"recommended: [bold]{rec['label']}[/] ({report.target_metric} {_fmt(rec.get(report.target_metric))} "
-                f"{verdict} the target {report.target_recall}; p50 {rec['p50_ms']:.3f} ms{speed})"
-                + (" — [green]stored as the index default[/]" if report.applied else " (--apply stores it)")
+                f"{verdict} the target {report.target_recall}){tail}"
             )
+            out.print(f"why: {report.why}")
         ident = report.identification
         if ident and not ident.get("skipped"):
             out.print(

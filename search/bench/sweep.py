@@ -15,15 +15,20 @@ What one run does (`run_bench`):
    similarity clears the gallery's match threshold, the share the index returns in its top-10),
    single-query latency p50/p95/p99 (one query per call, one faiss thread) and batched throughput (all
    queries in one call, all threads). A flat index has one point, and it is exact.
-4. **Exact baseline.** faiss `IndexFlatIP` over the same live vectors when they fit in memory.
-5. **Recommendation.** The cheapest point (lowest p50) whose *target metric* reaches the target.
+4. **Exact point.** faiss `IndexFlatIP` over the same live vectors when they fit in memory, searched
+   through the same `LoadedIndex` wrapper as the index (so it costs what a flat gallery index would);
+   for a flat index, the index's own point is the exact point (one row, one name: "exact flat").
+5. **Recommendation.** The cheapest point (lowest p50) whose *target metric* reaches the target; the
+   exact point is a candidate and wins unless an index setting is EXACT_MARGIN (1.2x) faster, and
+   `why` says in words which and why (e.g. keep the flat index until ~N faces).
    The default metric is mate recall: the faces above the threshold are the ones that decide an
    answer (who is this, or unknown), so losing one of them changes answers, while losing a far
    neighbour below the threshold changes nothing. Without a threshold (or without any mates among
    the queries' neighbours) it falls back to recall@10. Only points that the index's defaults
    reproduce are recommended (re-ranking as built, depth >= 10*k: `LoadedIndex.search` re-scores
    max(manifest candidates, 10*k)). `apply=True` stores the recommended nprobe and depth in the index
-   manifest (`indexer.set_search_defaults`), so that `load_index` (and every search) uses them.
+   manifest (`indexer.set_search_defaults`), so that `load_index` (and every search) uses them; when
+   exact search is recommended over an IVF/PQ index it rebuilds the index as `IDMap2,Flat`.
 6. **Identification** (labeled galleries): leave-one-out through the real search path
    (`search.evaluation.leave_one_out`, as `gallery calibrate` does) at the recommended nprobe: rank-1
    and rank-5 accuracy and FNIR at FPIR = 1%.
@@ -54,6 +59,9 @@ if TYPE_CHECKING:
     from indexer import LoadedIndex
 
 DEFAULT_DEPTHS = (0, 100, 200, 400)  # 0 = re-ranking off
+EXACT_METHOD = "exact flat"  # the one name of exact search in the table, CSV, JSON and plot
+EXACT_FACTORY = "IDMap2,Flat"  # what --apply rebuilds when exact search wins
+EXACT_MARGIN = 1.2  # an index setting must be this much faster than exact search to be recommended
 MAX_NPROBE = 2048  # FAISS GPU cap; beyond it an IVF index scans most of its lists anyway
 FLAT_BASELINE_MEMORY_FRACTION = 0.4  # the exact baseline holds every vector: only when it fits easily
 
@@ -71,6 +79,7 @@ class BenchReport:
     points: list[dict[str, Any]]
     exact: dict[str, Any] | None
     recommended: dict[str, Any] | None
+    why: str
     meets_target: bool
     applied: bool
     identification: dict[str, Any] | None
@@ -135,13 +144,19 @@ def default_nprobes(nlist: int, default: int | None) -> list[int]:
     return sorted(values)
 
 
-def _point_label(p: dict[str, Any]) -> str:
-    parts = [p["method"]]
+def _setting_of(p: dict[str, Any]) -> str:
+    """The search setting in words: "nprobe 16, rerank 100"; "" for a point without settings."""
+    parts = []
     if p.get("nprobe") is not None:
         parts.append(f"nprobe {p['nprobe']}")
     if p.get("rerank") is not None:
         parts.append(f"rerank {p['candidates']}" if p["rerank"] else "no rerank")
-    return " ".join(parts)
+    return ", ".join(parts)
+
+
+def _point_label(p: dict[str, Any]) -> str:
+    """method + setting: the same string in the table, the CSV, the JSON and the plot."""
+    return f"{p['method']}, {p['setting']}" if p.get("setting") else p["method"]
 
 
 def _settings(
@@ -190,8 +205,8 @@ def sweep(
     sweep_np, auto_np, depths = _settings(index, nprobes, rerank_depths, notes)
     has_vectors = index.vectors is not None
     min_applicable_depth = 10 * k  # LoadedIndex.search re-scores max(manifest candidates, 10*k) by default
-    method = str(manifest["factory"])
-    exact_index = not manifest.get("nlist") and not has_vectors and "Flat" in method and "PQ" not in method.upper()
+    exact_index = is_exact_index(manifest, has_vectors)
+    method = EXACT_METHOD if exact_index else str(manifest["factory"])
     total = len(depths) * len(sweep_np)
     points: list[dict[str, Any]] = []
     index.search(qx, k + 1)  # warm-up: the first batched call would pay for cold pages (re-rank file)
@@ -212,6 +227,7 @@ def sweep(
             )
             point["exact"] = exact_index
             point["bytes_per_vector"] = manifest.get("index_bytes_per_vector")
+            point["setting"] = _setting_of(point)
             point["label"] = _point_label(point)
             points.append(point)
             if (
@@ -225,25 +241,54 @@ def sweep(
     return points
 
 
+def is_exact_index(manifest: dict[str, Any], has_vectors: bool) -> bool:
+    """An exhaustive float index (IDMap2,Flat): its one point is exact search itself."""
+    factory = str(manifest.get("factory", ""))
+    return not manifest.get("nlist") and not has_vectors and "Flat" in factory and "PQ" not in factory.upper()
+
+
+class _LiveOnly:
+    """The gallery's deleted-ids check, answered with "none": the baseline's flat index holds live faces
+    only (deleted ones were skipped while streaming), but a query pays the same check as in the index."""
+
+    def __init__(self, check: Any) -> None:
+        self._check = check  # LoadedIndex.deleted_ids of the benchmarked index
+
+    def get(self) -> np.ndarray:
+        self._check()
+        return np.empty(0, np.int64)
+
+    def close(self) -> None:
+        """Nothing to close: the real check belongs to the benchmarked index."""
+
+
 def flat_baseline(
     gt: GroundTruth, qx: np.ndarray, threshold: float | None, exclude: np.ndarray | None, k: int,
-    latency_queries: int,
+    latency_queries: int, like: LoadedIndex | None = None,
 ) -> dict[str, Any] | None:
-    """The same metrics for faiss IndexFlatIP over the live vectors (collected with the ground truth)."""
+    """The same metrics for exact search (faiss IndexFlatIP over the live vectors, collected with the
+    ground truth). With `like` (the benchmarked index), the search runs through the same `LoadedIndex`
+    wrapper, so exact search is timed as the gallery would run it after switching to a flat index."""
     if gt.flat is None or not gt.flat.ntotal:
         return None
     flat, flat_ids = gt.flat, gt.flat_ids
+    searcher: Any = flat
+    if like is not None:
+        from indexer import LoadedIndex
+
+        manifest = dict(like.manifest, factory=EXACT_FACTORY, nlist=None, nprobe=None, rerank={"enabled": False})
+        searcher = LoadedIndex(like.root, manifest, flat, None, "memory", _LiveOnly(like.deleted_ids))  # type: ignore[arg-type]
 
     def exact_search(q: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-        d, i = flat.search(q, kk)
+        d, i = searcher.search(q, kk)
         return d, np.where(i >= 0, flat_ids[np.maximum(i, 0)], -1)
 
-    point: dict[str, Any] = {"method": "exact flat (faiss IndexFlatIP)", "nprobe": None, "rerank": None,
-                             "candidates": None}
+    point: dict[str, Any] = {"method": EXACT_METHOD, "nprobe": None, "rerank": None, "candidates": None}
     point.update(evaluate(exact_search, qx, gt, threshold, exclude, k, latency_queries))
-    point["bytes_per_vector"] = 4 * flat.d
+    point["bytes_per_vector"] = 4 * flat.d + 8
+    point["setting"] = ""
     point["label"] = point["method"]
-    point["applicable"] = False
+    point["applicable"] = True  # always a candidate: --apply can switch the gallery back to exact search
     point["exact"] = True
     return point
 
@@ -254,14 +299,69 @@ def flat_baseline(
 def recommend(
     points: list[dict[str, Any]], metric: str, target: float
 ) -> tuple[dict[str, Any] | None, bool]:
-    """Lowest-p50 point with points[metric] >= target among the applicable ones; else the best one."""
+    """Lowest-p50 point with points[metric] >= target among the applicable ones; else the best one.
+    The exact point (if given) meets every target and wins unless an index setting is at least
+    EXACT_MARGIN times faster: exact answers with no index to maintain are worth a few per cent."""
     pool = [p for p in points if p.get("applicable", True) and p.get(metric) is not None]
     if not pool:
         return None, False
     meeting = [p for p in pool if p[metric] >= target]
     if meeting:
-        return min(meeting, key=lambda p: (p["p50_ms"], -p[metric])), True
+        best = min(meeting, key=lambda p: (p["p50_ms"], -p[metric]))
+        exact = next((p for p in meeting if p.get("exact")), None)
+        if exact is not None and not best.get("exact") and best["p50_ms"] * EXACT_MARGIN > exact["p50_ms"]:
+            return exact, True
+        return best, True
     return max(pool, key=lambda p: (p[metric], -p["p50_ms"])), False
+
+
+def explain(rec: dict[str, Any] | None, points: list[dict[str, Any]], exact: dict[str, Any] | None, metric: str,
+            target: float, meets: bool, n_faces: int, index_is_exact: bool) -> str:
+    """Why this point, in plain words (what a user needs in order to act on it)."""
+    if rec is None:
+        return "no setting could be measured"
+    name = {"mate_recall": "mate recall", "recall@10": "recall@10", "recall@1": "recall@1"}.get(metric, metric)
+    if rec.get("exact"):
+        if index_is_exact:
+            from indexer import FLAT_MAX_VECTORS
+
+            return (f"the index is already exact search (flat): {rec['p50_ms']:.3g} ms per query over {n_faces:,} "
+                    f"faces, every recall 1; keep it until ~{FLAT_MAX_VECTORS:,} faces, where `gallery index build` "
+                    "switches to IVF-PQ by itself")
+        meeting = [p for p in points if not p.get("exact") and p.get("applicable", True)
+                   and (p.get(metric) or 0) >= target]
+        if meeting:
+            best = min(meeting, key=lambda p: p["p50_ms"])
+            # exact search grows linearly with the gallery, an IVF search far more slowly
+            until = max(n_faces, int(n_faces * best["p50_ms"] / max(rec["p50_ms"], 1e-9)))
+            pays = max(n_faces, int(n_faces * EXACT_MARGIN * best["p50_ms"] / max(rec["p50_ms"], 1e-9)))
+            if best["p50_ms"] >= rec["p50_ms"]:
+                return (f"exact search ({rec['p50_ms']:.3g} ms, every recall 1) is faster than any index setting "
+                        f"that reaches {name} {target} (the fastest, {best['label']}, takes {best['p50_ms']:.3g} ms) "
+                        f"at this size ({n_faces:,} faces): use the flat index until ~{_round_sig(until):,} faces "
+                        "(exact search time grows in proportion to the gallery)")
+            return (f"no index setting is {EXACT_MARGIN}x faster than exact search ({rec['p50_ms']:.3g} ms, every "
+                    f"recall 1): the fastest that reaches {name} {target}, {best['label']}, takes "
+                    f"{best['p50_ms']:.3g} ms; exact answers with no index to tune are worth that at "
+                    f"{n_faces:,} faces; an index starts to pay from ~{_round_sig(pays):,} faces")
+        return (f"exact search ({rec['p50_ms']:.3g} ms) is the only setting that reaches {name} {target}: "
+                "switch to the flat index, or rebuild the index with more memory per vector")
+    faster = ""
+    if exact:
+        ratio = exact["p50_ms"] / max(rec["p50_ms"], 1e-9)
+        faster = f"; {ratio:.1f}x faster than exact search ({exact['p50_ms']:.3g} ms)"
+    if meets:
+        return (f"the fastest setting that reaches {name} {target}: {name} {rec.get(metric)}, "
+                f"p50 {rec['p50_ms']:.3g} ms{faster}")
+    return (f"no setting reaches {name} {target}; this is the best one ({name} {rec.get(metric)}, "
+            f"p50 {rec['p50_ms']:.3g} ms){faster}")
+
+
+def _round_sig(n: int) -> int:
+    if n < 100:
+        return n
+    digits = len(str(n)) - 2
+    return int(round(n, -digits))
 
 
 def apply_setting(gallery: Gallery, index_file: str, point: dict[str, Any]) -> dict[str, Any]:
@@ -424,24 +524,29 @@ def run_bench(
 
             points = sweep(index, qx, gt, thr, exclude, k, latency_queries, metric, target_recall, nprobes,
                            rerank_depths, notes, on_progress)
+            index_is_exact = is_exact_index(manifest, index.vectors is not None)
             exact = None
-            if gt.flat is not None:
+            if index_is_exact:
+                exact = points[0]  # the index is exact search: its point is the exact point (one name, one row)
+            elif gt.flat is not None:
                 report(on_progress, "exact", message="exact flat baseline (faiss IndexFlatIP) ...")
-                exact = flat_baseline(gt, qx, thr, exclude, k, latency_queries)
+                exact = flat_baseline(gt, qx, thr, exclude, k, latency_queries, like=index)
             elif not exact_baseline:
-                notes.append("exact flat baseline not measured (disabled)")
-
-            rec, meets = recommend(points, metric, target_recall)
+                notes.append("exact flat baseline not measured (disabled): it cannot be recommended")
+            candidates = points + ([exact] if exact is not None and not index_is_exact else [])
+            rec, meets = recommend(candidates, metric, target_recall)
+            why = explain(rec, points, exact, metric, target_recall, meets, int(indexed.size), index_is_exact)
             if rec is not None and not meets:
                 notes.append(
                     f"no setting reaches {metric} >= {target_recall}: recommending the best one "
                     f"({rec['label']}, {metric} {rec[metric]}); consider rebuilding with more memory per vector"
                 )
-            if rec is not None and exact is not None and exact["p50_ms"] > 0:
+            if rec is not None and exact is not None and exact["p50_ms"] > 0 and not rec.get("exact"):
                 rec["speedup_vs_exact"] = round(exact["p50_ms"] / max(rec["p50_ms"], 1e-9), 1)
 
             applied = False
-            if apply and rec is not None:
+            switch_to_exact = apply and rec is not None and rec.get("exact") and not index_is_exact
+            if apply and rec is not None and not switch_to_exact:
                 if rec.get("nprobe") is None and not rec.get("rerank"):
                     notes.append("--apply: nothing to store (the index has no search parameters)")
                 else:
@@ -450,11 +555,21 @@ def run_bench(
             index_desc = _index_description(index)
         finally:
             index.close()
+        if switch_to_exact:
+            from indexer import build_index
+
+            report(on_progress, "apply", message=f"rebuilding the index as exact search ({EXACT_FACTORY}) ...")
+            build_index(gallery, factory=EXACT_FACTORY, device="cpu")
+            applied = True
+            notes.append(f"--apply: the index was rebuilt as exact search ({EXACT_FACTORY}); "
+                         f"`gallery index build --gallery {root}` chooses again by size")
 
         ident = None
         if identification:
             report(on_progress, "identification", message="identification metrics (leave-one-out, labeled faces) ...")
             ident = identification_metrics(root, rec.get("nprobe") if rec else None, identification_probes, seed)
+            if rec is not None and rec.get("exact") and not index_is_exact and not applied:
+                ident["note"] = "measured through the current index (the exact recommendation is not applied)"
             if ident.get("skipped"):
                 notes.append(f"identification metrics skipped: {ident['skipped']}")
     finally:
@@ -472,6 +587,7 @@ def run_bench(
         points=points,
         exact=exact,
         recommended=rec,
+        why=why,
         meets_target=meets,
         applied=applied,
         identification=ident,
