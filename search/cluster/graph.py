@@ -33,8 +33,9 @@ class KnnGraph:
         return int(self.neighbours.shape[0])
 
     def edges(self, min_similarity: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Undirected edges (i < j, each once) with similarity >= min_similarity, built a block of rows
-        at a time: only kept edges are materialised, as int32 where ids fit."""
+        """Undirected edges (i < j) with similarity >= min_similarity, built a block of rows at a time:
+        only kept edges are materialised, as int32 where ids fit. A pair in each other's lists comes
+        twice (every caller dedupes or does not care: a sort of all edges is the largest allocation)."""
         id_type = np.int32 if self.n < 2**31 else np.int64
         parts_lo, parts_hi, parts_s = [], [], []
         for start in range(0, self.n, EDGE_BLOCK):
@@ -47,10 +48,8 @@ class KnnGraph:
             parts_lo.append(np.minimum(rows, cols)[distinct])
             parts_hi.append(np.maximum(rows, cols)[distinct])
             parts_s.append(sm[rows[distinct] - start, slots[distinct]])
-        lo, hi, sims = (np.concatenate(p) if p else np.zeros(0, t)
-                        for p, t in ((parts_lo, id_type), (parts_hi, id_type), (parts_s, np.float32)))
-        _, first = np.unique(lo.astype(np.int64) * self.n + hi, return_index=True)
-        return lo[first], hi[first], sims[first]
+        return tuple(np.concatenate(p) if p else np.zeros(0, t)  # type: ignore[return-value]
+                     for p, t in ((parts_lo, id_type), (parts_hi, id_type), (parts_s, np.float32)))
 
 
 def _ivf_index(x: np.ndarray, seed: int = 0):  # -> faiss.Index

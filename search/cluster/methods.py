@@ -54,14 +54,17 @@ def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarra
     """How far each pair's average link is above what its sizes need: a pair of single faces needs
     `threshold`, large clusters (steady means) approach `floor`."""
     need = floor + (threshold - floor) / np.sqrt(counts[lo].astype(np.float64) * counts[hi])
-    return _pair_links(sums, counts, lo, hi) - need
+    return (_pair_links(sums, counts, lo, hi) - need).astype(np.float32)
 
 
 def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
-    a, b = np.minimum(lo, hi).astype(np.int64), np.maximum(lo, hi).astype(np.int64)
-    keep = a != b
-    key = np.unique(a[keep] * n_clusters + b[keep])
-    return key // n_clusters, key % n_clusters
+    """Distinct (a < b) cluster pairs, as int32 while cluster ids fit (half the memory of int64)."""
+    key = np.minimum(lo, hi).astype(np.int64) * n_clusters
+    key += np.maximum(lo, hi)
+    key = key[key % n_clusters != key // n_clusters]  # a pair of a cluster with itself is no pair
+    key = np.unique(key)
+    out_type = np.int32 if n_clusters < 2**31 else np.int64
+    return (key // n_clusters).astype(out_type), (key % n_clusters).astype(out_type)
 
 
 def average_link(
@@ -87,6 +90,7 @@ def average_link(
     floor = threshold if floor is None else floor
     a, b, _ = graph.edges(min(floor, threshold))
     lo, hi = _unique_pairs(start[a], start[b], c)
+    del a, b
     margin = _margins(sums, counts, lo, hi, threshold, floor)
     parent = np.arange(c, dtype=np.int64)  # cluster id -> the cluster it was merged into
     changed = np.zeros(c, bool)

@@ -263,7 +263,7 @@ def _incremental(g: Gallery, faces: Any, eligible: np.ndarray, settings: Cluster
     report(progress, "cluster", 0, int(n), "faces")
     labels = cluster_labels(x_local, KnnGraph(neighbours, similarities), settings, labels=start, frozen=frozen)
     rejections = g.cluster_rejections()
-    name_ids = _named_clusters(faces, set(touched.tolist()))
+    name_ids = _named_clusters(faces, members)
     joins: dict[int, list[int]] = defaultdict(list)
     labels_out: dict[int, list[int]] = defaultdict(list)
     new_clusters: list[NewCluster] = []
@@ -302,16 +302,21 @@ def _incremental(g: Gallery, faces: Any, eligible: np.ndarray, settings: Cluster
             "named_joined": named, "final": final}
 
 
-def _named_clusters(faces: Any, touched: set[int]) -> dict[int, int]:
-    """Cluster id -> identity id for the named clusters among `touched`: those where more than half of
-    the live faces carry one identity (naming a cluster labels all of them). Faces joining such a
-    cluster take its name."""
-    out: dict[int, int] = {}
-    for cid in touched:
-        members = faces.identity_ids[faces.cluster_ids == cid]
-        labeled = members[members >= 0]
-        if labeled.size:
-            identity, count = Counter(labeled.tolist()).most_common(1)[0]
-            if 2 * count > members.size:
-                out[cid] = int(identity)
-    return out
+def _named_clusters(faces: Any, members: np.ndarray) -> dict[int, int]:
+    """Cluster id -> identity id for the named clusters among the faces at positions `members` (all
+    faces of the touched clusters): those where more than half of the live faces carry one identity
+    (naming a cluster labels all of them). Faces joining such a cluster take its name."""
+    clusters = faces.cluster_ids[members]
+    identities = faces.identity_ids[members]
+    found, sizes = np.unique(clusters, return_counts=True)
+    labeled = identities >= 0
+    if not labeled.any():
+        return {}
+    pairs, counts = np.unique(np.stack([clusters[labeled], identities[labeled]], axis=1), axis=0,
+                              return_counts=True)
+    order = np.lexsort((-counts, pairs[:, 0]))  # per cluster, its most common identity first
+    pairs, counts = pairs[order], counts[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = pairs[1:, 0] != pairs[:-1, 0]
+    size_of = dict(zip(found.tolist(), sizes.tolist()))
+    return {int(c): int(i) for (c, i), n in zip(pairs[first], counts[first]) if 2 * n > size_of[int(c)]}

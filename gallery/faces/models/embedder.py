@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import torch
@@ -13,6 +14,12 @@ from gallery.device import TorchDevice
 from gallery.faces.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
+
+# torch.fx tracing patches nn.Module.__call__ for the whole process while it runs: a forward in another
+# thread (a server answering a search while an ingest job loads its model) would go through the patch
+# and fail. So a process traces a given model once, under a lock, and later loads reuse the result.
+_FUSE_LOCK = threading.Lock()
+_FUSED: dict[tuple, nn.Module] = {}
 
 
 class Embedder:
@@ -36,7 +43,7 @@ class Embedder:
         if self.half:
             self.module = self.module.half()
         if self.device.type == "cpu":
-            self.module = _fuse_conv_bn(self.module).to(memory_format=torch.channels_last)
+            self.module = _fused_once(spec, self.module)
         self._preprocess = preprocess
 
     @torch.inference_mode()
@@ -52,6 +59,17 @@ class Embedder:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.module(x).float()
         return F.normalize(out, dim=1).cpu()
+
+
+def _fused_once(spec: ModelSpec, module: nn.Module) -> nn.Module:
+    """The conv/batch-norm fused, channels-last CPU module, traced once per model and weights."""
+    first = next(module.parameters(), None)
+    fingerprint = float(first.detach().double().sum()) if first is not None else 0.0
+    key = (spec.name, spec.dim, type(module).__name__, fingerprint)
+    with _FUSE_LOCK:
+        if key not in _FUSED:
+            _FUSED[key] = _fuse_conv_bn(module).to(memory_format=torch.channels_last)
+        return _FUSED[key]
 
 
 def _fuse_conv_bn(module: nn.Module) -> nn.Module:
