@@ -356,3 +356,13 @@ def test_large_galleries_use_an_ivf_graph_with_exact_similarities(monkeypatch: p
     # and clustering on it gives (nearly) the partition of the exact graph
     agreement = score_clustering(average_link(x, approx, 0.5), average_link(x, exact, 0.5))
     assert agreement.pairwise_f > 0.99 and agreement.bcubed_f > 0.99
+
+
+def test_a_gallery_with_no_live_faces_clusters_to_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "g"
+    ids = synthetic_gallery(root, people(1, 3, seed=0)[0])
+    with Gallery.open(root) as g:
+        g.mark_deleted([int(i) for i in ids])
+    report = cluster_gallery(root, **SETTING)
+    assert (report.faces, report.clusters, report.singletons) == (0, 0, 0)
+    assert list_clusters(root) == []

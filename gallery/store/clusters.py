@@ -21,6 +21,7 @@ from gallery.store import schema
 from gallery.store.schema import Cluster, ClusterRejection, Face, FaceCluster, Identity
 
 NEW = -2  # a live face no clustering has seen yet
+BATCH = 30_000  # ids per IN (...): under SQLite's default limit of 32,766 variables
 ALONE = -1  # clustered, in no cluster
 
 
@@ -52,8 +53,8 @@ class NewCluster:
 def forget_faces_in_clusters(s: Session, face_ids: Any) -> None:
     """Before face rows are deleted (erasure, repair): their cluster rows go first."""
     ids = [int(i) for i in face_ids]
-    for start in range(0, len(ids), 30_000):
-        part = ids[start:start + 30_000]
+    for start in range(0, len(ids), BATCH):
+        part = ids[start:start + BATCH]
         s.execute(delete(FaceCluster).where(FaceCluster.face_id.in_(part)))
         s.execute(delete(ClusterRejection).where(ClusterRejection.face_id.in_(part)))
     GalleryClusters._drop_empty_clusters(s)
@@ -164,15 +165,16 @@ class GalleryClusters:
             rows = [(f, cid) for cid, c in zip(ids, new_clusters) for f in c.face_ids]
             rows += [(f, cid) for cid, faces in joins.items() for f in faces]
             rows += [(f, None) for f in alone]
-            for start in range(0, len(rows), 50_000):
-                part = rows[start:start + 50_000]
+            for start in range(0, len(rows), BATCH):
+                part = rows[start:start + BATCH]
                 s.execute(delete(FaceCluster).where(FaceCluster.face_id.in_([f for f, _ in part])))
                 s.execute(insert(FaceCluster), [{"face_id": int(f), "cluster_id": c} for f, c in part])
             for cid, rep in (representatives or {}).items():
                 s.execute(update(Cluster).where(Cluster.cluster_id == cid).values(representative_face_id=rep))
             for identity_id, faces in (labels or {}).items():
-                s.execute(update(Face).where(Face.face_id.in_(faces), Face.identity_id.is_(None))
-                          .values(identity_id=identity_id))
+                for start in range(0, len(faces), BATCH):
+                    s.execute(update(Face).where(Face.face_id.in_(faces[start:start + BATCH]),
+                                                 Face.identity_id.is_(None)).values(identity_id=identity_id))
             if settings is not None:
                 schema.set_meta(s, "clustering", settings)
             self._drop_empty_clusters(s)
@@ -202,17 +204,19 @@ class GalleryClusters:
             if s.get(Cluster, cluster_id) is None:
                 raise NotInGallery(f"No cluster {cluster_id} in this gallery (see `gallery clusters`).")
             ids = sorted({int(f) for f in face_ids})
-            members = set(s.scalars(select(FaceCluster.face_id).where(FaceCluster.cluster_id == cluster_id,
-                                                                      FaceCluster.face_id.in_(ids))))
+            members = set(s.scalars(select(FaceCluster.face_id).where(FaceCluster.cluster_id == cluster_id)))
             strangers = [f for f in ids if f not in members]
             if strangers:
                 raise NotInGallery(f"Face {', '.join(map(str, strangers[:10]))} is not in cluster {cluster_id}.")
-            s.execute(update(FaceCluster).where(FaceCluster.face_id.in_(ids)).values(cluster_id=None))
+            for start in range(0, len(ids), BATCH):
+                s.execute(update(FaceCluster).where(FaceCluster.face_id.in_(ids[start:start + BATCH]))
+                          .values(cluster_id=None))
             for f in ids:
                 s.merge(ClusterRejection(face_id=f, cluster_id=cluster_id))
             # a rejected face cannot stand for the cluster (lists fall back to another of its faces)
-            s.execute(update(Cluster).where(Cluster.cluster_id == cluster_id, Cluster.representative_face_id.in_(ids))
-                      .values(representative_face_id=None))
+            cluster = s.get(Cluster, cluster_id)
+            if cluster is not None and cluster.representative_face_id in members.intersection(ids):
+                cluster.representative_face_id = None
             self._drop_empty_clusters(s)
             return len(ids)
 
@@ -224,9 +228,17 @@ class GalleryClusters:
                 s.execute(insert(ClusterRejection), [{"face_id": f, "cluster_id": c} for f, c in sorted(pairs)])
 
     def replace_cluster(self, cluster_id: int, parts: list[NewCluster], alone: list[int]) -> list[int]:
-        """Split: the cluster's faces go to new clusters (parent_id = cluster_id) or alone; it goes."""
+        """Split: the cluster's faces go to new clusters (parent_id = cluster_id) or alone; it goes.
+        Faces rejected from it stay rejected from every part."""
         ids = self.save_clustering(parts, {}, alone)
         with self.session() as s, s.begin():
+            rejected = list(s.scalars(select(ClusterRejection.face_id)
+                                      .where(ClusterRejection.cluster_id == cluster_id)))
+            for f in rejected:
+                for new_id in ids:
+                    s.merge(ClusterRejection(face_id=f, cluster_id=new_id))
+            # its remaining rows are deleted faces: the cluster itself goes
+            s.execute(delete(FaceCluster).where(FaceCluster.cluster_id == cluster_id))
             self._drop_empty_clusters(s)
         return ids
 

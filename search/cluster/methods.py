@@ -59,10 +59,13 @@ def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarra
 
 def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (a < b) cluster pairs, as int32 while cluster ids fit (half the memory of int64)."""
-    key = np.minimum(lo, hi).astype(np.int64) * n_clusters
-    key += np.maximum(lo, hi)
-    key = key[key % n_clusters != key // n_clusters]  # a pair of a cluster with itself is no pair
-    key = np.unique(key)
+    distinct = lo != hi  # a pair of a cluster with itself is no pair
+    key = np.minimum(lo[distinct], hi[distinct]).astype(np.int64)
+    key *= n_clusters
+    key += np.maximum(lo[distinct], hi[distinct])
+    del distinct
+    key.sort()  # in place: np.unique would sort a copy
+    key = key[np.concatenate(([True], key[1:] != key[:-1]))] if key.size else key
     out_type = np.int32 if n_clusters < 2**31 else np.int64
     return (key // n_clusters).astype(out_type), (key % n_clusters).astype(out_type)
 
@@ -89,7 +92,9 @@ def average_link(
     locked = np.zeros(c, bool) if frozen is None else np.asarray(frozen, bool).copy()
     floor = threshold if floor is None else floor
     a, b, _ = graph.edges(min(floor, threshold))
-    lo, hi = _unique_pairs(start[a], start[b], c)
+    if labels is not None:  # (every face its own cluster: the edge ends are the cluster ids already)
+        a, b = start[a], start[b]
+    lo, hi = _unique_pairs(a, b, c)
     del a, b
     margin = _margins(sums, counts, lo, hi, threshold, floor)
     parent = np.arange(c, dtype=np.int64)  # cluster id -> the cluster it was merged into

@@ -160,6 +160,8 @@ def cluster_gallery(
 
 
 def _groups(labels: np.ndarray) -> list[np.ndarray]:
+    if labels.size == 0:
+        return []
     order = np.argsort(labels, kind="stable")
     cuts = np.flatnonzero(np.diff(labels[order])) + 1
     return np.split(order, cuts)
@@ -182,9 +184,12 @@ def _full(g: Gallery, faces: Any, eligible: np.ndarray, settings: ClusterSetting
         successor[int(c)] = Counter(labels[old == c].tolist()).most_common(1)[0][0]
     position = {int(f): i for i, f in enumerate(face_ids)}
     rejected: list[tuple[int, int]] = []  # (position, new label) pairs to keep apart
+    unmapped: set[tuple[int, int]] = set()  # rejections this run cannot re-point: kept as they are
     for f, c in g.cluster_rejections():
         if f in position and c in successor:
             rejected.append((position[f], successor[c]))
+        else:
+            unmapped.add((f, c))  # old ids are below the high-water mark: never given out again
     next_label = int(labels.max()) + 1 if labels.size else 0
     for pos, lab in rejected:
         if labels[pos] == lab:
@@ -202,11 +207,12 @@ def _full(g: Gallery, faces: Any, eligible: np.ndarray, settings: ClusterSetting
     # largest first gets the lowest ids: the first people a person looks at have short numbers
     order = sorted(range(len(new_clusters)), key=lambda i: (-len(new_clusters[i].face_ids), i))
     new_clusters = [new_clusters[i] for i in order]
-    label_cluster = {lab: order.index(i) for lab, i in label_cluster.items()}
+    rank = {i: r for r, i in enumerate(order)}
+    label_cluster = {lab: rank[i] for lab, i in label_cluster.items()}
     ids = g.save_clustering(new_clusters, {}, alone, settings=record, rebuild=True)
     # rejections now refer to the new cluster ids
     remapped = {(int(face_ids[p]), ids[label_cluster[lab]]) for p, lab in rejected if lab in label_cluster}
-    g.set_cluster_rejections(remapped)
+    g.set_cluster_rejections(remapped | unmapped)
     final = faces.cluster_ids.copy()
     final[idx] = ALONE
     for cid, cluster in zip(ids, new_clusters):
