@@ -12,7 +12,17 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, finite_threshold, note, out, safe
+from gallery.cli.common import (
+    GalleryOpt,
+    GalleryTyper,
+    JsonOpt,
+    OptionalGalleryOpt,
+    finite_threshold,
+    listing_gallery,
+    note,
+    out,
+    safe,
+)
 
 clusters_app = GalleryTyper(help="Review the clusters `gallery cluster` found: list, show, name, split, reject.")
 
@@ -29,7 +39,7 @@ def _print_json(data: object) -> None:
 @clusters_app.callback(invoke_without_command=True)
 def clusters_list(
     ctx: typer.Context,
-    gallery: Annotated[Path | None, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)] = None,
+    gallery: OptionalGalleryOpt = None,
     limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 20,
     min_size: Annotated[int, typer.Option(help="Only clusters of at least this many faces.", min=1)] = 2,
     suggest: Annotated[bool, typer.Option(help="Suggest the nearest labeled person for unnamed clusters.")] = True,
@@ -38,8 +48,7 @@ def clusters_list(
     """Clusters, largest first: size, name (or a suggested one), representative photo."""
     if ctx.invoked_subcommand is not None:
         return
-    if gallery is None:
-        fail("Missing option '--gallery' / '-g'.")
+    gallery = listing_gallery(gallery)
     from search.cluster import list_clusters
 
     rows = list_clusters(gallery, min_size=min_size, limit=limit, suggest=suggest)

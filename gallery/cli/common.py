@@ -33,6 +33,10 @@ def finite_threshold(value: float | None) -> float | None:
 
 
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)]
+# A group callback that lists when run alone (`gallery identities`, `gallery clusters`): --gallery is
+# optional there, so that `gallery clusters show ... --gallery G` does not need it twice.
+OptionalGalleryOpt = Annotated[Path | None, typer.Option("--gallery", "-g", help="Gallery folder.",
+                                                         show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 WeightsOpt = Annotated[Path | None, typer.Option(help="Model weights file (else cache or download).")]
@@ -59,6 +63,13 @@ def fail(message: str, code: int = 2) -> None:
     """One red line (paths stay copyable: no wrapping, no markup from the message) and exit."""
     err.print(f"[bold red]error:[/] {safe(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def listing_gallery(gallery: Path | None) -> Path:
+    """The --gallery of a listing group callback, which typer cannot mark required."""
+    if gallery is None:
+        fail("Missing option '--gallery' / '-g'.")
+    return gallery  # type: ignore[return-value]
 
 
 def warn(message: str) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, fail, out, safe
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, OptionalGalleryOpt, fail, listing_gallery, out, safe
 
 identities_app = GalleryTyper(help="List, show, rename, merge and delete the people of a gallery.")
 faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists).",
@@ -34,15 +34,14 @@ def _done(as_json: bool, data: dict, message: str) -> None:
 @identities_app.callback(invoke_without_command=True)
 def identities_list(
     ctx: typer.Context,
-    gallery: Annotated[Path | None, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)] = None,
+    gallery: OptionalGalleryOpt = None,
     limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """List identities with their face counts, most faces first (or run a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
-    if gallery is None:
-        fail("Missing option '--gallery' / '-g'.")
+    gallery = listing_gallery(gallery)
     from gallery.store import Gallery
 
     with Gallery.open(gallery) as g:
