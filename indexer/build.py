@@ -27,7 +27,7 @@ from indexer.choose import (
     IndexChoice,
     choose_index,
 )
-from indexer.loaded import as_gallery
+from indexer.loaded import as_gallery, tune_hnsw_quantizer
 from indexer.manifest import (
     MANIFEST_VERSION,
     Manifest,
@@ -67,6 +67,7 @@ def _make_index(choice: IndexChoice, seed: int) -> Any:
         ivf.cp.seed = seed
         if choice.nprobe:
             ivf.nprobe = int(choice.nprobe)
+        tune_hnsw_quantizer(index, for_adding=True)
     inner = faiss.downcast_index(ivf if ivf is not None else _base_of(index))
     pq = getattr(inner, "pq", None)
     if pq is not None:
@@ -280,6 +281,7 @@ def _build(
                                     read_batch_rows, on_progress, n_live)
             if adder is not None:
                 index = adder.finish()
+            tune_hnsw_quantizer(index)  # saved with the search setting
             t_add = time.time() - t1
             t2 = time.time()
             index_bytes = _save_index(index, g.index_dir / index_name)
@@ -387,6 +389,7 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         return manifest
     dim = int(manifest["dim"])
     index = faiss.read_index(str(g.index_dir / manifest["index_file"]))  # not mmap: we modify it
+    tune_hnsw_quantizer(index, for_adding=True)
     rerank = manifest.get("rerank") or {}
     writer = VectorFileWriter(g.index_dir / rerank["file"], dim, create=False) if rerank.get("enabled") else None
     index_name = f"index-{new_tag()}.faiss"
@@ -394,6 +397,7 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         with PeakMemory() as mem:
             added, max_id = _stream_add(g, index, new_shards, dim, g.deleted_ids(), writer, read_batch_rows,
                                         on_progress, None, above_id=old_max)
+            tune_hnsw_quantizer(index)  # saved with the search setting
             index_bytes = _save_index(index, g.index_dir / index_name)
     except BaseException:
         (g.index_dir / index_name).unlink(missing_ok=True)

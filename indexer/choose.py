@@ -21,7 +21,13 @@ The rules (faiss wiki "Guidelines to choose an index" and the benchmark in bench
   the flat assignment of every vector cost tens of minutes on 2 cores, the two-level training about a
   minute, and the graph finds a query's lists without scanning all 16,384 centroids;
 - exact re-ranking of the PQ candidates with the float vectors (a memory-mapped file on disk) is on by
-  default for every compressed index: PQ alone caps recall@1 well below 1.
+  default for every compressed index: PQ alone caps recall@1 well below 1;
+- the default search setting (nprobe, re-rank depth) is wider up to 128-d (``default_nprobe``,
+  ``default_rerank_candidates``): at 10M x 128 on vectors fitted to dlib-resnet, nprobe 512 + 400
+  candidates give recall@1 1.000 and mate recall 0.997 at 4.6 ms p50 on one core;
+- 32-byte codes at 128-d would meet "1/10 of flat's memory" but not the recall: at 1M x 128 the best
+  8-bit ``PQ32`` setting reached mate recall 0.987 at 5.8 ms and 4-bit ``PQ64x4fs`` 0.91, against 0.998 at
+  1.6 ms for ``PQ128x4fs`` (64 B, 1/6.5 of flat): recall wins.
 """
 
 from __future__ import annotations
@@ -39,8 +45,18 @@ DEFAULT_TRAIN_PER_CENTROID = 40
 # GpuIndexIVFPQ supports only these code sizes (bytes per vector)
 GPU_PQ_BYTES = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
 DEFAULT_RERANK_CANDIDATES = 100  # candidates re-scored exactly per query (at least 10*k)
+CROWDED_MAX_DIM = 128  # up to here, more lists and candidates by default: see default_nprobe
+CODES_PER_CANDIDATE = 800  # up to 128-d: see default_rerank_candidates
 LARGE_IVF_VECTORS = 2_000_000  # from here (CPU): HNSW coarse quantizer + two-level k-means training
 HNSW_QUANTIZER_M = 32
+# The HNSW coarse quantizer's search breadth. faiss' default efSearch 16 missed the list holding a
+# query's true nearest neighbour for 4-5% of queries at 10M x 128 (16,384 lists), whatever the nprobe
+# (up to 1024), which capped recall@1 at 0.96 and mate recall at 0.87; 64 found it for all 100 probed
+# queries, 128 leaves a margin (benchmarks/recall_latency.py, issue 16). efConstruction: a better graph
+# over the centroids costs well under a second at 16k centroids.
+HNSW_QUANTIZER_EF_SEARCH = 128
+HNSW_QUANTIZER_ADD_EF_SEARCH = 16  # faiss' default, kept while adding: see indexer.loaded.tune_hnsw_quantizer
+HNSW_QUANTIZER_EF_CONSTRUCTION = 80
 
 
 @dataclass
@@ -75,9 +91,31 @@ def choose_nlist(n: int) -> int:
     return max(16, int(math.ceil(low / 16.0)) * 16)
 
 
-def default_nprobe(nlist: int) -> int:
-    """About 1.5% of the lists (64 at nlist 4096), at least 16: see benchmarks/index_build.py."""
+def default_nprobe(nlist: int, dim: int = 512) -> int:
+    """Lists a search visits by default.
+
+    Above 128-d: about 1.5% of the lists (64 at nlist 4096), at least 16; mate recall 0.997 at 1M x 512
+    (benchmarks/index_build.py, recall_latency.py). Up to 128-d (dlib-resnet and the like, whose unit
+    vectors share one mean direction and pack a query's neighbours tightly): 4*sqrt(nlist) rounded up
+    to a power of two, 256 at nlist 4096 and 512 at 16,384. On the generator fitted to dlib-resnet the
+    old 1.5% gave mate recall 0.95 at 1M and 0.89 at 10M; mate recall >= 0.99 needed 256 lists at 1M
+    and 512 (with re-rank 400) at 10M (benchmarks/recall_latency.py, issue 16)."""
+    if dim <= CROWDED_MAX_DIM:
+        return int(min(nlist, 1 << math.ceil(math.log2(4.0 * math.sqrt(nlist)))))
     return int(min(nlist, max(16, nlist // 64)))
+
+
+def default_rerank_candidates(dim: int, n: int = 0, nlist: int | None = None, nprobe: int | None = None) -> int:
+    """Candidates re-scored exactly by default: 100 above 128-d. Up to 128-d, one per
+    CODES_PER_CANDIDATE codes a query scans (n * nprobe / nlist), rounded up to a multiple of 100,
+    between 100 and 1000: PQ's ranking error grows with the codes scanned. On the generator fitted to
+    dlib-resnet, 1M faces at nprobe 256/4096 (62,500 codes) reach mate recall 0.997 with 100; 10M at
+    nprobe 512/16,384 (312,500 codes) needed 400 (0.977 with 100, 0.997 with 400)."""
+    if dim > CROWDED_MAX_DIM:
+        return DEFAULT_RERANK_CANDIDATES
+    scanned = n * (nprobe / nlist) if nlist and nprobe else n
+    per = math.ceil(scanned / CODES_PER_CANDIDATE / 100.0) * 100
+    return int(min(1000, max(DEFAULT_RERANK_CANDIDATES, per)))
 
 
 def train_size_for(nlist: int, n: int, per_centroid: int = DEFAULT_TRAIN_PER_CENTROID) -> int:
@@ -162,8 +200,10 @@ def choose_index(
             n=n,
             nlist=nlist,
             train_size=train_size_for(nlist, n, train_per_centroid) if nlist else min(n, 100_000),
-            nprobe=(nprobe or default_nprobe(nlist)) if nlist else None,
+            nprobe=(nprobe or default_nprobe(nlist, dim)) if nlist else None,
             rerank=rr,
+            rerank_candidates=default_rerank_candidates(dim, n, nlist, nprobe or default_nprobe(nlist, dim))
+            if nlist else default_rerank_candidates(dim, n),
             reason=f"--factory {factory} given by the user (automatic choice skipped)",
             notes=notes,
         )
@@ -212,6 +252,7 @@ def choose_index(
             bytes_per_vector=float(code_bytes + ID_BYTES),
             train_size=min(n, 65_536),
             rerank=rr,
+            rerank_candidates=default_rerank_candidates(dim, n),
             reason=(
                 f"{n:,} faces < {flat_max:,} but flat needs {flat_bytes} B/vector{budget_desc}: exhaustive "
                 f"{pq_desc}, re-ranked exactly" + ("" if rr else " (re-ranking off)")
@@ -220,10 +261,11 @@ def choose_index(
         )
 
     nlist = choose_nlist(n)
-    probe = int(min(nprobe, nlist)) if nprobe else default_nprobe(nlist)
+    probe = int(min(nprobe, nlist)) if nprobe else default_nprobe(nlist, dim)
     if device == "cuda" and probe > 2048:
         probe = 2048
         notes.append("nprobe capped at 2048 (FAISS GPU limit)")
+    depth = default_rerank_candidates(dim, n, nlist, probe)
     large = n >= LARGE_IVF_VECTORS and device != "cuda"
     quantizer = f"_HNSW{HNSW_QUANTIZER_M}" if large else ""
     factory = f"IVF{nlist}{quantizer},{_pq_factory(pq_m, nbits, fast_scan)}"
@@ -252,11 +294,13 @@ def choose_index(
         train_size=train_size_for(nlist, n, train_per_centroid),
         nprobe=probe,
         rerank=rr,
+        rerank_candidates=depth,
         reason=(
             f"{n:,} faces >= {flat_max:,}: IVF-PQ with nlist {nlist} (4*sqrt(N) = {4 * math.sqrt(n):.0f}, "
             f"range 4..16*sqrt(N)), {pq_desc}, {why_pq}{budget_desc}{coarse_desc}; "
             + (
-                f"exact re-ranking of the top {DEFAULT_RERANK_CANDIDATES} candidates from the on-disk vectors "
+                f"nprobe {probe}; exact re-ranking of the top {depth} candidates from the "
+                "on-disk vectors "
                 "(PQ alone caps recall@1 well below 1)"
                 if rr
                 else "re-ranking off (raw PQ scores)"

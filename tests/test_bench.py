@@ -15,6 +15,7 @@ from benchmarks.synthetic import SyntheticSpec, write_synthetic_gallery
 from gallery.cli import app
 from gallery.faces.models import get_model_spec, registered
 from indexer import build_index, load_index
+from indexer.choose import default_nprobe
 from search.bench import exact_ground_truth, recall_metrics, recommend, run_bench
 from search.bench.sweep import explain
 from tests.conftest import copy_lfw_people, requires_lfw
@@ -94,7 +95,8 @@ def test_ivf_recall_grows_with_nprobe_and_recommendation_meets_target(galleries)
 
 def test_apply_changes_the_default_nprobe(galleries, tmp_path: Path) -> None:
     before = load_index(galleries["ivf"])
-    assert before.nprobe == 16
+    default = default_nprobe(64, SPEC.dim)
+    assert before.nprobe == default == 32  # 4 * sqrt(64) lists for vectors of up to 128-d
     before.close()
     report = run_bench(galleries["ivf"], queries=100, latency_queries=10, nprobes=[4], identification=False,
                        apply=True, exact_baseline=False)
@@ -107,17 +109,18 @@ def test_apply_changes_the_default_nprobe(galleries, tmp_path: Path) -> None:
         after.close()
     # back to the default for the other tests, through the CLI this time
     result = runner.invoke(app, ["bench", "--gallery", str(galleries["ivf"]), "--queries", "100",
-                                 "--latency-queries", "10", "--nprobe", "16", "--no-identification", "--no-exact",
+                                 "--latency-queries", "10", "--nprobe", str(default), "--no-identification",
+                                 "--no-exact",
                                  "--apply",
                                  "--json", "--output", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["applied"] and data["recommended"]["nprobe"] == 16
+    assert data["applied"] and data["recommended"]["nprobe"] == default
     for point in data["points"] + [data["recommended"]]:
         assert {"nprobe", "recall@1", "recall@10", "mate_recall", "p50_ms", "p95_ms", "p99_ms", "qps"} <= set(point)
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == ["bench.csv", "bench.json", "bench.png"]
     with load_index(galleries["ivf"]) as index:
-        assert index.nprobe == 16
+        assert index.nprobe == default
 
 
 def test_cli_table_and_errors(galleries, tmp_path: Path) -> None:

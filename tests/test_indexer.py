@@ -32,6 +32,7 @@ from indexer import (
     remove_ids,
     update_index,
 )
+from indexer.choose import HNSW_QUANTIZER_EF_SEARCH
 from tests.helpers.galleries import add_shards, make_gallery, mark_deleted, unit_vectors
 
 IVF_N = 32_000  # just above FLAT_MAX_VECTORS: IVF-PQ, quick to train
@@ -103,6 +104,17 @@ def test_choose_index_by_size_dim_and_budget():
     assert ten.factory == "IVF16384_HNSW32,PQ128x4fs" and ten.coarse_training == "two-level"
     assert ten.bytes_per_vector == 72 and ten.nlist == 16384 and "two-level" in ten.reason
     assert choose_index(10_000_000, 128, device="cuda").factory == "IVF16384,PQ64np"  # GPU: flat quantizer
+
+    # default search settings, as measured (issue 16): up to 128-d more lists, and more candidates as a
+    # query scans more codes; above 128-d 1.5% of the lists and 100 candidates
+    settings = {(n, d): (choose_index(n, d).nprobe, choose_index(n, d).rerank_candidates)
+                for n, d in ((1_000_000, 128), (10_000_000, 128), (1_000_000, 512), (10_000_000, 512))}
+    assert settings == {(1_000_000, 128): (256, 100), (10_000_000, 128): (512, 400),
+                        (1_000_000, 512): (64, 100), (10_000_000, 512): (256, 100)}
+    assert "nprobe 512" in ten.reason and "top 400 candidates" in ten.reason
+    for n in (40_000, 300_000, 3_000_000, 30_000_000, 300_000_000):  # bounded, and never more lists than exist
+        c = choose_index(n, 128)
+        assert c.nprobe <= c.nlist and 100 <= c.rerank_candidates <= 1000
 
     # GPU: no fast-scan, 8-bit PQ64 without polysemous training
     assert choose_index(1_000_000, 512, device="cuda").factory == "IVF4096,PQ64np"
@@ -460,7 +472,27 @@ def test_two_level_training_with_hnsw_quantizer(tmp_path: Path, monkeypatch) -> 
         assert manifest["training"]["coarse_training"] == "two-level"
         with load_index(gallery) as index:
             scores, ids = index.search(vectors[:100], 5)
+            ivf = faiss.extract_index_ivf(index.index)
+            quantizer = faiss.downcast_index(ivf.quantizer)
+            # faiss' default efSearch (16) made the graph miss lists at 10M: the build raises it
+            assert quantizer.hnsw.efSearch >= HNSW_QUANTIZER_EF_SEARCH
+            # ... so the graph probes the same lists as an exact scan of the centroids
+            centroids = quantizer.reconstruct_n(0, ivf.nlist)
+            nprobe = 8
+            _, graph_lists = quantizer.search(vectors[:300], nprobe)
+            _, exact_lists = faiss.knn(vectors[:300], centroids, nprobe, metric=faiss.METRIC_INNER_PRODUCT)
+            overlap = np.mean([len(set(a) & set(b)) / nprobe for a, b in zip(graph_lists, exact_lists)])
+            assert overlap >= 0.99
         assert (ids[:, 0] == np.arange(1, 101)).mean() >= 0.95  # each vector finds itself (re-ranked)
+
+        # an index saved with faiss' default efSearch (built before the setting) is raised at load
+        path = gallery.index_dir / manifest["index_file"]
+        old = faiss.read_index(str(path))
+        faiss.downcast_index(faiss.extract_index_ivf(old).quantizer).hnsw.efSearch = 16
+        faiss.write_index(old, str(path))
+        with load_index(gallery) as index:
+            quantizer = faiss.downcast_index(faiss.extract_index_ivf(index.index).quantizer)
+            assert quantizer.hnsw.efSearch >= HNSW_QUANTIZER_EF_SEARCH
     finally:
         faiss.omp_set_num_threads(threads)
         gallery.close()
