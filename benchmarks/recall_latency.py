@@ -63,7 +63,7 @@ from benchmarks.synthetic import (  # noqa: E402
     fitted_spec,
 )
 from gallery.store import Gallery  # noqa: E402
-from indexer import build_index, load_index  # noqa: E402
+from indexer import build_index, choose_index, index_info, load_index  # noqa: E402
 from indexer.memory import current_rss, maxrss  # noqa: E402
 from search.bench import (  # noqa: E402
     GroundTruth,
@@ -155,13 +155,18 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
     run["rss"]["start"] = current_rss()
 
     # 1. the default index, built first: its peak RSS is the build's alone
-    say("building the default index (indexer.build_index, automatic choice) ...")
-    manifest = build_index(root, device="cpu", seed=args.seed)
+    manifest = _reusable_index(root, n, dim) if args.reuse_index else None
+    if manifest is not None:
+        say(f"reusing the gallery's {manifest['factory']} index (--reuse-index): build figures from its manifest")
+        run["notes"].append("default index reused (--reuse-index): its build time and peak RSS are those its "
+                            "manifest recorded when it was built")
+    else:
+        say("building the default index (indexer.build_index, automatic choice) ...")
+        manifest = build_index(root, device="cpu", seed=args.seed)
     factory = str(manifest["factory"])
     default_name = f"{factory} (default)"
     rerank_bytes = (manifest.get("rerank") or {}).get("bytes") or 0
     ntotal = max(1, int(manifest["ntotal"]))
-    bpv = manifest["index_bytes_per_vector"]
     disk_bpv = round((int(manifest["index_bytes"]) + rerank_bytes) / ntotal, 1)
     build_s = manifest["timing_s"]["total"]
     run["default_index"] = {k: manifest.get(k) for k in ("factory", "reason", "nlist", "nprobe", "timing_s",
@@ -196,33 +201,16 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
             f"mate {mate:.4f} p50 {row['p50_ms']:.3f} ms p99 {row['p99_ms']:.3f} ms {row['qps']:.0f} QPS")
 
     # 3. the default index, every nprobe, with and without re-ranking
-    index = load_index(root)
-    run["rss"]["after_load"] = current_rss()
-    nprobes = [p for p in args.nprobe_list if not manifest.get("nlist") or p <= manifest["nlist"]]
-    if manifest.get("nprobe") and manifest["nprobe"] not in nprobes:
-        nprobes = sorted({*nprobes, int(manifest["nprobe"])})
-    sweep = nprobes if manifest.get("nlist") else [None]
-    index.search(queries, K)  # warm-up: the first batched call would pay for cold pages (re-rank file)
-    default_depth = int((manifest.get("rerank") or {}).get("candidates") or 0)
-    depths: list[int | None] = [None]
-    if index.vectors is not None:
-        depths = sorted({*args.depth_list, default_depth}) + [0]  # 0 = re-ranking off
-    for depth in depths:
-        for p in sweep:
-            rerank = None if depth is None else depth > 0
-
-            def search(q, k, p=p, rerank=rerank, depth=depth):
-                return index.search(q, k, nprobe=p, rerank=rerank, candidates=depth or None)
-
-            point = evaluate(search, queries, gt, threshold, None, K, lat)
-            group = None if depth is None else (f"rerank {depth}" if depth else "no rerank")
-            setting = ", ".join(v for v in (f"nprobe {p}" if p is not None else None, group) if v) or "exhaustive"
-            add(_row(default_name, setting, point, nprobe=p, rerank=rerank, candidates=depth or None, group=group,
-                     is_default=(p == manifest.get("nprobe") and (depth is None or depth == default_depth)),
-                     bytes_per_vector=bpv,
-                     disk_bytes_per_vector=disk_bpv if rerank else manifest["index_bytes_per_vector"],
-                     build_s=build_s, exact=manifest.get("kind_of_index") == "flat"))
-    index.close()
+    run["rss"]["after_load"] = _sweep_index(root, manifest, default_name, queries, gt, threshold, args, add,
+                                            is_default_index=True)
+    # 3b. other factories (--also-factory), built through the same build_index into the same gallery
+    for extra in args.also_factory:
+        say(f"building --also-factory {extra} (indexer.build_index) ...")
+        m = build_index(root, device="cpu", seed=args.seed, factory=extra)
+        run.setdefault("also_factories", []).append(
+            {k: m.get(k) for k in ("factory", "nlist", "nprobe", "timing_s", "index_bytes_per_vector", "memory")})
+        say(f"  built {extra} in {m['timing_s']['total']:.0f} s, peak RSS {_gib(m['memory']['peak_rss_bytes'])}")
+        _sweep_index(root, m, extra, queries, gt, threshold, args, add, is_default_index=False)
     run["rss"]["after_default_sweep"] = current_rss()
 
     # 4. exact flat (faiss.knn over the collected vectors: IndexFlatIP's own search, without the copy)
@@ -281,6 +269,64 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
     write_run_files(run, args.output, args.queries)
     print_table(run)
     return run
+
+
+def _reusable_index(root: Path, n: int, dim: int) -> dict[str, Any] | None:
+    """The manifest of the gallery's index when it is a complete build of today's automatic choice
+    (same factory, every face), else None: --reuse-index then skips a rebuild that would be identical."""
+    try:
+        info = index_info(root)
+    except Exception:  # no index, or one that cannot be read: build
+        return None
+    fresh = info.get("kind") == "build" and info.get("up_to_date") and int(info["ntotal"]) == n
+    return info if fresh and info["factory"] == choose_index(n, dim).factory else None
+
+
+def _sweep_index(root: Path, manifest: dict[str, Any], name: str, queries: np.ndarray, gt: GroundTruth,
+                 threshold: float, args: argparse.Namespace, add: Any, is_default_index: bool) -> int:
+    """Every nprobe x re-rank depth (and re-ranking off) of the gallery's current index, loaded with
+    the product's load_index and searched through LoadedIndex.search (what `gallery search` runs);
+    returns the process RSS right after the load."""
+    rerank_bytes = (manifest.get("rerank") or {}).get("bytes") or 0
+    ntotal = max(1, int(manifest["ntotal"]))
+    bpv = manifest["index_bytes_per_vector"]
+    disk_bpv = round((int(manifest["index_bytes"]) + rerank_bytes) / ntotal, 1)
+    build_s = manifest["timing_s"]["total"]
+    index = load_index(root)
+    rss_loaded = current_rss()
+    nprobes = [p for p in args.nprobe_list if not manifest.get("nlist") or p <= manifest["nlist"]]
+    if manifest.get("nprobe") and manifest["nprobe"] not in nprobes:
+        nprobes = sorted({*nprobes, int(manifest["nprobe"])})
+    sweep = nprobes if manifest.get("nlist") else [None]
+    default_depth = int((manifest.get("rerank") or {}).get("candidates") or 0)
+    depths: list[int | None] = [None]
+    if index.vectors is not None:
+        depths = sorted({*args.depth_list, default_depth}) + [0]  # 0 = re-ranking off
+    # every timed query runs once untimed first (evaluate's warmup): the re-rank vectors are read
+    # through the page cache, and the first pass over a setting's candidates pays for cold pages (at
+    # 10M, nprobe 64 + re-rank 400 read 3.6 ms p50 on a cold pass against 2.4 ms at nprobe 128 right
+    # after it); the rows are the latency of a serving process whose re-rank file is cached
+    try:
+        for depth in depths:
+            for p in sweep:
+                rerank = None if depth is None else depth > 0
+
+                def search(q, k, p=p, rerank=rerank, depth=depth):
+                    return index.search(q, k, nprobe=p, rerank=rerank, candidates=depth or None)
+
+                point = evaluate(search, queries, gt, threshold, None, K, args.latency_queries,
+                                 warmup=args.latency_queries)
+                group = None if depth is None else (f"rerank {depth}" if depth else "no rerank")
+                setting = ", ".join(v for v in (f"nprobe {p}" if p is not None else None, group) if v) or "exhaustive"
+                add(_row(name, setting, point, nprobe=p, rerank=rerank, candidates=depth or None, group=group,
+                         is_default=is_default_index and p == manifest.get("nprobe")
+                         and (depth is None or depth == default_depth),
+                         bytes_per_vector=bpv,
+                         disk_bytes_per_vector=disk_bpv if rerank else manifest["index_bytes_per_vector"],
+                         build_s=build_s, exact=manifest.get("kind_of_index") == "flat"))
+    finally:
+        index.close()
+    return rss_loaded
 
 
 EXACT = "exact flat"
@@ -554,6 +600,23 @@ def fit_from_gallery(gallery_dir: Path, out: Path, seed: int = 0, max_faces: int
 # --- growth: 100k -> 1M -> 10M ------------------------------------------------------------------------
 
 
+def remark_default(run: dict[str, Any]) -> bool:
+    """Mark the row of the current code's default search setting (nprobe, re-rank depth) in a saved
+    run and recompute its targets: those are search-time settings, so a sweep measured before they
+    changed already holds the point, on the same index. Only when the saved index is the factory the
+    current code would build; returns whether the mark moved."""
+    choice = choose_index(int(run["n"]), int(run["dim"]))
+    if choice.factory != run["default_index"]["factory"] or not run.get("rows"):
+        return False
+    before = next((f"{r['method']} {r['setting']}" for r in run["rows"] if r.get("is_default")), None)
+    for r in run["rows"]:
+        if r["method"].endswith("(default)"):
+            r["is_default"] = (r.get("nprobe") == choice.nprobe
+                               and (r.get("candidates") == choice.rerank_candidates if choice.rerank else True))
+    run["targets"] = targets(run)
+    return run["targets"].get("default_setting") != before
+
+
 def growth(files: list[Path], dim: int, out: Path) -> dict[str, Any]:
     """How build time, memory and latency grow with the gallery: one row per size of `dim`-d runs
     found in the given recall_latency.json files, a table (JSON + Markdown) and a log-log plot."""
@@ -566,6 +629,7 @@ def growth(files: list[Path], dim: int, out: Path) -> dict[str, Any]:
     for f in files:
         for run in json.loads(Path(f).read_text())["runs"]:
             if run["dim"] == dim:
+                remark_default(run)
                 runs[run["n"]] = run
     if not runs:
         raise SystemExit(f"--growth: no {dim}-d run in {', '.join(map(str, files))}")
@@ -654,6 +718,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--plain-generator", action="store_true", help="the plain generator even at 128-d")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-hnsw", action="store_true")
+    parser.add_argument("--reuse-index", action="store_true",
+                        help="keep the gallery's index when it is a complete build of the automatic choice "
+                        "(build figures from its manifest) instead of building it again")
+    parser.add_argument("--also-factory", action="append", default=[], metavar="FACTORY",
+                        help="also build this faiss factory (build_index --factory) into the same gallery after "
+                        "the default's sweep, and sweep it the same way (repeatable; the gallery keeps the last)")
     parser.add_argument("--no-numpy", action="store_true")
     parser.add_argument("--no-exact", action="store_true", help="no in-RAM exact baseline (streamed exact only)")
     parser.add_argument("--max-rss-gb", type=float, default=12.0,
@@ -685,6 +755,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.replot:
         old = json.loads((args.output / "recall_latency.json").read_text())
         for run in old["runs"]:
+            remark_default(run)
             plot_run(run, args.output / f"recall_latency_{run['n']}x{run['dim']}.png", old["queries"])
         say(f"redrew {len(old['runs'])} plot(s) in {args.output}")
         return old
@@ -693,7 +764,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "k": K,
         "queries": args.queries,
         "latency": "single query: one call per query, faiss on 1 thread (numpy: its BLAS threads); "
-        "QPS: all queries in one call, all threads; the machine was shared with other jobs",
+        "QPS: all queries in one call, all threads; other load on the machine: load_avg_start/end",
         "environment": {"cpu_count": os.cpu_count(), "faiss": faiss.__version__,
                         "faiss_threads": faiss.omp_get_max_threads(), "load_avg_start": os.getloadavg()},
         "runs": [],
