@@ -755,9 +755,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.replot:
         old = json.loads((args.output / "recall_latency.json").read_text())
         for run in old["runs"]:
-            remark_default(run)
-            plot_run(run, args.output / f"recall_latency_{run['n']}x{run['dim']}.png", old["queries"])
-        say(f"redrew {len(old['runs'])} plot(s) in {args.output}")
+            if remark_default(run):
+                run.setdefault("notes", []).append(
+                    "default setting re-marked by --replot with the current code's rule; rows as measured")
+            write_run_files(run, args.output, old["queries"])
+        (args.output / "recall_latency.json").write_text(json.dumps(old, indent=2, default=str) + "\n")
+        say(f"redrew {len(old['runs'])} run(s) in {args.output} (CSV, PNG, JSON)")
         return old
     result: dict[str, Any] = {
         "argv": sys.argv[1:] if argv is None else argv,
