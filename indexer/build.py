@@ -389,7 +389,7 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         return manifest
     dim = int(manifest["dim"])
     index = faiss.read_index(str(g.index_dir / manifest["index_file"]))  # not mmap: we modify it
-    tune_hnsw_quantizer(index, for_adding=True)
+    searched_with = tune_hnsw_quantizer(index, for_adding=True)  # a hand-tuned efSearch is restored below
     rerank = manifest.get("rerank") or {}
     writer = VectorFileWriter(g.index_dir / rerank["file"], dim, create=False) if rerank.get("enabled") else None
     index_name = f"index-{new_tag()}.faiss"
@@ -397,7 +397,7 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         with PeakMemory() as mem:
             added, max_id = _stream_add(g, index, new_shards, dim, g.deleted_ids(), writer, read_batch_rows,
                                         on_progress, None, above_id=old_max)
-            tune_hnsw_quantizer(index)  # saved with the search setting
+            tune_hnsw_quantizer(index, searched_with=searched_with)  # saved with the search setting
             index_bytes = _save_index(index, g.index_dir / index_name)
     except BaseException:
         (g.index_dir / index_name).unlink(missing_ok=True)

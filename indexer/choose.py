@@ -57,6 +57,7 @@ HNSW_QUANTIZER_M = 32
 HNSW_QUANTIZER_EF_SEARCH = 128
 HNSW_QUANTIZER_ADD_EF_SEARCH = 16  # faiss' default, kept while adding: see indexer.loaded.tune_hnsw_quantizer
 HNSW_QUANTIZER_EF_CONSTRUCTION = 80
+GPU_MAX_NPROBE = 2048  # FAISS GPU indexes search at most this many lists
 
 
 @dataclass
@@ -161,6 +162,17 @@ def rerank_default_for_factory(factory: str) -> bool:
     return bool(re.search(r"PQ|SQ|RQ|LSH|ITQ", f))
 
 
+def _search_setting(n: int, dim: int, nlist: int, nprobe: int | None, device: str,
+                    notes: list[str]) -> tuple[int, int]:
+    """Default nprobe (the user's, else default_nprobe; at most nlist, and at most the GPU's limit on
+    cuda) and the re-rank depth that goes with it."""
+    probe = int(min(nprobe, nlist)) if nprobe else default_nprobe(nlist, dim)
+    if device == "cuda" and probe > GPU_MAX_NPROBE:
+        probe = GPU_MAX_NPROBE
+        notes.append(f"nprobe capped at {GPU_MAX_NPROBE} (FAISS GPU limit)")
+    return probe, default_rerank_candidates(dim, n, nlist, probe)
+
+
 def choose_index(
     n: int,
     dim: int,
@@ -193,6 +205,11 @@ def choose_index(
         if m:
             nlist = int(m.group(1))
         rr = rerank_default_for_factory(factory) if rerank is None else rerank
+        # without inverted lists the codes a query scans are unknown: the plain default depth
+        probe: int | None = None
+        depth = DEFAULT_RERANK_CANDIDATES
+        if nlist:
+            probe, depth = _search_setting(n, dim, nlist, nprobe, device, notes)
         return IndexChoice(
             kind="custom",
             factory=factory,
@@ -200,10 +217,9 @@ def choose_index(
             n=n,
             nlist=nlist,
             train_size=train_size_for(nlist, n, train_per_centroid) if nlist else min(n, 100_000),
-            nprobe=(nprobe or default_nprobe(nlist, dim)) if nlist else None,
+            nprobe=probe,
             rerank=rr,
-            rerank_candidates=default_rerank_candidates(dim, n, nlist, nprobe or default_nprobe(nlist, dim))
-            if nlist else default_rerank_candidates(dim, n),
+            rerank_candidates=depth,
             reason=f"--factory {factory} given by the user (automatic choice skipped)",
             notes=notes,
         )
@@ -261,11 +277,7 @@ def choose_index(
         )
 
     nlist = choose_nlist(n)
-    probe = int(min(nprobe, nlist)) if nprobe else default_nprobe(nlist, dim)
-    if device == "cuda" and probe > 2048:
-        probe = 2048
-        notes.append("nprobe capped at 2048 (FAISS GPU limit)")
-    depth = default_rerank_candidates(dim, n, nlist, probe)
+    probe, depth = _search_setting(n, dim, nlist, nprobe, device, notes)
     large = n >= LARGE_IVF_VECTORS and device != "cuda"
     quantizer = f"_HNSW{HNSW_QUANTIZER_M}" if large else ""
     factory = f"IVF{nlist}{quantizer},{_pq_factory(pq_m, nbits, fast_scan)}"

@@ -21,9 +21,9 @@ import numpy as np
 
 from gallery.device import faiss_gpus
 from gallery.errors import GpuUnavailableError, IndexerError
+from indexer.choose import GPU_MAX_NPROBE  # one definition: choose caps the stored default too
 
 GPU_MAX_K = 2048
-GPU_MAX_NPROBE = 2048
 SHARED_MEMORY_BYTES = 48 * 1024
 ADD_CHUNK = 1 << 18
 DEFAULT_MAX_GPU_VECTORS = 50_000_000

@@ -205,25 +205,29 @@ def hnsw_quantizer(index: Any) -> Any | None:
     return quantizer if isinstance(quantizer, faiss.IndexHNSW) else None
 
 
-def tune_hnsw_quantizer(index: Any, for_adding: bool = False) -> None:
-    """Set the HNSW coarse quantizer's search breadth (no-op for other indexes).
+def tune_hnsw_quantizer(index: Any, for_adding: bool = False, searched_with: int | None = None) -> int | None:
+    """Set the HNSW coarse quantizer's search breadth (no-op for other indexes); return the efSearch
+    it replaced (None without an HNSW quantizer).
 
     Searching: efSearch at least HNSW_QUANTIZER_EF_SEARCH. An index saved with faiss' default of 16
     loses recall that no nprobe gets back; this runs at build, update and every load, so indexes built
-    before the setting existed are searched correctly too. Adding (for_adding=True): faiss' default
-    16, which already puts 98% of vectors in their exact nearest list (the rest land in a neighbouring
-    one, which the search probes); 128 made the add of 10M faces three times slower. An empty graph
-    also gets efConstruction HNSW_QUANTIZER_EF_CONSTRUCTION (a better graph over the centroids costs
-    well under a second)."""
+    before the setting existed are searched correctly too. A larger value set by hand is kept; after an
+    add, pass the value returned before it as searched_with so the add's setting does not replace it.
+    Adding (for_adding=True): faiss' default 16, which already puts 98% of vectors in their exact
+    nearest list (the rest land in a neighbouring one, which the search probes); 128 made the add of
+    10M faces three times slower. An empty graph also gets efConstruction
+    HNSW_QUANTIZER_EF_CONSTRUCTION (a better graph over the centroids costs well under a second)."""
     quantizer = hnsw_quantizer(index)
     if quantizer is None:
-        return
+        return None
+    previous = int(quantizer.hnsw.efSearch)
     if for_adding:
         quantizer.hnsw.efSearch = HNSW_QUANTIZER_ADD_EF_SEARCH
     else:
-        quantizer.hnsw.efSearch = max(int(quantizer.hnsw.efSearch), HNSW_QUANTIZER_EF_SEARCH)
+        quantizer.hnsw.efSearch = max(int(searched_with or previous), HNSW_QUANTIZER_EF_SEARCH)
     if quantizer.ntotal == 0:
         quantizer.hnsw.efConstruction = max(int(quantizer.hnsw.efConstruction), HNSW_QUANTIZER_EF_CONSTRUCTION)
+    return previous
 
 
 def _read_index(path: Path, mmap: bool) -> tuple[Any, str]:

@@ -32,7 +32,7 @@ from indexer import (
     remove_ids,
     update_index,
 )
-from indexer.choose import HNSW_QUANTIZER_EF_SEARCH
+from indexer.choose import DEFAULT_RERANK_CANDIDATES, HNSW_QUANTIZER_EF_SEARCH
 from tests.helpers.galleries import add_shards, make_gallery, mark_deleted, unit_vectors
 
 IVF_N = 32_000  # just above FLAT_MAX_VECTORS: IVF-PQ, quick to train
@@ -132,6 +132,12 @@ def test_choose_index_by_size_dim_and_budget():
     assert custom.kind == "custom" and custom.nlist == 256 and not custom.rerank
     assert choose_index(50_000, 64, factory="IVF256,PQ8").rerank
     assert not choose_index(1_000_000, 512, rerank=False).rerank
+    # a custom index without inverted lists: the codes a query scans are unknown, so the plain depth
+    assert choose_index(10_000_000, 128, factory="HNSW32,PQ32").rerank_candidates == DEFAULT_RERANK_CANDIDATES
+    # the GPU's nprobe limit holds for a custom factory as for the automatic choice
+    wide = choose_index(10_000_000, 128, device="cuda", factory="IVF65536,PQ64np", nprobe=4096)
+    assert wide.nprobe == 2048 and any("capped" in note for note in wide.notes)
+    assert choose_index(10_000_000, 128, device="cpu", factory="IVF65536,PQ64np", nprobe=4096).nprobe == 4096
 
 
 # --- flat --------------------------------------------------------------------------------------
@@ -453,6 +459,25 @@ def test_gpu_float16_lookup_rule():
     small = faiss.index_factory(128, "IVF16,PQ32np", faiss.METRIC_INNER_PRODUCT)  # 32 KiB
     assert needs_float16_lookup(big) and not needs_float16_lookup(small)
     assert not needs_float16_lookup(faiss.index_factory(64, "IVF16,Flat"))
+
+
+def test_hnsw_quantizer_breadth_kept_across_an_add() -> None:
+    """An update adds with faiss' cheap efSearch and must then restore the search setting: at least
+    HNSW_QUANTIZER_EF_SEARCH, and a larger hand-tuned value is not lowered."""
+    from indexer.choose import HNSW_QUANTIZER_ADD_EF_SEARCH
+    from indexer.loaded import tune_hnsw_quantizer
+
+    index = faiss.index_factory(16, "IVF16_HNSW32,Flat", faiss.METRIC_INNER_PRODUCT)
+    quantizer = faiss.downcast_index(faiss.extract_index_ivf(index).quantizer)
+    quantizer.hnsw.efSearch = 300  # tuned by hand
+    searched_with = tune_hnsw_quantizer(index, for_adding=True)
+    assert searched_with == 300 and quantizer.hnsw.efSearch == HNSW_QUANTIZER_ADD_EF_SEARCH
+    tune_hnsw_quantizer(index, searched_with=searched_with)
+    assert quantizer.hnsw.efSearch == 300
+    quantizer.hnsw.efSearch = 16  # faiss' default, as saved before the setting existed
+    tune_hnsw_quantizer(index)
+    assert quantizer.hnsw.efSearch == HNSW_QUANTIZER_EF_SEARCH
+    assert tune_hnsw_quantizer(faiss.index_factory(16, "IVF16,Flat")) is None
 
 
 def test_two_level_training_with_hnsw_quantizer(tmp_path: Path, monkeypatch) -> None:
