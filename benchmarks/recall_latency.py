@@ -23,13 +23,19 @@ bytes per vector in RAM and on disk, build time and peak RSS; the issue's target
 
     python benchmarks/recall_latency.py --quick --output results/rl-quick        # 100k x 512
     python benchmarks/recall_latency.py --sizes 1000000 --dims 128,512 --output results/rl-1m
-    python benchmarks/recall_latency.py --sizes 10000000 --dims 128 --queries 200 --exact-queries 30 \
-        --exact-latency-queries 5 --no-numpy --no-hnsw --max-rss-gb 12 --output results/rl-10m
+    python benchmarks/recall_latency.py --sizes 1000000 --dims 128 --also-factory IVF4096,PQ32 ...
+    python benchmarks/recall_latency.py --sizes 10000000 --dims 128 --queries 500 --latency-queries 100 \
+        --nprobes 64,128,256,512,1024 --rerank-depths 100,400 --exact-queries 50 \
+        --exact-latency-queries 10 --no-numpy --ef-search 16,32,64,128 --max-rss-gb 18 --output results/rl-10m
+    python benchmarks/recall_latency.py --replot --output results/rl-10m   # redraw; re-mark the default
     python benchmarks/recall_latency.py --growth results/rl-*/recall_latency.json --output results/
     python benchmarks/recall_latency.py --fit-from-gallery GALLERY --sizes "" [--save-fit]
 
 Galleries are kept under --work (default /tmp/face-gallery-recall) and reused when they already hold
-the requested faces. `--fit-from-gallery DIR` fits the generator to a real labeled gallery's genuine and
+the requested faces; --reuse-index also keeps a complete index of today's automatic choice (its build
+figures then come from its manifest). --also-factory FACTORY builds another index through the same
+build_index and sweeps it the same way (e.g. 32-byte codes against the default's 64).
+`--fit-from-gallery DIR` fits the generator to a real labeled gallery's genuine and
 impostor histograms (scipy Nelder-Mead on their percentiles) and draws both (PNG, and in the JSON);
 `--save-fit` stores the parameters in benchmarks/synthetic_fit.json, which `fitted_spec` reads.
 """
@@ -62,6 +68,7 @@ from benchmarks.synthetic import (  # noqa: E402
     ensure_synthetic_gallery,
     fitted_spec,
 )
+from gallery.fsutil import atomic_write  # noqa: E402
 from gallery.store import Gallery  # noqa: E402
 from indexer import build_index, choose_index, index_info, load_index  # noqa: E402
 from indexer.memory import current_rss, maxrss  # noqa: E402
@@ -209,7 +216,9 @@ def run_size(n: int, dim: int, args: argparse.Namespace, say) -> dict[str, Any]:
         m = build_index(root, device="cpu", seed=args.seed, factory=extra)
         run.setdefault("also_factories", []).append(
             {k: m.get(k) for k in ("factory", "nlist", "nprobe", "timing_s", "index_bytes_per_vector", "memory")})
-        say(f"  built {extra} in {m['timing_s']['total']:.0f} s, peak RSS {_gib(m['memory']['peak_rss_bytes'])}")
+        # this process already holds the exact baseline's vectors: the build's own cost is the delta
+        say(f"  built {extra} in {m['timing_s']['total']:.0f} s, peak RSS {_gib(m['memory']['peak_rss_bytes'])} "
+            f"(+{_gib(m['memory']['peak_rss_delta_bytes'])} over the process before the build)")
         _sweep_index(root, m, extra, queries, gt, threshold, args, add, is_default_index=False)
     run["rss"]["after_default_sweep"] = current_rss()
 
@@ -279,7 +288,14 @@ def _reusable_index(root: Path, n: int, dim: int) -> dict[str, Any] | None:
     except Exception:  # no index, or one that cannot be read: build
         return None
     fresh = info.get("kind") == "build" and info.get("up_to_date") and int(info["ntotal"]) == n
-    return info if fresh and info["factory"] == choose_index(n, dim).factory else None
+    choice = choose_index(n, dim)
+    if not fresh or info["factory"] != choice.factory:
+        return None
+    # the stored search setting is the one of the code that built it: the rows are marked at today's
+    rerank = dict(info.get("rerank") or {})
+    if rerank.get("enabled"):
+        rerank["candidates"] = choice.rerank_candidates
+    return {**info, "nprobe": choice.nprobe, "rerank": rerank}
 
 
 def _sweep_index(root: Path, manifest: dict[str, Any], name: str, queries: np.ndarray, gt: GroundTruth,
@@ -604,15 +620,28 @@ def remark_default(run: dict[str, Any]) -> bool:
     """Mark the row of the current code's default search setting (nprobe, re-rank depth) in a saved
     run and recompute its targets: those are search-time settings, so a sweep measured before they
     changed already holds the point, on the same index. Only when the saved index is the factory the
-    current code would build; returns whether the mark moved."""
+    current code would build and the sweep holds that setting (else the old mark stays, with a note);
+    returns whether the mark moved."""
     choice = choose_index(int(run["n"]), int(run["dim"]))
     if choice.factory != run["default_index"]["factory"] or not run.get("rows"):
+        return False
+
+    def is_current(r: dict[str, Any]) -> bool:
+        return (r["method"].endswith("(default)") and r.get("nprobe") == choice.nprobe
+                and (r.get("candidates") == choice.rerank_candidates if choice.rerank else True))
+
+    if not any(is_current(r) for r in run["rows"]):
+        note = (f"today's default setting (nprobe {choice.nprobe}, re-rank {choice.rerank_candidates}) is not in "
+                "this sweep: the row marked default is the one of the code that ran it")
+        if note not in run.setdefault("notes", []):
+            run["notes"].append(note)
         return False
     before = next((f"{r['method']} {r['setting']}" for r in run["rows"] if r.get("is_default")), None)
     for r in run["rows"]:
         if r["method"].endswith("(default)"):
-            r["is_default"] = (r.get("nprobe") == choice.nprobe
-                               and (r.get("candidates") == choice.rerank_candidates if choice.rerank else True))
+            r["is_default"] = is_current(r)
+    run["default_index"]["nprobe"] = choice.nprobe
+    run["default_index"]["rerank_candidates"] = choice.rerank_candidates if choice.rerank else None
     run["targets"] = targets(run)
     return run["targets"].get("default_setting") != before
 
@@ -690,6 +719,11 @@ def growth(files: list[Path], dim: int, out: Path) -> dict[str, Any]:
 # --- main ---------------------------------------------------------------------------------------
 
 
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically: a run killed while writing (or --replot over a 1-hour 10M run) keeps the old file."""
+    atomic_write(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
+
+
 def _ints(text: str) -> list[int]:
     return [int(float(v)) for v in text.replace("_", "").split(",") if v.strip()]
 
@@ -759,7 +793,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run.setdefault("notes", []).append(
                     "default setting re-marked by --replot with the current code's rule; rows as measured")
             write_run_files(run, args.output, old["queries"])
-        (args.output / "recall_latency.json").write_text(json.dumps(old, indent=2, default=str) + "\n")
+        _write_json(args.output / "recall_latency.json", old)
         say(f"redrew {len(old['runs'])} run(s) in {args.output} (CSV, PNG, JSON)")
         return old
     result: dict[str, Any] = {
@@ -780,10 +814,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for n in _ints(args.sizes):
         for dim in _ints(args.dims):
             result["runs"].append(run_size(n, dim, args, say))
-            (args.output / "recall_latency.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+            _write_json(args.output / "recall_latency.json", result)
     result["seconds"] = round(time.time() - t0, 1)
     result["environment"]["load_avg_end"] = os.getloadavg()
-    (args.output / "recall_latency.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    _write_json(args.output / "recall_latency.json", result)
     say(f"wrote {args.output}/ ({result['seconds']} s)")
     return result
 

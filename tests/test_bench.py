@@ -196,6 +196,38 @@ def test_recall_latency_suite_smoke(tmp_path: Path) -> None:
     assert {"recall_latency.json", "recall_latency_4000x32.csv", "recall_latency_4000x32.png"} <= files
 
 
+def test_replot_remarks_the_current_default_only_when_the_sweep_holds_it() -> None:
+    """--replot/--growth move the default mark of a saved run to today's rule (a search-time setting
+    measured on the same index) and keep the old mark, with a note, when the sweep lacks it."""
+    from benchmarks.recall_latency import remark_default
+    from indexer.choose import choose_index
+
+    choice = choose_index(1_000_000, 128)
+    method = f"{choice.factory} (default)"
+
+    def row(nprobe: int, depth: int, is_default: bool) -> dict:
+        return {"method": method, "setting": f"nprobe {nprobe}, rerank {depth}", "nprobe": nprobe,
+                "candidates": depth, "is_default": is_default, "recall@1": 0.99, "mate_recall": 0.9,
+                "p50_ms": nprobe / 100, "p99_ms": nprobe / 50, "qps": 100.0, "bytes_per_vector": 79.0}
+
+    def run(rows: list[dict]) -> dict:
+        return {"n": 1_000_000, "dim": 128, "rows": rows, "notes": [],
+                "default_index": {"factory": choice.factory, "nprobe": 64, "rerank_candidates": 100,
+                                  "timing_s": {"total": 93.0}, "memory": {"peak_rss_bytes": 2**29},
+                                  "index_bytes_per_vector": 79.0, "disk_bytes_per_vector": 591.0}}
+
+    swept = run([row(64, 100, True), row(choice.nprobe, choice.rerank_candidates, False)])
+    assert remark_default(swept)
+    assert [r["is_default"] for r in swept["rows"]] == [False, True]
+    assert swept["default_index"]["nprobe"] == choice.nprobe
+    assert swept["targets"]["default_setting"].endswith(f"nprobe {choice.nprobe}, rerank {choice.rerank_candidates}")
+
+    narrow = run([row(64, 100, True), row(128, 100, False)])
+    assert not remark_default(narrow)
+    assert [r["is_default"] for r in narrow["rows"]] == [True, False]
+    assert narrow["default_index"]["nprobe"] == 64 and "not in this sweep" in narrow["notes"][0]
+
+
 def test_fitted_generator_reproduces_the_real_histograms_it_was_fitted_to() -> None:
     """benchmarks/synthetic_fit.json (dlib-resnet on LFW A-J: genuine p50 0.955, impostor p50 0.837)."""
     from benchmarks.recall_latency import _simulate
