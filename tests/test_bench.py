@@ -17,7 +17,7 @@ from gallery.faces.models import get_model_spec, registered
 from indexer import build_index, load_index
 from indexer.choose import default_nprobe
 from search.bench import exact_ground_truth, recall_metrics, recommend, run_bench
-from search.bench.sweep import explain
+from search.bench.sweep import EXACT_MARGIN, EXACT_MIN_GAIN_MS, explain
 from tests.conftest import copy_lfw_people, requires_lfw
 from tests.helpers.galleries import make_gallery, mark_deleted, unit_vectors
 
@@ -88,7 +88,13 @@ def test_ivf_recall_grows_with_nprobe_and_recommendation_meets_target(galleries)
     assert report.meets_target and rec["mate_recall"] >= 0.97
     assert report.exact["recall@1"] == 1.0 and report.exact["applicable"] and report.identification is None
     meeting = [p for p in report.points + [report.exact] if p["mate_recall"] >= 0.97]
-    assert rec["p50_ms"] == min(p["p50_ms"] for p in meeting)  # the exact point is a candidate like any other
+    # the exact point is a candidate like any other; an index setting must beat it by 1.2x and 0.05 ms
+    fastest = min(meeting, key=lambda p: p["p50_ms"])
+    pays = min(report.exact["p50_ms"] / EXACT_MARGIN, report.exact["p50_ms"] - EXACT_MIN_GAIN_MS)
+    if rec is report.exact:
+        assert fastest is report.exact or fastest["p50_ms"] > pays
+    else:
+        assert rec is fastest and rec["p50_ms"] <= pays
     assert all(p["method"] == "IVF64,Flat" and p["label"].startswith("IVF64,Flat, nprobe ") for p in report.points)
     assert report.why
 
@@ -179,6 +185,11 @@ def test_recall_metrics_and_recommend_rules() -> None:
                                                                           True, 1049, index_is_exact=False)
     slow = dict(exact, p50_ms=3.0)
     assert recommend(pts + [slow], "mate_recall", 0.95) == (pts[2], True)
+    # microseconds apart (a gallery of a few faces): 1.5x faster, but 0.01 ms is timer noise
+    tiny = [{"label": "ivf", "mate_recall": 1.0, "p50_ms": 0.02}, dict(exact, p50_ms=0.03)]
+    assert recommend(tiny, "mate_recall", 0.95) == (tiny[1], True)
+    assert "no index setting is 0.05 ms a query faster" in explain(tiny[1], tiny, tiny[1], "mate_recall", 0.95,
+                                                                   True, 9, index_is_exact=False)
 
 
 def test_recall_latency_suite_smoke(tmp_path: Path) -> None:
@@ -264,7 +275,7 @@ def test_small_real_gallery_recommends_exact_search_and_apply_switches_back(tmp_
     assert rec["exact"] and rec["label"] == "exact flat" and rec["recall@1"] == 1.0
     # timed through the same LoadedIndex wrapper as the index: exact is at least nearly as fast (9 faces)
     assert rec["p50_ms"] < 1.2 * min(p["p50_ms"] for p in data["points"])
-    assert data["why"].startswith(("exact search (", "no index setting is 1.2x faster than exact search"))
+    assert data["why"].startswith(("exact search (", "no index setting is "))
     csv_text = (tmp_path / "out" / "bench.csv").read_text()
     assert csv_text.count("exact flat") == 2 and "IVF4,Flat, nprobe 1" in csv_text  # label + method columns
     assert (tmp_path / "out" / "bench.png").stat().st_size > 10_000
