@@ -51,6 +51,7 @@ import numpy as np
 from gallery.errors import BenchError, CalibrationError, GalleryError
 from gallery.progress import ProgressFn, report
 from gallery.store import Gallery
+from indexer.choose import GPU_MAX_NPROBE
 from indexer.memory import memory_available
 from search.bench.metrics import METRICS, GroundTruth, K, evaluate, exact_ground_truth
 from search.bench.report import write_outputs
@@ -66,7 +67,7 @@ EXACT_MARGIN = 1.2  # an index setting must be this much faster than exact searc
 # ... and save at least this much per query: on a gallery of a few faces both take microseconds, and
 # which one the timer ranks first is noise (a 9-face gallery was recommended IVF in 1 run out of 8)
 EXACT_MIN_GAIN_MS = 0.05
-MAX_NPROBE = 2048  # FAISS GPU cap; beyond it an IVF index scans most of its lists anyway
+MAX_NPROBE = GPU_MAX_NPROBE  # the FAISS GPU cap; beyond it an IVF index scans most of its lists anyway
 FLAT_BASELINE_MEMORY_FRACTION = 0.4  # the exact baseline holds every vector: only when it fits easily
 
 
@@ -342,19 +343,19 @@ def explain(rec: dict[str, Any] | None, points: list[dict[str, Any]], exact: dic
                    and (p.get(metric) or 0) >= target]
         if meeting:
             best = min(meeting, key=lambda p: p["p50_ms"])
-            # exact search grows linearly with the gallery, an IVF search far more slowly
-            until = max(n_faces, int(n_faces * best["p50_ms"] / max(rec["p50_ms"], 1e-9)))
-            # exact time is proportional to the gallery: it must reach both 1.2x and 0.05 ms over best
+            # exact search time grows in proportion to the gallery, an IVF search's far more slowly: the
+            # index is recommended once exact search takes both 1.2x and 0.05 ms more than this setting
             pays_ms = max(EXACT_MARGIN * best["p50_ms"], best["p50_ms"] + EXACT_MIN_GAIN_MS)
             pays = max(n_faces, int(n_faces * pays_ms / max(rec["p50_ms"], 1e-9)))
             if best["p50_ms"] >= rec["p50_ms"]:
                 return (f"exact search ({rec['p50_ms']:.3g} ms, every recall 1) is faster than any index setting "
                         f"that reaches {name} {target} (the fastest, {best['label']}, takes {best['p50_ms']:.3g} ms) "
-                        f"at this size ({n_faces:,} faces): use the flat index until ~{_round_sig(until):,} faces "
+                        f"at this size ({n_faces:,} faces): use the flat index until ~{_round_sig(pays):,} faces "
                         "(exact search time grows in proportion to the gallery)")
-            short = (f"{EXACT_MARGIN}x" if best["p50_ms"] * EXACT_MARGIN > rec["p50_ms"]
-                     else f"{EXACT_MIN_GAIN_MS} ms a query")
-            return (f"no index setting is {short} faster than exact search ({rec['p50_ms']:.3g} ms, every "
+            short = [f"{EXACT_MARGIN}x" if best["p50_ms"] * EXACT_MARGIN > rec["p50_ms"] else "",
+                     f"{EXACT_MIN_GAIN_MS} ms a query" if best["p50_ms"] + EXACT_MIN_GAIN_MS > rec["p50_ms"] else ""]
+            return (f"no index setting is {' or '.join(w for w in short if w)} faster than exact search "
+                    f"({rec['p50_ms']:.3g} ms, every "
                     f"recall 1): the fastest that reaches {name} {target}, {best['label']}, takes "
                     f"{best['p50_ms']:.3g} ms; exact answers with no index to tune are worth that at "
                     f"{n_faces:,} faces; an index starts to pay from ~{_round_sig(pays):,} faces")
