@@ -518,6 +518,18 @@ def test_two_level_training_with_hnsw_quantizer(tmp_path: Path, monkeypatch) -> 
         with load_index(gallery) as index:
             quantizer = faiss.downcast_index(faiss.extract_index_ivf(index.index).quantizer)
             assert quantizer.hnsw.efSearch >= HNSW_QUANTIZER_EF_SEARCH
+
+        # an update adds with faiss' cheap efSearch, then saves the one it found (here set by hand)
+        tuned = faiss.read_index(str(path))
+        faiss.downcast_index(faiss.extract_index_ivf(tuned).quantizer).hnsw.efSearch = 300
+        faiss.write_index(tuned, str(path))
+        added = unit_vectors(200, 32, seed=9, clusters=60)
+        new_ids = add_shards(gallery, added, shard_size=100)
+        assert update_index(gallery)["added"] == 200
+        with load_index(gallery) as index:
+            quantizer = faiss.downcast_index(faiss.extract_index_ivf(index.index).quantizer)
+            assert quantizer.hnsw.efSearch == 300
+            assert index.search(added[:5], 1)[1][:, 0].tolist() == new_ids[:5].tolist()
     finally:
         faiss.omp_set_num_threads(threads)
         gallery.close()
