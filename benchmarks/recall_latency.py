@@ -616,6 +616,9 @@ def fit_from_gallery(gallery_dir: Path, out: Path, seed: int = 0, max_faces: int
 # --- growth: 100k -> 1M -> 10M ------------------------------------------------------------------------
 
 
+NOT_SWEPT = "is not in this sweep"
+
+
 def remark_default(run: dict[str, Any]) -> bool:
     """Mark the row of the current code's default search setting (nprobe, re-rank depth) in a saved
     run and recompute its targets: those are search-time settings, so a sweep measured before they
@@ -630,11 +633,12 @@ def remark_default(run: dict[str, Any]) -> bool:
         return (r["method"].endswith("(default)") and r.get("nprobe") == choice.nprobe
                 and (r.get("candidates") == choice.rerank_candidates if choice.rerank else True))
 
+    notes = run.setdefault("notes", [])
+    notes[:] = [n for n in notes if NOT_SWEPT not in n]  # from an earlier --replot
     if not any(is_current(r) for r in run["rows"]):
-        note = (f"today's default setting (nprobe {choice.nprobe}, re-rank {choice.rerank_candidates}) is not in "
-                "this sweep: the row marked default is the one of the code that ran it")
-        if note not in run.setdefault("notes", []):
-            run["notes"].append(note)
+        depth = f"re-rank {choice.rerank_candidates}" if choice.rerank else "re-ranking off"
+        notes.append(f"today's default setting (nprobe {choice.nprobe}, {depth}) {NOT_SWEPT}: the row marked "
+                     "default is the one of the code that ran it")
         return False
     before = next((f"{r['method']} {r['setting']}" for r in run["rows"] if r.get("is_default")), None)
     for r in run["rows"]:
