@@ -39,6 +39,7 @@ def verify(
     threshold: float | None = None,
     device: str = "auto",
     weights: Path | None = None,
+    preset: str | None = None,
 ) -> VerifyResult:
     """Cosine similarity of the two photos' main faces, against the gallery's (or model's) threshold.
 
@@ -50,10 +51,10 @@ def verify(
             stamp = gallery.model_stamp
             if stamp is None:
                 raise GalleryError(f"Gallery '{gallery_dir}' has no model yet; leave out --gallery.")
-            spec = model_for_gallery(stamp, model)
+            spec = model_for_gallery(stamp, model, preset)
             value, source = resolve_threshold(gallery, threshold)
     else:
-        spec = model_for_gallery(None, model)
+        spec = model_for_gallery(None, model, preset)
         value, source = resolve_threshold(None, threshold, spec)
     if value is None:
         raise GalleryError(f"No threshold to decide with: {source}. Pass --threshold.")

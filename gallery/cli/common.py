@@ -39,7 +39,12 @@ OptionalGalleryOpt = Annotated[Path | None, typer.Option("--gallery", "-g", help
                                                          show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-WeightsOpt = Annotated[Path | None, typer.Option(help="Model weights file (else cache or download).")]
+WeightsOpt = Annotated[Path | None, typer.Option(
+    help="Model weights file (.dat, .pt, Keras .h5, .onnx; else found in the cache, or downloaded). A gallery "
+         "records its file's SHA-256 and refuses another file.")]
+PresetOpt = Annotated[str | None, typer.Option(
+    help="With --model onnx: the model family's input convention (arcface-112, sface-112, adaface-112, "
+         "facenet-160; see `gallery models`).", show_default=False)]
 ThresholdOpt = Annotated[
     float | None, typer.Option(help="Match threshold, -1..1 (default: calibrated, or the gallery's default).",
                                callback=finite_threshold)

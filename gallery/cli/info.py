@@ -58,19 +58,37 @@ def register(app: GalleryTyper) -> None:
     def models(as_json: JsonOpt = False) -> None:
         """List the embedding models, their dimension, default threshold and where weights come from."""
         from gallery.faces.models import DEFAULT_MODEL, list_models
+        from gallery.faces.models.registry import ONNX_PRESETS, UNPUBLISHED
 
         specs = list_models()
+
+        def source(s) -> str:
+            if s.offline:
+                return "yes"
+            return "download or --weights" if s.weights_url else "--weights"
+
         if as_json:
             print(json.dumps([
-                {"name": s.name, "dim": s.dim, "input_size": s.input_size, "offline": s.offline,
-                 "pretrained": s.pretrained, "default_threshold": s.default_threshold,
-                 "default": s.name == DEFAULT_MODEL, "description": s.description, "warning": s.warning}
+                {"name": s.name, "dim": s.dim or None, "input_size": s.input_size, "offline": s.offline,
+                 "pretrained": s.pretrained,
+                 "default_threshold": None if s.default_threshold >= UNPUBLISHED else s.default_threshold,
+                 "default": s.name == DEFAULT_MODEL, "description": s.description, "warning": s.warning,
+                 "weights": s.weights_formats or None,
+                 **({"presets": {p.name: {"input_size": p.input_size, "channels": p.channels, "mean": p.mean,
+                                          "std": p.std, "for": p.families} for p in ONNX_PRESETS.values()}}
+                    if s.name == "onnx" else {})}
                 for s in specs
             ]))
             return
-        table = Table("model", "dim", "offline", "threshold", "description")
+        table = Table("model", "dim", "weights", "threshold", "description")
         for s in specs:
             name = f"{s.name} (default)" if s.name == DEFAULT_MODEL else s.name
-            table.add_row(name, str(s.dim), "yes" if s.offline else "download", f"{s.default_threshold:.3f}",
-                          s.description + (f"\n[yellow]{safe(s.warning)}[/]" if s.warning else ""))
+            threshold = "calibrate" if s.default_threshold >= UNPUBLISHED else f"{s.default_threshold:.3f}"
+            text = s.description + (f"\n[dim]{safe(s.weights_formats)}[/]" if s.weights_formats else "")
+            if s.name == "onnx":
+                threshold = "per preset"
+                text += "".join(f"\n  --preset {p.name}: {p.input_size}px {p.channels} (x-{p.mean:g})/{p.std:g}; "
+                                f"{safe(p.families)}" for p in ONNX_PRESETS.values())
+            table.add_row(name, str(s.dim or "file"), source(s), threshold,
+                          text + (f"\n[yellow]{safe(s.warning)}[/]" if s.warning else ""))
         out.print(table)

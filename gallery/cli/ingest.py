@@ -16,6 +16,7 @@ from gallery.cli.common import (
     GalleryTyper,
     JsonOpt,
     MaxFileSizeOpt,
+    PresetOpt,
     WeightsOpt,
     auto_calibrate,
     err,
@@ -41,6 +42,7 @@ def register(app: GalleryTyper) -> None:
                               "dlib-resnet for a new gallery.", show_default=False),
         ] = None,
         weights: WeightsOpt = None,
+        preset: PresetOpt = None,
         device: DeviceOpt = "auto",
         detect_batch_size: Annotated[
             int, typer.Option("--detect-batch-size", "--batch-size", help="Photos per detection batch.", min=1)
@@ -80,7 +82,7 @@ def register(app: GalleryTyper) -> None:
         from gallery.progress import Progress as Event
 
         options = IngestOptions(
-            labels=labels, model=model, weights=weights, device=device, detect_batch_size=detect_batch_size,
+            labels=labels, model=model, weights=weights, preset=preset, device=device, detect_batch_size=detect_batch_size,
             embed_batch_size=embed_batch_size, workers=workers, min_face_size=min_face_size,
             det_threshold=det_threshold, max_side=max_side, shard_size=shard_size, commit_interval=commit_interval,
             max_file_size=max_file_size * 2**20,

@@ -21,6 +21,7 @@ from gallery.cli.common import (
     GalleryOpt,
     GalleryTyper,
     JsonOpt,
+    PresetOpt,
     ThresholdOpt,
     WeightsOpt,
     err,
@@ -238,12 +239,13 @@ def register(app: GalleryTyper) -> None:
         threshold: ThresholdOpt = None,
         device: DeviceOpt = "auto",
         weights: WeightsOpt = None,
+        preset: PresetOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Are these two photos the same person? (1:1 verification of their main faces.)"""
         from search.verify import verify as run_verify
 
-        result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights)
+        result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights, preset)
         if as_json:
             print(json.dumps(result.as_dict()))
             return

@@ -273,7 +273,9 @@ class RayIngestor(Ingestor):
             if removed:
                 log.info("removed %d half-written staged files of a killed run", len(removed))
             if self.gallery.model_stamp is None:
-                self._load_pipeline()  # a new gallery: missing weights are said before it is stamped
+                # A new gallery: missing weights are said before it is stamped, and the stamp (which every
+                # actor's model must match) names the weights file the model was loaded from.
+                self.spec = self._load_pipeline().spec
                 self.pipeline = None
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source),
                                    {**asdict(o), "engine": "ray", **asdict(self.ray_options)})

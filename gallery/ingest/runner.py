@@ -36,6 +36,7 @@ class IngestOptions:
     labels: str = "folder"
     model: str | None = None  # None: the gallery's own model, or dlib-resnet for a new gallery
     weights: Path | None = None
+    preset: str | None = None  # --model onnx: the model file's input convention (see ONNX_PRESETS)
     device: str = "auto"
     detect_batch_size: int = 32  # photos per detection batch
     embed_batch_size: int = 64  # faces per embedding batch
@@ -88,7 +89,7 @@ class Ingestor:
             raise FileNotFoundError(f"Photo source '{self.source}' does not exist.")
         self.options = options
         self.gallery = gallery
-        self.spec = model_for_gallery(gallery.model_stamp, options.model)
+        self.spec = model_for_gallery(gallery.model_stamp, options.model, options.preset)
         self.label_fn = make_label_fn(options.labels, self.source)
         self.pipeline: FacePipeline | None = None
         self._check_device()
@@ -110,7 +111,9 @@ class Ingestor:
         with self.gallery.writer_lock():
             self.summary.orphans_removed = len(self.gallery.remove_orphan_shards())
             if self.gallery.model_stamp is None:
-                self._load_pipeline()  # a new gallery: missing weights are said before it is stamped
+                # A new gallery: missing weights are said before it is stamped, and the stamp names
+                # the weights file the model was loaded from (its SHA-256).
+                self.spec = self._load_pipeline().spec
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
             reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size,
                                  o.max_file_size, self._scanned)

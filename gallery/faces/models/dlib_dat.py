@@ -21,7 +21,6 @@ dlib writes a network with its generic `serialize()` (dlib/serialize.h, dlib/dnn
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gallery.faces.models.weights import cache_dir
+from gallery.faces.models.weights import cache_dir, file_sha256
 from gallery.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
@@ -231,14 +230,6 @@ def parse_dlib_net(data: bytes) -> DlibNet:
 
 def read_dlib_net(path: Path) -> DlibNet:
     return parse_dlib_net(Path(path).read_bytes())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _to_plain(net: DlibNet) -> dict:

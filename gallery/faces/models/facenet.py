@@ -15,7 +15,6 @@ from facenet_pytorch import InceptionResnetV1
 from gallery.device import TorchDevice
 from gallery.faces.models.embedder import Embedder
 from gallery.faces.models.spec import ModelSpec
-from gallery.faces.models.weights import resolve_weights
 
 
 def facenet_preprocess(x: torch.Tensor) -> torch.Tensor:
@@ -27,9 +26,8 @@ def load_facenet(spec: ModelSpec, weights: Path | None, device: TorchDevice) -> 
     """The registry's loader for the facenet-* models."""
     module = InceptionResnetV1(pretrained=None, classify=False)
     if spec.pretrained:
-        assert spec.weights_filename is not None
-        path = resolve_weights(spec.name, spec.weights_filename, spec.weights_url, weights, "dlib-resnet")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        assert weights is not None, "ModelSpec.load locates the weights of a pretrained model"
+        state = torch.load(weights, map_location="cpu", weights_only=True)
         # The released files carry the training classifier ("logits.*"); embeddings do not use it.
         state = {k: v for k, v in state.items() if not k.startswith("logits.")}
         module.load_state_dict(state, strict=True)

@@ -9,22 +9,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from gallery.errors import ModelMismatch, UnknownModelError
 from gallery.faces.models.spec import ModelSpec
+
+# Above any cosine similarity: a model with no published threshold names no one until its gallery is
+# calibrated (`gallery calibrate`) or a threshold is given (--threshold).
+UNPUBLISHED = 1.000001
 
 DEFAULT_MODEL = "dlib-resnet"  # ships its weights on PyPI: works on every machine
 
 # Mean positions of MTCNN's 5 landmarks (left eye, right eye, nose, mouth left, mouth right) inside
 # dlib's 150 px face chips (shape_predictor_5 + get_face_chip_details(shape, 150, 0.25)), measured on
-# 2,000 seeded LFW photos by `python -m gallery.faces.models.derive_dlib_template` (1,961 of 2,000
+# 2,000 seeded LFW photos by `python benchmarks/derive_dlib_template.py` (1,961 of 2,000
 # photos had a dlib face matching the MTCNN one; per-point std 2–7 px; re-warping with dlib's own
 # transform reproduces get_face_chip to 0.49/255 mean absolute pixel difference).
 DLIB_TEMPLATE = ((47.89, 46.04), (102.31, 45.96), (74.68, 78.25), (51.10, 106.40), (98.89, 106.45))
 
 # Mean MTCNN landmark positions inside facenet's 160 px training crop (box + margin), measured on
-# 2,000 LFW photos by `python -m gallery.faces.models.derive_facenet_template`.
+# 2,000 LFW photos by `python benchmarks/derive_box_template.py --family facenet`.
 FACENET_TEMPLATE = ((50.86, 64.74), (112.51, 63.63), (82.02, 91.42), (55.94, 115.86), (110.09, 115.00))
 
 _FACENET_RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
@@ -50,6 +54,8 @@ DLIB_RESNET = ModelSpec(
     description="dlib's ResNet face descriptor ported to torch, 128-d (LFW 99.38%); weights ship on PyPI",
     loader="gallery.faces.models.dlib_resnet:load_dlib_resnet",
     weights_filename="dlib_face_recognition_resnet_model_v1.dat",
+    packaged_weights="gallery.faces.models.dlib_resnet:packaged_weights",
+    weights_formats="dlib's dlib_face_recognition_resnet_model_v1.dat",
 )
 FACENET_VGGFACE2 = ModelSpec(
     name="facenet-vggface2",
@@ -67,6 +73,7 @@ FACENET_VGGFACE2 = ModelSpec(
     loader="gallery.faces.models.facenet:load_facenet",
     weights_filename="20180402-114759-vggface2.pt",
     weights_url=_FACENET_RELEASE + "20180402-114759-vggface2.pt",
+    weights_formats="facenet-pytorch's .pt state dict",
 )
 # The same network with other weights: same geometry and preprocessing, other name and file.
 FACENET_CASIA = replace(
@@ -89,7 +96,143 @@ FACENET_UNTRAINED = replace(
     weights_url=None,
     warning=UNTRAINED_WARNING,
 )
-BUILTIN_MODELS: tuple[ModelSpec, ...] = (DLIB_RESNET, FACENET_VGGFACE2, FACENET_CASIA, FACENET_UNTRAINED)
+
+# Mean MTCNN landmark positions inside the VGG group's evaluation crop (MTCNN box extended 1.3x,
+# shorter side resized to 256 px, centre 224x224 crop; ox-vgg/vgg_face2's README), measured on 2,000
+# LFW photos by `python benchmarks/derive_box_template.py --family vggface`.
+VGGFACE_TEMPLATE = ((0.0, 0.0),) * 5  # MEASURE
+_VGGFACE_NOTE = "no landmark alignment in training: the template reproduces the VGG group's loose crop"
+
+VGGFACE_VGG16 = ModelSpec(
+    name="vggface-vgg16",
+    dim=4096,
+    input_size=224,
+    template=VGGFACE_TEMPLATE,
+    preprocessing="mtcnn5-similarity-v1/vgg-loose224/bgr-mean-vggface1/fc7-relu",
+    default_threshold=UNPUBLISHED,
+    threshold_source="none published for this pipeline: no one is named until `gallery calibrate` (or --threshold)",
+    pretrained=True,
+    offline=False,
+    description="VGG-Face (VGG-16, fc7 after ReLU), 4,096-d (LFW 98.95% published); weights from deepface or "
+                "keras-vggface",
+    loader="gallery.faces.models.vggface:load_vggface16",
+    weights_filename="vgg_face_weights.h5",
+    weights_formats="deepface's vgg_face_weights.h5 or keras-vggface's rcmalli_vggface_tf_vgg16.h5",
+    weights_elsewhere=("~/.deepface/weights/vgg_face_weights.h5",
+                       "~/.keras/models/vggface/rcmalli_vggface_tf_vgg16.h5"),
+)
+VGGFACE2_RESNET50 = ModelSpec(
+    name="vggface2-resnet50",
+    dim=2048,
+    input_size=224,
+    template=VGGFACE_TEMPLATE,
+    preprocessing="mtcnn5-similarity-v1/vgg-loose224/bgr-mean-vggface2/avgpool",
+    default_threshold=UNPUBLISHED,
+    threshold_source="none published for this pipeline: no one is named until `gallery calibrate` (or --threshold)",
+    pretrained=True,
+    offline=False,
+    description="VGGFace2 ResNet-50, 2,048-d pooled features; keras-vggface's resnet50 weights",
+    loader="gallery.faces.models.vggface2:load_vggface2_resnet50",
+    weights_filename="rcmalli_vggface_tf_notop_resnet50.h5",
+    weights_formats="keras-vggface's rcmalli_vggface_tf_resnet50.h5 or its notop file",
+    weights_elsewhere=("~/.keras/models/vggface/rcmalli_vggface_tf_notop_resnet50.h5",
+                       "~/.keras/models/vggface/rcmalli_vggface_tf_resnet50.h5"),
+)
+VGGFACE2_SENET50 = replace(
+    VGGFACE2_RESNET50,
+    name="vggface2-senet50",
+    preprocessing="mtcnn5-similarity-v1/vgg-loose224/bgr-mean-vggface2/avgpool-se",
+    description="VGGFace2 SE-ResNet-50, 2,048-d pooled features; keras-vggface's senet50 weights",
+    loader="gallery.faces.models.vggface2:load_vggface2_senet50",
+    weights_filename="rcmalli_vggface_tf_notop_senet50.h5",
+    weights_formats="keras-vggface's rcmalli_vggface_tf_senet50.h5 or its notop file",
+    weights_elsewhere=("~/.keras/models/vggface/rcmalli_vggface_tf_notop_senet50.h5",
+                       "~/.keras/models/vggface/rcmalli_vggface_tf_senet50.h5"),
+)
+
+# ---------------------------------------------------------------------------- ONNX model files
+# insightface's ArcFace template for 112x112 chips (insightface/utils/face_align.py `arcface_dst`),
+# also the reference points of OpenCV's FaceRecognizerSF.alignCrop (SFace) and AdaFace's alignment.
+ARCFACE_TEMPLATE = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
+                    (70.7299, 92.2041))
+
+
+@dataclass(frozen=True)
+class OnnxPreset:
+    """How a family of ONNX face-embedding models wants its input: the model file says the rest."""
+
+    name: str
+    input_size: int
+    template: tuple[tuple[float, float], ...]
+    channels: str  # "RGB" or "BGR": the order the network's first layer expects
+    mean: float  # input = (pixel - mean) / std, pixel in 0..255
+    std: float
+    default_threshold: float
+    threshold_source: str
+    families: str  # the models this preset is for
+    # insightface's ArcFaceONNX: a graph that subtracts and multiplies in its first nodes (mxnet
+    # conversions) normalises its own input, so it gets raw pixels (mean 0, std 1).
+    self_normalising_check: bool = False
+
+
+ONNX_PRESETS: dict[str, OnnxPreset] = {p.name: p for p in (
+    OnnxPreset("arcface-112", 112, ARCFACE_TEMPLATE, "RGB", 127.5, 127.5, 0.45,
+               "deepface's Buffalo_L cosine distance 0.55; calibrate with `gallery calibrate`",
+               "insightface recognition models (w600k_r50.onnx, glintr100.onnx, w600k_mbf.onnx: buffalo_l, "
+               "antelopev2, Immich), insightface ArcFaceONNX preprocessing", self_normalising_check=True),
+    OnnxPreset("sface-112", 112, ARCFACE_TEMPLATE, "RGB", 0.0, 1.0, 0.363,
+               "OpenCV's face_detect sample (cosine 0.363)",
+               "OpenCV Zoo's SFace (face_recognition_sface_2021dec.onnx), FaceRecognizerSF preprocessing"),
+    OnnxPreset("adaface-112", 112, ARCFACE_TEMPLATE, "BGR", 127.5, 127.5, UNPUBLISHED,
+               "none published: no one is named until `gallery calibrate` (or --threshold)",
+               "AdaFace exported to ONNX (its inference.py: BGR, (x/255 - 0.5) / 0.5)"),
+    OnnxPreset("facenet-160", 160, FACENET_TEMPLATE, "RGB", 127.5, 128.0, 0.40,
+               "literature (Euclidean 1.1 on unit vectors); run `gallery calibrate`",
+               "facenet-pytorch's InceptionResnetV1 exported to ONNX (fixed_image_standardization)"),
+)}
+
+ONNX = ModelSpec(
+    name="onnx",
+    dim=0,  # read from the model file
+    input_size=112,
+    template=ARCFACE_TEMPLATE,
+    preprocessing="mtcnn5-similarity-v1/onnx",
+    default_threshold=UNPUBLISHED,
+    threshold_source="per preset",
+    pretrained=True,
+    offline=False,
+    description="any face-embedding ONNX model (onnxruntime), with --preset " + "|".join(ONNX_PRESETS),
+    loader="gallery.faces.models.onnx_model:load_onnx",
+    weights_formats="an .onnx face-embedding model",
+)
+
+
+def onnx_spec(preset: str | None) -> ModelSpec:
+    """The `onnx` model with one input convention; the dimension is read from the file when loaded."""
+    if preset is None:
+        raise UnknownModelError(
+            "--model onnx needs --preset: one of " + ", ".join(
+                f"{p.name} ({p.families})" for p in ONNX_PRESETS.values()) + "."
+        )
+    try:
+        p = ONNX_PRESETS[preset]
+    except KeyError:
+        raise UnknownModelError(f"Unknown ONNX preset '{preset}'. Known presets: {', '.join(ONNX_PRESETS)}.") from None
+    norm = f"{p.channels.lower()}-{p.mean:g}-{p.std:g}" + ("-or-self" if p.self_normalising_check else "")
+    return replace(
+        ONNX,
+        input_size=p.input_size,
+        template=p.template,
+        preprocessing=f"mtcnn5-similarity-v1/onnx/{p.name}/{norm}",
+        default_threshold=p.default_threshold,
+        threshold_source=p.threshold_source,
+        preset=p.name,
+        description=f"ONNX model, preset {p.name}: {p.families}",
+    )
+
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (DLIB_RESNET, FACENET_VGGFACE2, FACENET_CASIA, FACENET_UNTRAINED,
+                                         VGGFACE_VGG16, VGGFACE2_RESNET50, VGGFACE2_SENET50, ONNX)
 
 _models: dict[str, ModelSpec] = {spec.name: spec for spec in BUILTIN_MODELS}
 
@@ -120,17 +263,33 @@ def registered(spec: ModelSpec) -> Iterator[ModelSpec]:
             _models[spec.name] = previous
 
 
-def model_for_gallery(stamp: dict | None, requested: str | None = None) -> ModelSpec:
+def model_for_gallery(stamp: dict | None, requested: str | None = None, preset: str | None = None) -> ModelSpec:
     """The one model decision: a gallery uses the model it is stamped with; a new gallery uses the
-    requested model, or DEFAULT_MODEL. Asking an existing gallery for another model is refused."""
+    requested model, or DEFAULT_MODEL. Asking an existing gallery for another model is refused.
+
+    The returned spec of an existing gallery expects the gallery's weights (their SHA-256 from the
+    stamp): loading it with another file is refused. `preset` is the input convention of an `onnx`
+    model (see ONNX_PRESETS)."""
     if stamp is None:
-        return get_model_spec(requested or DEFAULT_MODEL)
+        name = requested or DEFAULT_MODEL
+        if name == ONNX.name:
+            return onnx_spec(preset)
+        if preset is not None:
+            raise UnknownModelError(f"--preset is for --model onnx; '{name}' has its own input convention.")
+        return get_model_spec(name)
     if requested is not None and requested != stamp.get("name"):
         raise ModelMismatch(
             f"Model mismatch: the gallery uses '{stamp.get('name')}', got '{requested}'. "
             f"Leave out --model (a gallery keeps its own), or use a new --gallery folder for '{requested}'."
         )
-    spec = get_model_spec(stamp["name"])
+    if preset is not None and preset != stamp.get("preset"):
+        raise ModelMismatch(
+            f"Preset mismatch: the gallery's model uses preset '{stamp.get('preset')}', got '{preset}'. "
+            "Leave out --preset (a gallery keeps its own), or use a new --gallery folder."
+        )
+    base = onnx_spec(stamp.get("preset")) if stamp.get("name") == ONNX.name else get_model_spec(stamp["name"])
+    spec = replace(base, dim=int(stamp["dim"]) if base.dim == 0 else base.dim,
+                   weights_sha256=stamp.get("weights_sha256"))
     if spec.stamp() != stamp:
         raise ModelMismatch(
             f"The gallery's model stamp {stamp} differs from this version's '{spec.name}' {spec.stamp()}: "

@@ -18,7 +18,7 @@ mean then reproduces, on average, dlib's own chip geometry. `--check N` also war
 `gallery.faces.align.warp_chips` using dlib's transform and compares them with `dlib.get_face_chip`, to
 confirm the mapping (mean absolute pixel difference, 0..255).
 
-    python -m gallery.faces.models.derive_dlib_template ../shared/data/lfw-aj/images --limit 2000
+    python benchmarks/derive_dlib_template.py ../shared/data/lfw-aj/images --limit 2000
 """
 
 from __future__ import annotations
