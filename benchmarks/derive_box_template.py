@@ -71,9 +71,9 @@ def main() -> None:
             i = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))  # the LFW subject: largest face
             points.append(to_chip(lm[i], b[i]))
     pts = np.stack(points)
-    template = np.round(pts.mean(axis=0), 2).tolist()
+    template = np.round(pts.mean(axis=0).astype(np.float64), 2).tolist()
     print(json.dumps({"family": args.family, "faces": len(pts), "template": template,
-                      "std": np.round(pts.std(axis=0), 2).tolist()}))
+                      "std": np.round(pts.std(axis=0).astype(np.float64), 2).tolist()}))
 
 
 if __name__ == "__main__":

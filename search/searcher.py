@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gallery.errors import GalleryError
-from gallery.faces.models import model_for_gallery
+from gallery.faces.models import check_weights, model_for_gallery
 from gallery.faces.pipeline import FacePipeline, PhotoFaces
 from gallery.store import Gallery
 from indexer import LoadedIndex, load_index
@@ -45,6 +45,7 @@ class Searcher:
                     f"Gallery '{gallery_dir}' has no faces yet: run `gallery ingest PHOTOS --gallery {gallery_dir}`."
                 )
             self.spec = model_for_gallery(stamp)
+            check_weights(self.spec, weights)
             self.k = k
             self.nprobe = nprobe
             try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gallery.device import resolve_device
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto
-from gallery.faces.models import model_for_gallery
+from gallery.faces.models import check_weights, model_for_gallery
 from gallery.ingest.labels import make_label_fn
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.scan import FoundFile
@@ -90,6 +90,7 @@ class Ingestor:
         self.options = options
         self.gallery = gallery
         self.spec = model_for_gallery(gallery.model_stamp, options.model, options.preset)
+        check_weights(self.spec, options.weights)
         self.label_fn = make_label_fn(options.labels, self.source)
         self.pipeline: FacePipeline | None = None
         self._check_device()

@@ -11,7 +11,7 @@ from gallery.faces.models.registry import (
     registered,
 )
 from gallery.faces.models.spec import ModelSpec
-from gallery.faces.models.weights import cache_dir
+from gallery.faces.models.weights import cache_dir, check_weights
 
-__all__ = ["DEFAULT_MODEL", "ModelSpec", "cache_dir", "get_model_spec", "list_models", "model_for_gallery",
+__all__ = ["DEFAULT_MODEL", "ModelSpec", "cache_dir", "check_weights", "get_model_spec", "list_models", "model_for_gallery",
            "registered"]

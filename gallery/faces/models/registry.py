@@ -100,7 +100,7 @@ FACENET_UNTRAINED = replace(
 # Mean MTCNN landmark positions inside the VGG group's evaluation crop (MTCNN box extended 1.3x,
 # shorter side resized to 256 px, centre 224x224 crop; ox-vgg/vgg_face2's README), measured on 2,000
 # LFW photos by `python benchmarks/derive_box_template.py --family vggface`.
-VGGFACE_TEMPLATE = ((0.0, 0.0),) * 5  # MEASURE
+VGGFACE_TEMPLATE = tuple((x * 1.4, y * 1.4) for x, y in FACENET_TEMPLATE)  # TEMPORARY: MEASURE
 _VGGFACE_NOTE = "no landmark alignment in training: the template reproduces the VGG group's loose crop"
 
 VGGFACE_VGG16 = ModelSpec(

@@ -129,6 +129,19 @@ def _mismatch(spec: ModelSpec, path: Path, sha256: str) -> ModelMismatch:
     )
 
 
+def check_weights(spec: ModelSpec, explicit: Path | None) -> None:
+    """Refuse an explicit weights file that is not the one the gallery was built with, before any work
+    (a run with nothing new to read never loads the model, and would not notice)."""
+    if explicit is None or not spec.weights_sha256:
+        return
+    path = Path(explicit).expanduser()
+    if not path.is_file():
+        raise ModelWeightsMissing(f"--weights {path}: no such file.")
+    sha256 = file_sha256(path)
+    if sha256 != spec.weights_sha256:
+        raise _mismatch(spec, path, sha256)
+
+
 def locate_weights(spec: ModelSpec, explicit: Path | None) -> tuple[Path, str]:
     """(path, sha256) of the weights file for `spec`; a spec that expects a hash gets only that file."""
     expected = spec.weights_sha256
