@@ -10,7 +10,7 @@ recommended default, the best threshold on all pairs. Scores are cosine similari
 L2-normalised descriptors.
 
 Pipelines:
-  product  THE PRODUCT PATH, nothing copied: `gallery.ingest.ingest` (model dlib-resnet, labels
+  product  THE PRODUCT PATH, nothing copied: `gallery.ingest.ingest` (--model, default dlib-resnet, labels
            none, device cpu) over a temporary folder of symlinks to exactly the photos the pairs
            reference; each photo's MAIN face embedding is then read back from the gallery through
            the store (`Gallery.read_embeddings`). Photos are matched to images by content hash
@@ -30,6 +30,8 @@ tests/test_dlib_resnet.py; neither is repeated here.
     python benchmarks/lfw_verify.py --output lfw_verify.json
     python benchmarks/lfw_verify.py --limit-pairs 20          # every 20th pair: a quick end-to-end run
     python benchmarks/lfw_verify.py --detector facenet-mtcnn --skip-dlib   # the product with the other detector
+    python benchmarks/lfw_verify.py --model vggface2-senet50 --weights rcmalli_vggface_tf_notop_senet50.h5
+    python benchmarks/lfw_verify.py --model onnx --preset arcface-112 --weights w600k_r50.onnx
 """
 
 from __future__ import annotations
@@ -205,7 +207,8 @@ def main_face_embeddings(gallery_dir: Path, sha_of: dict[Key, str]) -> tuple[dic
     return emb, info
 
 
-def product_embeddings(root: Path, keys: list[Key], work: Path) -> tuple[dict[Key, np.ndarray], dict]:
+def product_embeddings(root: Path, keys: list[Key], work: Path, model: str = "dlib-resnet",
+                       weights: Path | None = None, preset: str | None = None) -> tuple[dict[Key, np.ndarray], dict]:
     """Run the product's real ingest on exactly these photos; read back the main face per photo."""
     from gallery.faces.detect import detector_kind
     from gallery.ingest import IngestOptions, ingest
@@ -222,7 +225,7 @@ def product_embeddings(root: Path, keys: list[Key], work: Path) -> tuple[dict[Ke
             last[0] = now
             print(f"  ingest: {p.done}/{len(keys)} photos · {p.message}", flush=True)
 
-    options = IngestOptions(model="dlib-resnet", labels="none", device="cpu")
+    options = IngestOptions(model=model, weights=weights, preset=preset, labels="none", device="cpu")
     summary = ingest(photos_dir, gallery_dir, options, on_progress=on_progress)
     emb, info = main_face_embeddings(gallery_dir, sha_of)
     info["ingest_options"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}
@@ -320,7 +323,14 @@ def main() -> None:
     parser.add_argument("--detector", choices=["mtcnn-batched", "facenet-mtcnn"], default=None,
                         help="the product's face detector (default: the product's default)")
     parser.add_argument("--skip-dlib", action="store_true", help="run the product path only")
+    parser.add_argument("--model", default="dlib-resnet",
+                        help="the product's embedding model (see `gallery models`); dlib's own pipeline is run "
+                             "beside it for dlib-resnet only")
+    parser.add_argument("--weights", type=Path, default=None, help="the model's weights file (as `gallery ingest`)")
+    parser.add_argument("--preset", default=None, help="with --model onnx: the model family's input convention")
     args = parser.parse_args()
+    if args.model != "dlib-resnet":
+        args.skip_dlib = True
     if args.detector:
         from gallery.faces.detect import DETECTOR_ENV
 
@@ -354,7 +364,7 @@ def main() -> None:
     print(f"work folder: {work}", flush=True)
     try:
         t0 = time.perf_counter()
-        p_emb, p_info = product_embeddings(args.data, keys, work)
+        p_emb, p_info = product_embeddings(args.data, keys, work, args.model, args.weights, args.preset)
         timings["product_ingest_and_read_s"] = time.perf_counter() - t0
     finally:
         if args.keep:

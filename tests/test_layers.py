@@ -141,6 +141,34 @@ def test_only_the_store_knows_sqlite_and_file_names() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+# Libraries only one model loader needs: imported by that loader alone (the product runs without them).
+ONLY_IN = {
+    "onnxruntime": {"gallery.faces.models.onnx_model"},
+    "onnx": {"gallery.faces.models.onnx_model"},
+    "h5py": {"gallery.faces.models.keras_h5"},
+    "tensorflow": set(),  # test-only (the reference implementations): never imported by the product
+    "keras": set(),
+}
+
+
+def test_model_libraries_are_imported_only_by_their_loaders() -> None:
+    offenders = []
+    for module, path in project_modules().items():
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in ONLY_IN and module not in ONLY_IN[top]:
+                    offenders.append(f"{module}:{node.lineno} imports {name}")
+    assert not offenders, "\n".join(offenders)
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["info", "--gallery", "{missing}"], ["index", "--help"]])
 def test_cli_imports_no_torch(argv: list[str], tmp_path: Path) -> None:
     argv = [a.replace("{missing}", str(tmp_path / "none")) for a in argv]
@@ -148,7 +176,8 @@ def test_cli_imports_no_torch(argv: list[str], tmp_path: Path) -> None:
         "import sys\n"
         "from gallery.cli import app\n"
         f"try:\n    app({argv!r})\nexcept SystemExit:\n    pass\n"
-        "heavy = sorted(m for m in ('torch', 'faiss', 'facenet_pytorch', 'matplotlib') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'faiss', 'facenet_pytorch', 'matplotlib', 'onnxruntime', 'h5py',\n"
+        "                           'tensorflow') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

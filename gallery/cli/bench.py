@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, ThresholdOpt, err, out
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, ThresholdOpt, WeightsOpt, err, out
 
 
 def _int_list(text: str | None, what: str, minimum: int = 0) -> list[int] | None:
@@ -58,6 +58,7 @@ def register(app: GalleryTyper) -> None:
         queries_from: Annotated[
             list[Path] | None, typer.Option("--queries-from", help="Query photos or folders instead of gallery faces.")
         ] = None,
+        weights: WeightsOpt = None,
         threshold: ThresholdOpt = None,
         k: Annotated[int, typer.Option("-k", help="Neighbours compared with exact search.", min=1)] = 10,
         latency_queries: Annotated[int, typer.Option(help="Queries timed one at a time per point.", min=1)] = 200,
@@ -96,6 +97,7 @@ def register(app: GalleryTyper) -> None:
                 nprobes=nprobes,
                 rerank_depths=depths,
                 query_photos=queries_from or None,
+                weights=weights,
                 apply=apply,
                 output=output,
                 target_metric=target_metric,

@@ -82,7 +82,8 @@ def register(app: GalleryTyper) -> None:
         from gallery.progress import Progress as Event
 
         options = IngestOptions(
-            labels=labels, model=model, weights=weights, preset=preset, device=device, detect_batch_size=detect_batch_size,
+            labels=labels, model=model, weights=weights, preset=preset, device=device,
+            detect_batch_size=detect_batch_size,
             embed_batch_size=embed_batch_size, workers=workers, min_face_size=min_face_size,
             det_threshold=det_threshold, max_side=max_side, shard_size=shard_size, commit_interval=commit_interval,
             max_file_size=max_file_size * 2**20,

@@ -100,7 +100,8 @@ class BenchReport:
 # --- queries ---------------------------------------------------------------------------------------
 
 
-def _photo_queries(gallery: Gallery, photos: Sequence[Path]) -> tuple[np.ndarray, list[str]]:
+def _photo_queries(gallery: Gallery, photos: Sequence[Path],
+                   weights: Path | None = None) -> tuple[np.ndarray, list[str]]:
     """Main-face embeddings of query photos (folders scanned), through the gallery's own pipeline:
     gallery and query vectors must come from the same code."""
     from gallery.faces.models import model_for_gallery
@@ -108,7 +109,7 @@ def _photo_queries(gallery: Gallery, photos: Sequence[Path]) -> tuple[np.ndarray
     from gallery.ingest.scan import expand_photo_args
 
     files = expand_photo_args(list(photos))
-    pipeline = FacePipeline(model_for_gallery(gallery.model_stamp), device="auto")
+    pipeline = FacePipeline(model_for_gallery(gallery.model_stamp), device="auto", weights=weights)
     vectors, used, skipped = [], [], []
     for photo in files:
         found = pipeline.faces_of(photo, largest_only=True)
@@ -467,6 +468,7 @@ def run_bench(
     nprobes: Sequence[int] | None = None,
     rerank_depths: Sequence[int] | None = None,
     query_photos: Sequence[Path] | None = None,
+    weights: Path | None = None,
     apply: bool = False,
     output: Path | str | None = None,
     target_metric: str = "mate_recall",
@@ -505,7 +507,7 @@ def run_bench(
             exclude: np.ndarray | None
             if query_photos:
                 report(on_progress, "queries", message="embedding query photos ...")
-                qx, used = _photo_queries(gallery, query_photos)
+                qx, used = _photo_queries(gallery, query_photos, weights)
                 exclude = None
                 qinfo: dict[str, Any] = {"source": "photos", "n": int(qx.shape[0]), "photos": used}
             else:

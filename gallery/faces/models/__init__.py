@@ -13,5 +13,6 @@ from gallery.faces.models.registry import (
 from gallery.faces.models.spec import ModelSpec
 from gallery.faces.models.weights import cache_dir, check_weights
 
-__all__ = ["DEFAULT_MODEL", "ModelSpec", "cache_dir", "check_weights", "get_model_spec", "list_models", "model_for_gallery",
+__all__ = ["DEFAULT_MODEL", "ModelSpec", "cache_dir", "check_weights", "get_model_spec", "list_models",
+           "model_for_gallery",
            "registered"]

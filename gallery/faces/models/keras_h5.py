@@ -33,7 +33,8 @@ class KerasLayer:
         try:
             return self.weights[key]
         except KeyError:
-            raise KerasFormatError(f"layer '{self.name}' has no '{key}' weight (it has {sorted(self.weights)})") from None
+            known = sorted(self.weights)
+            raise KerasFormatError(f"layer '{self.name}' has no '{key}' weight (it has {known})") from None
 
 
 def _short(weight_name: str) -> str:

@@ -137,7 +137,8 @@ def load_vggface2_module(weights: Path, se: bool) -> VGGFace2ResNet:
     result = module.load_state_dict(state, strict=False)  # num_batches_tracked counters are not weights
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     if missing or result.unexpected_keys:
-        raise ModelWeightsMissing(f"{weights}: weights missing for {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
+        raise ModelWeightsMissing(
+            f"{weights}: weights missing for {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
     return module.eval()
 
 
