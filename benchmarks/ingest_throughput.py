@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gallery.device import resolve_device  # noqa: E402
 from gallery.faces.decode import decode_photo  # noqa: E402
 from gallery.faces.detect import DETECTOR_ENV, detector_kind  # noqa: E402
-from gallery.faces.models import get_model_spec  # noqa: E402
+from gallery.faces.models import model_for_gallery  # noqa: E402
 from gallery.faces.pipeline import FacePipeline  # noqa: E402
 from gallery.ingest import IngestOptions, ingest  # noqa: E402
 from gallery.ingest.reader import default_workers  # noqa: E402
@@ -73,13 +73,14 @@ def detector_env(kind: str) -> Iterator[None]:
 
 
 def bench_model(photos: list[Path], model: str, device: str, batch: int, workers: int, compare_dlib: bool,
-                detector: str | None = None, end_to_end: bool = True, weights: Path | None = None) -> dict:
+                detector: str | None = None, end_to_end: bool = True, weights: Path | None = None,
+                preset: str | None = None) -> dict:
     """Each stage alone through the product's own code (FacePipeline's detect and embed_detected, the
     store's writer), then (unless end_to_end is False) the real ingest end to end."""
-    spec = get_model_spec(model)
+    spec = model_for_gallery(None, model, preset)
     detector = detector_kind(detector)
     pipeline = FacePipeline(spec, device, weights, detect_batch_size=batch, detector=detector)
-    result: dict = {"model": model, "detector": detector, "dim": spec.dim, "device": pipeline.device.name,
+    result: dict = {"model": model, "detector": detector, "dim": pipeline.spec.dim, "device": pipeline.device.name,
                     "photos": len(photos)}
 
     # Stage 1: decode alone, through the same worker function the pipeline uses.
@@ -112,7 +113,7 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
 
     # Stage 4: write alone: the store's commit (one Parquet shard plus the SQLite rows).
     with tempfile.TemporaryDirectory() as tmp, Gallery.open_or_create(Path(tmp) / "g") as gallery:
-        writer = GalleryWriter(gallery, spec.stamp(), tmp, {})
+        writer = GalleryWriter(gallery, pipeline.spec.stamp(), tmp, {})
         t0 = time.perf_counter()
         for image_id, (photo, f) in enumerate(zip(decoded, found), start=1):
             if f.ok:
@@ -134,7 +135,7 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
     if compare_dlib and model == "dlib-resnet":
         result["dlib_native"] = dlib_native_throughput(decoded, detections, pipeline)
     if end_to_end:
-        e2e = end_to_end_run(photos, model, device, batch, workers, detector, weights)
+        e2e = end_to_end_run(photos, model, device, batch, workers, detector, weights, preset)
         slowest = min(s["photos_per_s"] for s in stages.values())
         e2e["fraction_of_slowest_stage"] = e2e["photos_per_s"] / slowest
         result["end_to_end"] = e2e
@@ -142,12 +143,13 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
 
 
 def end_to_end_run(photos: list[Path], model: str, device: str, batch: int, workers: int, detector: str,
-                   weights: Path | None = None) -> dict:
+                   weights: Path | None = None, preset: str | None = None) -> dict:
     """The real ingest, end to end, on a fresh gallery (the whole run, model loading included)."""
     with tempfile.TemporaryDirectory() as tmp, detector_env(detector):
         archive = Path(tmp) / "archive"
         link_archive(photos, archive)
-        opts = IngestOptions(model=model, device=device, detect_batch_size=batch, workers=workers, weights=weights)
+        opts = IngestOptions(model=model, device=device, detect_batch_size=batch, workers=workers, weights=weights,
+                             preset=preset)
         summary = ingest(archive, Path(tmp) / "gallery", opts)
     return {
         "seconds": summary.seconds,
@@ -216,7 +218,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="whole-ingest runs per detector when comparing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path)
+    parser.add_argument("--weights", type=Path, default=None, help="weights file of the (single) --model")
+    parser.add_argument("--preset", default=None, help="with --model onnx: the model family's input convention")
     args = parser.parse_args()
+    if args.weights is not None and len(args.model or []) != 1:
+        sys.exit("--weights goes with exactly one --model")
     if not args.photos_root.is_dir():
         sys.exit(f"No photo folder at {args.photos_root} (expected e.g. ../shared/data/lfw-aj/images).")
     device = resolve_device(args.device).name
@@ -230,7 +236,8 @@ def main() -> None:
     else:
         comparisons = []
         runs = [
-            bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib, detectors[0])
+            bench_model(photos, m, device, args.batch_size, workers, args.compare_dlib, detectors[0],
+                        weights=args.weights, preset=args.preset)
             for m in (args.model or ["facenet-untrained"])
         ]
     report = {

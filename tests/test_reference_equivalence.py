@@ -69,21 +69,22 @@ def randomize(model, seed: int) -> None:
 
 
 def calibrate_batch_norms(keras, model, x: np.ndarray, seed: int) -> None:
-    """Batch-norm statistics as a trained network has them: each layer's moving mean and variance
-    measured on its real input (times a random factor), so activations stay in range through 50
-    layers; residual branches end in a small scale. A network whose activations grow layer after
-    layer would compare float32 rounding noise, not the mapping of its weights."""
+    """Batch-norm statistics as a trained network has them, so that activations stay in range through
+    50+ layers (a network whose activations grow layer after layer would compare float32 rounding
+    noise, not the mapping of its weights): one training-mode pass with momentum 0 sets every moving
+    mean and variance to its layer's batch statistics on `x`; then each is perturbed a little, and
+    residual branches end in a small scale."""
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if type(layer).__name__ != "BatchNormalization":
-            continue
-        inputs = keras.Model(model.input, layer.input).predict(x, verbose=0)
-        mean, var = inputs.mean(axis=(0, 1, 2)), inputs.var(axis=(0, 1, 2)) + 1e-3
-        gamma, beta, _, _ = layer.get_weights()
-        if "increase" in layer.name or "proj" in layer.name:
-            gamma = rng.uniform(0.2, 0.5, gamma.shape).astype(np.float32)
-        layer.set_weights([gamma, beta, mean * rng.uniform(0.9, 1.1, mean.shape),
-                           var * rng.uniform(0.8, 1.2, var.shape)])
+    norms = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
+    for layer in norms:
+        layer.momentum = 0.0
+    model(x, training=True)
+    for layer in norms:
+        *affine, mean, var = layer.get_weights()  # [gamma,] beta (scale=False: no gamma)
+        if len(affine) == 2 and ("increase" in layer.name or "proj" in layer.name):
+            affine[0] = rng.uniform(0.2, 0.5, affine[0].shape).astype(np.float32)
+        layer.set_weights([*affine, mean * rng.uniform(0.9, 1.1, mean.shape).astype(np.float32),
+                           var * rng.uniform(0.8, 1.2, var.shape).astype(np.float32)])
 
 
 def save_keras_h5(model, path: Path) -> Path:
@@ -294,6 +295,38 @@ def test_deepface_vgg_face_equals_the_reference(deepface_vgg, tmp_path, monkeypa
     reference = descriptor.predict(x, verbose=0)
     ours = product_embeddings("vggface-vgg16", weights, chips)
     assert_equal_embeddings("vggface-vgg16 (deepface vgg_face_weights.h5 layout)", ours, reference, source)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dim", [128, 512])
+def test_deepface_facenet_equals_the_reference(keras, tmp_path, monkeypatch, dim):
+    """deepface's Facenet (128-d, `facenet128`) and Facenet512 (into `facenet-vggface2`'s network), built
+    and loaded by deepface's own `load_facenet{128,512}d_model`. Both sides get the product's input
+    (prewhitened for the 128-d model, facenet-pytorch's fixed standardisation for the 512-d one)."""
+    pytest.importorskip("deepface", reason=f"deepface is not installed: {REFERENCE_EXTRA}")
+    from deepface.commons import weight_utils
+    from deepface.models.facial_recognition.tf import Facenet
+
+    model_name = "facenet128" if dim == 128 else "facenet-vggface2"
+    spec = get_model_spec(model_name)
+    chips, source = aligned_chips(spec.template_array(), spec.input_size)
+    rgb = rgb_nhwc(chips)
+    if dim == 128:
+        flat = rgb.reshape(len(rgb), -1)
+        std = np.maximum(flat.std(axis=1), 1 / np.sqrt(flat.shape[1]))
+        x = (rgb - flat.mean(axis=1)[:, None, None, None]) / std[:, None, None, None]
+    else:
+        x = (rgb - 127.5) / 128.0
+    base = Facenet.InceptionResNetV1(dimension=dim)
+    randomize(base, seed=5)
+    calibrate_batch_norms(keras, base, x, seed=5)
+    weights = save_keras_h5(base, tmp_path / ("facenet_weights.h5" if dim == 128 else "facenet512_weights.h5"))
+    monkeypatch.setattr(weight_utils, "download_weights_if_necessary", lambda **kwargs: str(weights))
+    reference_model = Facenet.load_facenet128d_model() if dim == 128 else Facenet.load_facenet512d_model()
+    reference = reference_model.predict(x.astype(np.float32), verbose=0)
+    ours = product_embeddings(model_name, weights, chips)
+    assert_equal_embeddings(f"{model_name} (deepface Facenet{'' if dim == 128 else '512'} .h5)", ours, reference,
+                            source)
 
 
 # ----------------------------------------------------------------------------------- ONNX

@@ -73,7 +73,8 @@ FACENET_VGGFACE2 = ModelSpec(
     loader="gallery.faces.models.facenet:load_facenet",
     weights_filename="20180402-114759-vggface2.pt",
     weights_url=_FACENET_RELEASE + "20180402-114759-vggface2.pt",
-    weights_formats="facenet-pytorch's .pt state dict",
+    weights_formats="facenet-pytorch's 20180402-114759-vggface2.pt, or deepface's facenet512_weights.h5",
+    weights_elsewhere=("~/.deepface/weights/facenet512_weights.h5",),
 )
 # The same network with other weights: same geometry and preprocessing, other name and file.
 FACENET_CASIA = replace(
@@ -82,6 +83,23 @@ FACENET_CASIA = replace(
     description="InceptionResnetV1 trained on CASIA-WebFace, 512-d (LFW 99.05%); weights from GitHub",
     weights_filename="20180408-102900-casia-webface.pt",
     weights_url=_FACENET_RELEASE + "20180408-102900-casia-webface.pt",
+    weights_formats="facenet-pytorch's 20180408-102900-casia-webface.pt",
+    weights_elsewhere=(),
+)
+# deepface's 128-d Facenet (a Keras conversion of David Sandberg's facenet): same network, 128-d
+# bottleneck, per-image standardisation ("prewhiten") as Sandberg's 2017 models were trained with.
+FACENET128 = replace(
+    FACENET_VGGFACE2,
+    name="facenet128",
+    dim=128,
+    preprocessing="mtcnn5-similarity-v1/prewhiten",
+    default_threshold=UNPUBLISHED,
+    threshold_source="none published for this pipeline: no one is named until `gallery calibrate` (or --threshold)",
+    description="InceptionResnetV1, 128-d, from deepface's facenet_weights.h5 (Keras)",
+    weights_filename="facenet_weights.h5",
+    weights_url=None,
+    weights_formats="deepface's facenet_weights.h5",
+    weights_elsewhere=("~/.deepface/weights/facenet_weights.h5",),
 )
 FACENET_UNTRAINED = replace(
     FACENET_VGGFACE2,
@@ -94,14 +112,16 @@ FACENET_UNTRAINED = replace(
     description="InceptionResnetV1 with RANDOM fixed-seed weights, 512-d: tests and benchmarks only",
     weights_filename=None,
     weights_url=None,
+    weights_formats="",
+    weights_elsewhere=(),
     warning=UNTRAINED_WARNING,
 )
 
 # Mean MTCNN landmark positions inside the VGG group's evaluation crop (MTCNN box extended 1.3x,
 # shorter side resized to 256 px, centre 224x224 crop; ox-vgg/vgg_face2's README), measured on 2,000
-# LFW photos by `python benchmarks/derive_box_template.py --family vggface`.
-VGGFACE_TEMPLATE = tuple((x * 1.4, y * 1.4) for x, y in FACENET_TEMPLATE)  # TEMPORARY: MEASURE
-_VGGFACE_NOTE = "no landmark alignment in training: the template reproduces the VGG group's loose crop"
+# LFW photos by `python benchmarks/derive_box_template.py --family vggface` (all 2,000 had a face;
+# per-point std 7-12 px vertically, 17-28 px horizontally: MTCNN's boxes vary in width).
+VGGFACE_TEMPLATE = ((70.41, 82.96), (158.40, 80.91), (114.88, 133.83), (77.66, 180.36), (154.94, 178.76))
 
 VGGFACE_VGG16 = ModelSpec(
     name="vggface-vgg16",
@@ -232,6 +252,7 @@ def onnx_spec(preset: str | None) -> ModelSpec:
 
 
 BUILTIN_MODELS: tuple[ModelSpec, ...] = (DLIB_RESNET, FACENET_VGGFACE2, FACENET_CASIA, FACENET_UNTRAINED,
+                                         FACENET128,
                                          VGGFACE_VGG16, VGGFACE2_RESNET50, VGGFACE2_SENET50, ONNX)
 
 _models: dict[str, ModelSpec] = {spec.name: spec for spec in BUILTIN_MODELS}
