@@ -94,9 +94,10 @@ def test_a_gallery_from_a_brought_weights_file_works_end_to_end(kind: str, tmp_p
     clusters = run("cluster", "--gallery", gallery, "--threshold", "0.9", "--json")
     assert json.loads(clusters) is not None
 
-    # Another file for the same model is another model: refused, naming both hashes.
-    (tmp_path / "other").mkdir()
-    _, other, _ = weights_file(kind, tmp_path / "other", seed=1)
+    # Another file for the same model is another model: refused, naming both hashes, before any work
+    # (so the other file need not even be loadable).
+    other = tmp_path / f"other{weights.suffix}"
+    other.write_bytes(b"other weights")
     refused = run("search", query, "--gallery", gallery, "--weights", other, code=2)
     assert "Weights mismatch" in refused and sha256(other)[:16] in refused and sha256(weights)[:16] in refused
     refused = run("ingest", archive, "--gallery", gallery, "--weights", other, code=2)

@@ -65,7 +65,7 @@ def _fused_once(spec: ModelSpec, module: nn.Module) -> nn.Module:
     """The conv/batch-norm fused, channels-last CPU module, traced once per model and weights."""
     first = next(module.parameters(), None)
     fingerprint = float(first.detach().double().sum()) if first is not None else 0.0
-    key = (spec.name, spec.dim, type(module).__name__, fingerprint)
+    key = (spec.name, spec.dim, spec.weights_sha256, type(module).__name__, fingerprint)
     with _FUSE_LOCK:
         if key not in _FUSED:
             _FUSED[key] = _fuse_conv_bn(module).to(memory_format=torch.channels_last)
