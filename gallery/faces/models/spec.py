@@ -40,7 +40,9 @@ class ModelSpec:
     # in the image) should land in the model's square input chip, in chip pixels.
     template: tuple[tuple[float, float], ...]
     preprocessing: str  # a version string: changing alignment or normalisation changes it
-    default_threshold: float | None  # cosine similarity above which two faces are the same; None: calibrate
+    # cosine similarity above which two faces are the same person (registry.UNPUBLISHED, above any
+    # cosine, for a model with no published threshold: it names no one until calibrated)
+    default_threshold: float
     threshold_source: str
     pretrained: bool
     offline: bool  # True when the weights come with a PyPI package and need no download
@@ -81,9 +83,9 @@ class ModelSpec:
     def template_array(self) -> np.ndarray:
         return np.asarray(self.template, dtype=np.float32)
 
-    def bound(self, path: Path, sha256: str, dim: int | None = None) -> ModelSpec:
-        """This spec bound to one weights file (and, for models that say it in the file, its dimension)."""
-        return replace(self, weights_path=path, weights_sha256=sha256, dim=self.dim if dim is None else dim)
+    def bound(self, path: Path, sha256: str) -> ModelSpec:
+        """This spec bound to one weights file."""
+        return replace(self, weights_path=path, weights_sha256=sha256)
 
     def load(self, device: TorchDevice, weights: Path | None = None) -> EmbeddingModel:
         """The network with its weights on `device` (half precision where the device says so).
