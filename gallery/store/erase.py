@@ -306,10 +306,16 @@ def purge_unreferenced_vectors(gallery: Gallery) -> int:
     """Rewrite every shard that holds a vector without a face row (erased faces), and update its row.
     Idempotent: finishes an interrupted erasure. Returns how many shards were rewritten."""
     rewritten = 0
+    with gallery.session() as s:  # a shard holds a vector without a face row iff it has fewer rows than vectors
+        counts = dict(s.execute(select(Face.shard_id, func.count()).group_by(Face.shard_id)).all())
     for row in gallery.shard_rows():
+        if counts.get(row.shard_id, 0) >= row.n_faces:
+            continue
         path = gallery.shards_dir / row.filename
-        with gallery.session() as s:
-            keep = np.asarray(s.scalars(select(Face.face_id).where(Face.shard_id == row.shard_id)).all(), np.int64)
+        with gallery.engine.connect() as conn:
+            cursor = conn.connection.cursor()
+            cursor.execute("SELECT face_id FROM faces WHERE shard_id = ?", (row.shard_id,))
+            keep = np.fromiter((r[0] for r in cursor), np.int64)
         if np.isin(shard_face_ids(path), keep).all():
             continue
         gallery.verify_shard(row)
