@@ -42,6 +42,15 @@ class NotInGallery(GalleryError):
     """An identity, face id or photo path that the gallery does not hold."""
 
 
+class PhotoRefused(GalleryError):
+    """A photo the product will not open: not a regular file, over the size or pixel limits. `reason`
+    is the ingest's reason code for it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class LabelConflict(GalleryError):
     """A rename onto an existing name, a merge of one identity, or a bad labels file row."""
 

@@ -48,3 +48,18 @@ def atomic_write(path: Path, content: bytes | Callable[[Path], None], mode: int 
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
     return path.stat().st_size
+
+
+def lock_held(path: Path) -> bool:
+    """True when some process holds the lock file at `path` (a writer, a build, a running server):
+    tried without waiting, and released at once when free."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+

@@ -220,10 +220,60 @@ def build_index(
             g.check_database()
             choice_args = dict(factory=factory, memory_budget=memory_budget, rerank=rerank, nprobe=nprobe,
                                train_per_centroid=train_per_centroid)
-            return _build(g, choice_args, device, seed, read_batch_rows, on_progress)
+            return build_locked(g, choice_args, device, seed, read_batch_rows, on_progress)
     finally:
         if owned:
             g.close()
+
+
+class _ErasedMeanwhile(Exception):
+    """Faces were erased while the index was built, and its type cannot remove them: build again."""
+
+
+def _exclude_erased_meanwhile(g: Gallery, index: Any, vectors: Path | None, dim: int, max_id: int) -> int:
+    """The commit-time re-check: faces erased after the build read its list of faces (their erasure is
+    pending: it cannot reach the index while the build holds the index lock) are taken out of the new
+    index and their rows of the new re-rank file zeroed, so no build commits an erased face. Returns
+    how many were in the index."""
+    late = g.pending_erasure_face_ids(max_id)
+    if late.size == 0:
+        return 0
+    try:
+        removed = int(index.remove_ids(faiss.IDSelectorBatch(late)))
+    except RuntimeError:
+        raise _ErasedMeanwhile from None
+    if vectors is not None:
+        zero_rows(vectors, dim, late)
+    return removed
+
+
+def zero_rows(path: Path, dim: int, ids: np.ndarray) -> int:
+    """Overwrite the rows of `ids` in a re-rank file with zeros (in place, fsynced); returns how many
+    rows the file had for them."""
+    with VectorFileWriter(path, dim, create=False) as writer:
+        inside = ids[(ids >= 0) & (ids <= writer.max_id)]
+        writer.write(inside, np.zeros((inside.size, dim), np.float32))
+    return int(inside.size)
+
+
+def build_locked(
+    g: Gallery, choice_args: dict[str, Any], device: str = "auto", seed: int = 0,
+    read_batch_rows: int = READ_BATCH_ROWS, on_progress: ProgressFn | None = None,
+) -> Manifest:
+    """`build_index` for a caller that holds the index lock. A build whose index type cannot remove
+    the faces erased while it ran is started again (they are excluded from the start then)."""
+    for _ in range(3):
+        try:
+            return _build(g, choice_args, device, seed, read_batch_rows, on_progress)
+        except _ErasedMeanwhile:
+            continue
+    raise IndexerError("Faces were erased during each of three index builds: run the build again when no "
+                       "erasure is running.")
+
+
+def default_choice_args() -> dict[str, Any]:
+    return dict(factory=None, memory_budget=None, rerank=None, nprobe=None,
+                train_per_centroid=DEFAULT_TRAIN_PER_CENTROID)
 
 
 def _build(
@@ -281,6 +331,7 @@ def _build(
                                     read_batch_rows, on_progress, n_live)
             if adder is not None:
                 index = adder.finish()
+            _exclude_erased_meanwhile(g, index, g.index_dir / vec_name if vec_name else None, dim, max_id)
             tune_hnsw_quantizer(index)  # saved with the search setting
             t_add = time.time() - t1
             t2 = time.time()
@@ -397,6 +448,13 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         with PeakMemory() as mem:
             added, max_id = _stream_add(g, index, new_shards, dim, g.deleted_ids(), writer, read_batch_rows,
                                         on_progress, None, above_id=old_max)
+            try:
+                _exclude_erased_meanwhile(g, index, g.index_dir / rerank["file"] if rerank.get("enabled") else None,
+                                          dim, max(max_id, old_max))
+            except _ErasedMeanwhile:
+                raise IndexerError(
+                    "An erasure started during the update, and this index type cannot remove ids: nothing was "
+                    f"changed. Rebuild the index: gallery index build --gallery {g.root}") from None
             tune_hnsw_quantizer(index, searched_with=searched_with)  # saved with the search setting
             index_bytes = _save_index(index, g.index_dir / index_name)
     except BaseException:
@@ -431,16 +489,55 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
 # --- remove ------------------------------------------------------------------------------------
 
 
-def _zero_rerank_rows(g: Gallery, manifest: Manifest, ids: np.ndarray) -> None:
+def _zero_rerank_rows(g: Gallery, manifest: Manifest, ids: np.ndarray) -> int:
     """Overwrite the re-rank file's rows of removed ids with zeros (in place, fsynced): a removed
-    face's float vector must not stay on disk."""
+    face's float vector must not stay on disk. Returns how many rows the file had for them."""
     rerank = manifest.get("rerank") or {}
     if not rerank.get("enabled") or not rerank.get("file") or ids.size == 0:
-        return
-    writer = VectorFileWriter(g.index_dir / rerank["file"], int(manifest["dim"]), create=False)
-    with writer:
-        inside = ids[ids <= writer.max_id]
-        writer.write(inside, np.zeros((inside.size, int(manifest["dim"])), np.float32))
+        return 0
+    path = g.index_dir / rerank["file"]
+    if not path.is_file():
+        return 0
+    return zero_rows(path, int(manifest["dim"]), ids)
+
+
+def remove_ids_locked(g: Gallery, ids: np.ndarray, zero_rerank: bool = True) -> tuple[Manifest, int]:
+    """Remove vector ids from the current index (a new index file and manifest; the caller holds the
+    index lock); returns (the manifest now current, how many ids were in the index). Raises
+    IndexerError for an index type that cannot remove ids."""
+    manifest = read_manifest(g.index_dir, g.root)
+    arr = np.unique(np.asarray(ids, dtype=np.int64))
+    if zero_rerank:
+        _zero_rerank_rows(g, manifest, arr)
+    arr = arr[arr <= int(manifest["max_face_id"])]
+    if arr.size == 0:
+        return manifest, 0
+    index = faiss.read_index(str(g.index_dir / manifest["index_file"]))
+    try:
+        n_removed = int(index.remove_ids(faiss.IDSelectorBatch(arr)))
+    except RuntimeError as err:
+        raise IndexerError(f"this index type cannot remove ids: {str(err).splitlines()[0]}") from None
+    if n_removed == 0:
+        return manifest, 0
+    index_name = f"index-{new_tag()}.faiss"
+    try:
+        index_bytes = _save_index(index, g.index_dir / index_name)
+    except BaseException:
+        (g.index_dir / index_name).unlink(missing_ok=True)
+        raise
+    new: Manifest = dict(manifest)  # type: ignore[assignment]
+    new.update(
+        kind="remove",
+        created_at=time.time(),
+        ntotal=int(index.ntotal),
+        index_file=index_name,
+        index_bytes=index_bytes,
+        index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
+        removed=int(manifest.get("removed", 0)) + n_removed,
+    )
+    new.pop("added", None)  # type: ignore[misc]
+    _commit(g, new, [index_name], "remove")
+    return new, n_removed
 
 
 def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
@@ -454,41 +551,13 @@ def remove_ids(gallery: Gallery | str | Path, ids: Any = None) -> Manifest:
     g, owned = as_gallery(gallery)
     try:
         with index_lock(g.index_dir):
-            manifest = read_manifest(g.index_dir, g.root)
             if ids is None:
+                manifest = read_manifest(g.index_dir, g.root)
                 arr = g.deleted_ids(int(manifest["max_face_id"]))
             else:
-                arr = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64))
-            arr = arr[arr <= int(manifest["max_face_id"])]
-            if arr.size == 0:
-                return Manifest(**{**manifest, "removed_now": 0})  # type: ignore[typeddict-item]
-            index = faiss.read_index(str(g.index_dir / manifest["index_file"]))
-            try:
-                n_removed = int(index.remove_ids(faiss.IDSelectorBatch(arr)))
-            except RuntimeError as err:
-                raise IndexerError(f"this index type cannot remove ids: {str(err).splitlines()[0]}") from None
-            _zero_rerank_rows(g, manifest, arr)
-            if n_removed == 0:
-                return Manifest(**{**manifest, "removed_now": 0})  # type: ignore[typeddict-item]
-            index_name = f"index-{new_tag()}.faiss"
-            try:
-                index_bytes = _save_index(index, g.index_dir / index_name)
-            except BaseException:
-                (g.index_dir / index_name).unlink(missing_ok=True)
-                raise
-            new: Manifest = dict(manifest)  # type: ignore[assignment]
-            new.update(
-                kind="remove",
-                created_at=time.time(),
-                ntotal=int(index.ntotal),
-                index_file=index_name,
-                index_bytes=index_bytes,
-                index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
-                removed=int(manifest.get("removed", 0)) + n_removed,
-            )
-            new.pop("added", None)  # type: ignore[misc]
-            _commit(g, new, [index_name], "remove")
-            return Manifest(**{**new, "removed_now": n_removed})  # type: ignore[typeddict-item]
+                arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+            manifest, n_removed = remove_ids_locked(g, arr)
+            return Manifest(**{**manifest, "removed_now": n_removed})  # type: ignore[typeddict-item]
     finally:
         if owned:
             g.close()

@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 from filelock import FileLock, Timeout
 
 from gallery.errors import IndexBusyError, IndexerError, IndexMismatchError, NoIndexError
-from gallery.fsutil import atomic_write
+from gallery.fsutil import atomic_write, lock_held
 
 MANIFEST = "manifest.json"
 LOCK = ".index.lock"
@@ -110,28 +110,44 @@ def check_model(manifest: Manifest, stamp: dict | None, gallery_root: Path) -> N
         )
 
 
-def cleanup_unreferenced(index_dir: Path, manifest: Manifest) -> list[str]:
-    """Delete index/vector files (and temp files) the current manifest does not name."""
-    keep = {manifest.get("index_file")}
-    rerank = manifest.get("rerank") or {}
-    if rerank.get("file"):
-        keep.add(rerank["file"])
+def unreferenced_files(index_dir: Path, manifest: Manifest | None) -> list[Path]:
+    """Index and vector files (and temp files) the manifest does not name: what a killed build or
+    update left (a partial `vectors-*.f32` holds float vectors of faces, erased ones included)."""
+    keep = set()
+    if manifest is not None:
+        keep.add(manifest.get("index_file"))
+        rerank = manifest.get("rerank") or {}
+        if rerank.get("file"):
+            keep.add(rerank["file"])
+    if not index_dir.is_dir():
+        return []
+    return [path for path in sorted(index_dir.iterdir()) if path.is_file() and (
+        (path.name.startswith(("index-", "vectors-")) and path.name not in keep) or path.name.endswith(".tmp"))]
+
+
+def cleanup_unreferenced(index_dir: Path, manifest: Manifest | None) -> list[str]:
+    """Delete index/vector files (and temp files) the current manifest does not name (call it with
+    the index lock held: a build in flight writes such files)."""
     removed = []
-    for path in index_dir.iterdir():
-        name = path.name
-        stale = (name.startswith(("index-", "vectors-")) and name not in keep) or name.endswith(".tmp")
-        if stale and path.is_file():
-            path.unlink(missing_ok=True)
-            removed.append(name)
+    for path in unreferenced_files(index_dir, manifest):
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
     return removed
 
 
+def index_lock_free(index_dir: Path) -> bool:
+    """True when no build, update or erasure holds the index lock right now."""
+    return not lock_held(index_dir / LOCK)
+
+
 @contextmanager
-def index_lock(index_dir: Path) -> Iterator[None]:
+def index_lock(index_dir: Path, wait_s: float = 0) -> Iterator[None]:
+    """Held by build/update/remove/tune (and erasure) so that two writers never interleave; waits up
+    to `wait_s` seconds for another holder, then raises IndexBusyError."""
     index_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(index_dir / LOCK)
     try:
-        lock.acquire(timeout=0)
+        lock.acquire(timeout=max(0.0, wait_s))
     except Timeout:
         raise IndexBusyError(
             f"Another index build/update is running on '{index_dir.parent}'. Wait for it to finish."

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gallery.errors import CalibrationError
 from search.evaluation import fpir_fnir, leave_one_out, threshold_at_fpir
 from search.searcher import Searcher
 from search.threshold import MIN_NONMATED_PER_FPIR, NO_ONE, conservative_threshold
@@ -54,6 +55,9 @@ def calibrate(
 ) -> CalibrationReport:
     """Measure and (with apply) store the threshold for `target_fpir`; raises CalibrationError when the
     gallery's labels cannot support it."""
+    if not 0 < target_fpir <= 1:
+        raise CalibrationError(f"A target FPIR of {target_fpir} cannot be calibrated: give a rate above 0 and at "
+                               "most 1 (e.g. 0.01).")
     loo = leave_one_out(searcher, max_probes, seed, ranks=(1,))
     threshold = threshold_at_fpir(loo.impostor, target_fpir)
     floor_note = ""

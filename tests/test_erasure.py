@@ -88,7 +88,7 @@ def test_compact_reclaims_deleted_faces(tmp_path: Path) -> None:
         build_index(g)
         g.delete_faces(range(1, 81))  # 80% of the first shard, 40% of the gallery
     result = compact(tmp_path / "g")
-    assert result == {"shards_rewritten": 1, "faces_erased": 80, "index": "patched"}
+    assert result == {"shards_rewritten": 1, "faces_erased": 80, "index": "patched", "status": "done"}
     with Gallery.open(tmp_path / "g") as g:
         assert [r.n_faces for r in g.shard_rows()] == [20, 100] and g.live_face_count() == 120
     assert index_info(tmp_path / "g")["ntotal"] == 120

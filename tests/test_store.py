@@ -12,6 +12,7 @@ import pytest
 from gallery.errors import GalleryBusy, GalleryNotFound, ModelMismatch, SchemaVersionError
 from gallery.fsutil import atomic_write
 from gallery.store import FileRecord, Gallery, GalleryWriter, append_embedded_faces
+from gallery.store.schema import SCHEMA_VERSION
 from gallery.store.shards import read_shard_embeddings
 from tests.helpers.galleries import stamp, unit_vectors
 
@@ -134,7 +135,8 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
     with Gallery.open(tmp_path / "g") as g:
         assert g.delete_faces([1], ignore=True) == 1 and g.live_face_count() == 2
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert con.execute("SELECT count(*) FROM face_clusters").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM pending_erasures").fetchone() == (0,)  # new in version 5
     assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()

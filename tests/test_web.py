@@ -149,3 +149,15 @@ def test_an_empty_gallery_without_keys(browser, tmp_path: Path) -> None:
         page.close()
     finally:
         server.close()
+
+
+def test_a_person_whose_name_holds_a_slash_opens_on_the_people_page(site) -> None:
+    server, key, _ = site
+    with server.client(key) as c:
+        assert c.post("/v1/identities/Al_Gore/rename", json={"to": "Gore/Al"}).status_code == 200
+    page = open_page(site)
+    page.click("#tab-people")
+    page.locator(".card.identity", has_text="Gore/Al").locator("button", has_text="Faces").click()
+    sync_api.expect(page.locator("#identity-detail h3")).to_contain_text("Gore/Al: 3 faces")
+    assert page.locator("#identity-detail .face").count() == 3
+    page.close()

@@ -26,7 +26,7 @@ from gallery.cli.common import (
 
 clusters_app = GalleryTyper(help="Review the clusters `gallery cluster` found: list, show, name, split, reject.")
 
-ClusterArg = Annotated[int, typer.Argument(help="Cluster id (see `gallery clusters`).")]
+ClusterArg = Annotated[int, typer.Argument(help="Cluster id (see `gallery clusters`).", min=0, max=2**63 - 1)]
 Similarity = Annotated[float | None, typer.Option(
     help="Cosine two single faces of one person must reach (default: the gallery's setting, else the model's "
          "measured default).", callback=finite_threshold, show_default=False)]
@@ -130,7 +130,7 @@ def clusters_split(cluster: ClusterArg, gallery: GalleryOpt, threshold: Similari
 @clusters_app.command("reject")
 def clusters_reject(
     cluster: ClusterArg,
-    face_ids: Annotated[list[int], typer.Argument(help="Faces that are not this person.", min=1)],
+    face_ids: Annotated[list[int], typer.Argument(help="Faces that are not this person.", min=1, max=2**63 - 1)],
     gallery: GalleryOpt,
     as_json: JsonOpt = False,
 ) -> None:

@@ -32,6 +32,14 @@ def finite_threshold(value: float | None) -> float | None:
     return value
 
 
+def fpir_range(value: float) -> float:
+    """--target-fpir: a rate of false positives to allow, so more than 0 (no threshold allows none
+    for certain) and at most 1."""
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise typer.BadParameter(f"{value} is not a rate to allow: give a number above 0 and at most 1 (e.g. 0.01).")
+    return value
+
+
 GalleryOpt = Annotated[Path, typer.Option("--gallery", "-g", help="Gallery folder.", show_default=False)]
 # A group callback that lists when run alone (`gallery identities`, `gallery clusters`): --gallery is
 # optional there, so that `gallery clusters show ... --gallery G` does not need it twice.
@@ -180,3 +188,20 @@ def auto_calibrate(gallery: Path, quiet: bool = False) -> dict | None:
         note(f"calibrated the match threshold automatically: {report.threshold:.4f} (FPIR {report.fpir:.2%}, "
              f"FNIR {report.fnir:.2%}, {report.identities} identities); see `gallery info`")
     return report.as_dict()
+
+
+def finish_erasures(gallery: Path, quiet: bool = False) -> dict | None:
+    """After a write: finish erasures an interruption left pending (when no other writer runs), and
+    say so. None when there were none."""
+    from indexer.erasure import finish_pending_if_any
+
+    outcome = finish_pending_if_any(gallery)
+    if outcome is None:
+        return None
+    if not quiet and outcome.finished:
+        note(f"finished {len(outcome.finished)} pending erasure(s)")
+    if not quiet and outcome.pending:
+        warn(f"an erasure is still pending ({'; '.join(f'{p}: {w}' for p, w in outcome.blocked.items())}); "
+             f"`gallery repair --gallery {gallery}` finishes it")
+    return {"finished": len(outcome.finished), "pending": len(outcome.pending)}
+

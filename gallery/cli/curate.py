@@ -13,7 +13,17 @@ from typing import Annotated
 import typer
 from rich.table import Column, Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, OptionalGalleryOpt, fail, listing_gallery, out, safe
+from gallery.cli.common import (
+    GalleryOpt,
+    GalleryTyper,
+    JsonOpt,
+    OptionalGalleryOpt,
+    err,
+    fail,
+    listing_gallery,
+    out,
+    safe,
+)
 
 identities_app = GalleryTyper(help="List, show, rename, merge and delete the people of a gallery.")
 faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists).",
@@ -21,7 +31,13 @@ faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (
 labels_app = GalleryTyper(help="Bulk labels from and to CSV (path or face id, identity).", no_args_is_help=True)
 photos_app = GalleryTyper(help="Remove or erase single photos (paths as ingested).", no_args_is_help=True)
 
-FaceIds = Annotated[list[int], typer.Argument(help="Face ids (see `gallery identities show NAME`).", min=1)]
+MAX_ID = 2**63 - 1  # the largest id SQLite can hold
+FaceIds = Annotated[list[int], typer.Argument(help="Face ids (see `gallery identities show NAME`).", min=1,
+                                              max=MAX_ID)]
+WaitOpt = Annotated[float, typer.Option(
+    "--wait", help="Seconds to wait for an index build holding the index, or for readers holding the database, "
+                   "before leaving the erasure pending (exit 3).", min=0)]
+MAX_CROP_SIDE = 4096  # pixels: a crop is for a person to look at
 
 
 def _done(as_json: bool, data: dict, message: str) -> None:
@@ -159,11 +175,12 @@ def faces_ignore(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = Fals
 
 @faces_app.command("crop")
 def faces_crop(
-    face_id: Annotated[int, typer.Argument(help="Face id.")],
+    face_id: Annotated[int, typer.Argument(help="Face id.", min=1, max=MAX_ID)],
     gallery: GalleryOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the crop (.jpg, .png).")],
     margin: Annotated[float, typer.Option(help="Margin around the box, as a share of its size.", min=0, max=2)] = 0.4,
-    size: Annotated[int, typer.Option(help="Side of the square crop in pixels (0 = native).", min=0)] = 256,
+    size: Annotated[int, typer.Option(help=f"Side of the square crop in pixels (0 = native, at most "
+                                           f"{MAX_CROP_SIDE}).", min=0, max=MAX_CROP_SIDE)] = 256,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the face cut from its original photo, with a margin, to judge a label by eye."""
@@ -175,7 +192,7 @@ def faces_crop(
         record = g.face_records([face_id]).get(face_id)
     if record is None:
         raise NotInGallery(f"No live face with id {face_id} in this gallery.")
-    image = crop_face(record.photo, record.box, margin, size or None)
+    image = crop_face(record.photo, record.box, margin, size or None, max_side=MAX_CROP_SIDE)
     try:
         image.save(output)
     except ValueError:  # Pillow: no writer for that extension
@@ -217,28 +234,35 @@ def labels_import(
     _done(as_json, counts, f"{counts['relabeled']} faces relabeled, {counts['unlabeled']} made unlabeled")
 
 
-def _erase(gallery: Path, as_json: bool, command: str, **selection: object) -> None:
+def _erase(gallery: Path, as_json: bool, command: str, wait: float, **selection: object) -> None:
     from gallery.store.erase import ErasureSelection
     from indexer.erasure import erase
 
-    report = erase(gallery, ErasureSelection(**selection), command)  # type: ignore[arg-type]
-    _done(as_json, report.as_dict(),
-          f"erased {report.faces} faces and {report.photos} photos from every file of the gallery "
-          f"({report.shards_rewritten} shards rewritten, index {report.index}, {report.seconds:.1f} s)")
+    report = erase(gallery, ErasureSelection(**selection), command, lock_wait_s=wait)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    elif report.status == "pending":
+        err.print(f"[bold yellow]{safe(report.message(gallery))}[/]", highlight=False, soft_wrap=True)
+    else:
+        out.print(safe(report.message(gallery)), highlight=False, soft_wrap=True)
+    if report.status == "pending":
+        raise typer.Exit(3)
 
 
 @identities_app.command("erase")
 def identities_erase(
-    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False
+    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False,
+    wait: WaitOpt = 30.0,
 ) -> None:
-    """Erase a person for good: their name, faces and labeled photos, from SQLite, shards and index."""
-    _erase(gallery, as_json, "identities erase", identity=name)
+    """Erase a person for good: their name, faces and labeled photos, from SQLite, shards, index and
+    every other file of the gallery (exit 3 while the erasure is pending; the same command finishes it)."""
+    _erase(gallery, as_json, "identities erase", wait, identity=name)
 
 
 @faces_app.command("erase")
-def faces_erase(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+def faces_erase(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
     """Erase faces from every file of the gallery (a photo left without faces goes too)."""
-    _erase(gallery, as_json, "faces erase", face_ids=list(face_ids))
+    _erase(gallery, as_json, "faces erase", wait, face_ids=list(face_ids))
 
 
 @photos_app.command("erase")
@@ -246,9 +270,10 @@ def photos_erase(
     paths: Annotated[list[Path], typer.Argument(help="Photo paths, as ingested.")],
     gallery: GalleryOpt,
     as_json: JsonOpt = False,
+    wait: WaitOpt = 30.0,
 ) -> None:
     """Erase photos and every face in them from every file of the gallery."""
-    _erase(gallery, as_json, "photos erase", paths=[str(p.resolve()) for p in paths])
+    _erase(gallery, as_json, "photos erase", wait, paths=[str(p.resolve()) for p in paths])
 
 
 @photos_app.command("remove")
@@ -295,19 +320,25 @@ def register(app: GalleryTyper) -> None:
             raise typer.Exit(1)
 
     @app.command()
-    def repair(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    def repair(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
         """Mend what `check` finds: drop lost or damaged shards (their photos are read again by the next
-        ingest), remove crash leftovers, close stale runs, make the index agree."""
+        ingest), finish pending erasures, remove crash leftovers, close stale runs, make the index agree.
+        Exit 3 when an erasure is still pending (the message says why)."""
         from indexer.health import repair as run_repair
 
-        result = run_repair(gallery)
+        result = run_repair(gallery, lock_wait_s=wait)
         _done(as_json, result, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+        if result.get("pending"):
+            raise typer.Exit(3)
 
     @app.command()
-    def compact(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    def compact(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
         """Reclaim the space of deleted faces: rewrite mostly-deleted shards, shed deleted ids from the index."""
         from indexer.erasure import compact as run_compact
 
-        result = run_compact(gallery)
+        result = run_compact(gallery, lock_wait_s=wait)
         _done(as_json, result, f"{result['shards_rewritten']} shards rewritten, {result['faces_erased']} deleted "
-                               f"faces erased, index {result['index']}")
+                               f"faces erased, index {result['index']}" + (
+                                   f"; erasure pending: {result['pending']}" if result.get("pending") else ""))
+        if result.get("pending"):
+            raise typer.Exit(3)

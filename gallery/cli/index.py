@@ -14,6 +14,7 @@ from gallery.cli.common import (
     GalleryTyper,
     JsonOpt,
     auto_calibrate,
+    finish_erasures,
     human_bytes,
     note,
     out,
@@ -89,6 +90,7 @@ def build_cmd(
         note(f"Building the index of {gallery} ...")
     manifest = build_index(gallery, factory=factory, memory_budget=memory_budget, rerank=rerank, device=device,
                            nprobe=nprobe, seed=seed)
+    manifest["erasures"] = finish_erasures(gallery, quiet=as_json)  # type: ignore[typeddict-unknown-key]
     manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
         _print_json(manifest)
@@ -102,6 +104,7 @@ def update_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     from indexer import update_index
 
     manifest = update_index(gallery)
+    manifest["erasures"] = finish_erasures(gallery, quiet=as_json)  # type: ignore[typeddict-unknown-key]
     manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
         _print_json(manifest)

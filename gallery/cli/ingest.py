@@ -21,6 +21,7 @@ from gallery.cli.common import (
     auto_calibrate,
     err,
     fail,
+    finish_erasures,
     note,
     out,
     warn,
@@ -115,11 +116,12 @@ def register(app: GalleryTyper) -> None:
         from gallery.store import Gallery
         from search.tail import index_advice
 
+        erasures = finish_erasures(gallery, quiet=as_json)
         with Gallery.open(gallery) as g:
             advice = index_advice(g)
         calibration = auto_calibrate(gallery, quiet=as_json)
         if as_json:
-            print(json.dumps({**summary.as_dict(), "next": advice, "calibration": calibration}))
+            print(json.dumps({**summary.as_dict(), "next": advice, "calibration": calibration, "erasures": erasures}))
             return
         if model is None and summary.warning:
             warn(summary.warning)
@@ -161,9 +163,10 @@ def register_sync(app: GalleryTyper) -> None:
         summary = run_sync(source, gallery, IngestOptions(labels=labels, workers=workers, device=device,
                                                                max_file_size=max_file_size * 2**20),
                            retry_failed=retry_failed)
+        erasures = finish_erasures(gallery, quiet=as_json)
         calibration = auto_calibrate(gallery, quiet=as_json)
         if as_json:
-            print(json.dumps({**summary.as_dict(), "calibration": calibration}))
+            print(json.dumps({**summary.as_dict(), "calibration": calibration, "erasures": erasures}))
             return
         ing = summary.ingest
         out.print(

@@ -26,6 +26,7 @@ from gallery.cli.common import (
     WeightsOpt,
     err,
     fail,
+    fpir_range,
     note,
     out,
     safe,
@@ -194,7 +195,8 @@ def register(app: GalleryTyper) -> None:
     def calibrate(
         gallery: GalleryOpt,
         target_fpir: Annotated[
-            float, typer.Option(help="False positive identification rate to allow.", min=0, max=1)
+            float, typer.Option(help="False positive identification rate to allow, above 0 and at most 1.",
+                                callback=fpir_range)
         ] = 0.01,
         max_probes: Annotated[int, typer.Option(help="Labeled faces searched leave-one-out.", min=10)] = 2000,
         seed: Annotated[int, typer.Option()] = 0,

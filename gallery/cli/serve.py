@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +37,9 @@ def register(app: GalleryTyper) -> None:
                                   "is off).")] = None,
         enrol_dir: Annotated[Path | None, typer.Option(help="Where enrolled photos are kept (default: GALLERY/"
                                                             "enrolled).", show_default=False)] = None,
+        allow_host: Annotated[list[str] | None, typer.Option(
+            "--allow-host", help="A Host name a server without keys answers besides its address (repeatable; e.g. "
+                                 "the name a reverse proxy or /etc/hosts gives it).")] = None,
         device: DeviceOpt = "auto",
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
     ) -> None:
@@ -48,6 +54,7 @@ def register(app: GalleryTyper) -> None:
             fail(f"gallery serve needs the server extra ({exc.name} is missing): pip install 'face-gallery[server]'")
         from gallery.server.config import ENV_VAR, ServeConfig, is_loopback
         from gallery.store import Gallery
+        from gallery.store.gallery import ENROL_DIR
 
         with Gallery.open(gallery) as g:
             has_keys = g.has_active_keys()
@@ -60,17 +67,42 @@ def register(app: GalleryTyper) -> None:
             warn(f"no API keys in this gallery: every request is allowed{' (loopback only)' if loopback else ''}. "
                  f"Create one with: gallery keys create --gallery {gallery} --name NAME --scope admin "
                  "(the server asks for keys once one exists, from its next start)")
-        jobs_dir = tempfile.mkdtemp(prefix="gallery-jobs-")
-        config = ServeConfig(
-            gallery=str(gallery.resolve()), jobs_dir=jobs_dir,
-            enrol_dir=str((enrol_dir or gallery / "enrolled").resolve()), auth=has_keys,
-            max_upload_bytes=int(max_upload_mb * 2**20), request_timeout_s=request_timeout,
-            ingest_roots=[str(p.resolve()) for p in ingest_root or []], device=device,
-        )
-        os.environ[ENV_VAR] = config.to_env()
-        note(f"serving {gallery} on http://{host}:{port}/ (API under /v1, docs at /docs); Ctrl-C stops")
-        try:
+        with Gallery.open(gallery) as g, server_folder(g) as folder:
+            if enrol_dir is not None:
+                g.remember_enrol_dir(enrol_dir)  # so that erasure reaches the copies kept there
+            config = ServeConfig(
+                gallery=str(gallery.resolve()), jobs_dir=str(folder / "jobs"),
+                enrol_dir=str((enrol_dir or gallery / ENROL_DIR).resolve()), auth=has_keys,
+                max_upload_bytes=int(max_upload_mb * 2**20), request_timeout_s=request_timeout,
+                ingest_roots=[str(p.resolve()) for p in ingest_root or []], device=device, host=host,
+                allowed_hosts=list(allow_host or []), uploads_dir=str(folder / "uploads"),
+            )
+            os.environ[ENV_VAR] = config.to_env()
+            note(f"serving {gallery} on http://{host}:{port}/ (API under /v1, docs at /docs); Ctrl-C stops")
             uvicorn.run("gallery.server.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                         log_level=log_level, timeout_graceful_shutdown=5)
-        finally:
-            shutil.rmtree(jobs_dir, ignore_errors=True)
+
+
+@contextmanager
+def server_folder(gallery: Any) -> Iterator[Path]:
+    """This server's folder in the gallery (job records, uploads being searched), held by a lock file
+    while the server runs and deleted when it stops; a killed server's folder is found by `gallery
+    check` and removed by `gallery repair` or the next erasure."""
+    from filelock import FileLock
+
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    gallery.serve_dir.mkdir(exist_ok=True)
+    lock = FileLock(gallery.serve_dir / f"{name}.lock")
+    lock.acquire()
+    folder = gallery.serve_dir / name
+    try:
+        (folder / "jobs").mkdir(parents=True)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.release()
+        (gallery.serve_dir / f"{name}.lock").unlink(missing_ok=True)
+        try:
+            gallery.serve_dir.rmdir()
+        except OSError:
+            pass  # another server of this gallery runs

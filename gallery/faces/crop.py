@@ -1,32 +1,76 @@
-"""A face cut from its original photo, with a margin, so that a person can judge a label by eye."""
+"""A face cut from its original photo, with a margin, so that a person can judge a label by eye.
+
+Bounded like an ingest: only a regular file is opened (a FIFO or device at the photo's path is
+refused without blocking), never one over the ingest's size limit, never a photo over its pixel
+limits (decompression bombs included), and the output is at most `max_side` pixels a side; a JPEG is
+decoded at reduced resolution straight from the DCT when the crop is much smaller than the photo.
+"""
 
 from __future__ import annotations
 
+import io
+import math
+import warnings
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gallery.errors import NotInGallery
+from gallery.errors import NotInGallery, PhotoRefused
+from gallery.faces.decode import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, _Refused, read_regular_file
+
+MAX_CROP_SIDE = 4096  # pixels a side of the output
 
 
-def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: int | None = 256) -> Image.Image:
-    """The box (x1, y1, x2, y2 in the oriented photo's pixels) grown by `margin` of its size on each
-    side, clipped to the photo, square-padded and resized to `size` (None: native resolution)."""
+def _photo_bytes(photo: Path | str, max_file_bytes: int) -> bytes:
     try:
-        with Image.open(photo) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
+        return read_regular_file(str(photo), max_file_bytes)
+    except _Refused as refused:
+        reason, detail = refused.args
+        raise PhotoRefused(reason, f"The photo of this face is refused ({photo}: {detail}).") from None
     except OSError as exc:
         raise NotInGallery(
-            f"The photo of this face cannot be read any more ({photo}: {exc}). It may have moved or changed; "
-            "`gallery sync` brings the gallery up to date with the archive."
+            f"The photo of this face cannot be read any more ({photo}: {exc.strerror or exc}). It may have moved or "
+            "changed; `gallery sync` brings the gallery up to date with the archive."
         ) from None
+
+
+def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: int | None = 256,
+              max_side: int = MAX_CROP_SIDE, max_file_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+    """The box (x1, y1, x2, y2 in the oriented photo's pixels) grown by `margin` of its size on each
+    side, clipped to the photo, square-padded and resized to `size` (None: native resolution); the
+    output side is at most `max_side`."""
+    data = _photo_bytes(photo, max_file_bytes)
     x1, y1, x2, y2 = box
-    w, h = x2 - x1, y2 - y1
-    side = max(w, h) * (1 + 2 * margin)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    left, top = round(cx - side / 2), round(cy - side / 2)
-    square = Image.new("RGB", (max(1, round(side)), max(1, round(side))), (0, 0, 0))
-    right, bottom = min(img.width, left + round(side)), min(img.height, top + round(side))
-    region = img.crop((max(0, left), max(0, top), right, bottom))
-    square.paste(region, (max(0, -left), max(0, -top)))
-    return square.resize((size, size), Image.Resampling.LANCZOS) if size else square
+    side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
+    out_side = max(1, min(int(size) if size else round(side), max_side))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+                    raise PhotoRefused("too_large", f"The photo of this face is {width}x{height}: over {MAX_SIDE} px "
+                                                    f"a side or {MAX_PIXELS:,} pixels ({photo}).")
+                scale = out_side / side
+                if img.format == "JPEG" and scale < 0.5:
+                    img.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
+                factor = img.size[0] / width
+                img = ImageOps.exif_transpose(img).convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PhotoRefused("too_large", f"The photo of this face is a decompression bomb ({photo}: {exc}).") from None
+    except UnidentifiedImageError:
+        raise PhotoRefused("not_an_image", f"The photo of this face is not an image any more ({photo}).") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise PhotoRefused("decode_error", f"The photo of this face cannot be decoded ({photo}: "
+                                           f"{type(exc).__name__}).") from None
+    s_side = side * factor
+    left, top = (x1 + x2) / 2 * factor - s_side / 2, (y1 + y2) / 2 * factor - s_side / 2
+    region = (max(0, round(left)), max(0, round(top)), min(img.width, round(left + s_side)),
+              min(img.height, round(top + s_side)))
+    square = Image.new("RGB", (out_side, out_side), (0, 0, 0))
+    if region[2] > region[0] and region[3] > region[1]:
+        k = out_side / s_side
+        part = img.crop(region)
+        part = part.resize((max(1, round(part.width * k)), max(1, round(part.height * k))), Image.Resampling.LANCZOS)
+        square.paste(part, (round((region[0] - left) * k), round((region[1] - top) * k)))
+    return square

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +33,38 @@ def expand_photo_args(paths: list[Path]) -> list[Path]:
     return photos
 
 
-def scan_photos(source: Path) -> Iterator[FoundFile]:
+def _confined(within: Sequence[Path] | None) -> Callable[[str], bool] | None:
+    """A test of whether a path's real location (links resolved) lies inside one of `within`."""
+    if within is None:
+        return None
+    roots = [os.path.realpath(r) for r in within]
+
+    def inside(path: str) -> bool:
+        real = os.path.realpath(path)
+        return any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots)
+
+    return inside
+
+
+def scan_photos(source: Path, within: Sequence[Path] | None = None,
+                on_outside: Callable[[Path], None] | None = None) -> Iterator[FoundFile]:
     """Yield photo files in a stable (sorted) order.
 
     Symlinked folders are followed once: a folder whose real path was already visited is skipped,
     which breaks loops and avoids reading the same tree twice. A single file is yielded as-is.
+    With `within`, every folder and file is resolved to its real path as it is found, and anything
+    outside those folders (a link pointing out of them) is skipped and passed to `on_outside`.
     """
     source = Path(source)
+    inside = _confined(within)
+
+    def refuse(path: Path) -> None:
+        if on_outside is not None:
+            on_outside(path)
+
+    if inside is not None and not inside(str(source)):
+        refuse(source)
+        return
     if source.exists() and not source.is_dir():  # one photo (or a special file, refused when read)
         st = source.stat()
         yield FoundFile(source, st.st_size, st.st_mtime_ns)
@@ -66,8 +91,14 @@ def scan_photos(source: Path) -> Iterator[FoundFile]:
         for entry in entries:
             try:
                 if entry.is_dir(follow_symlinks=True):
+                    if inside is not None and not inside(entry.path):
+                        refuse(Path(entry.path))
+                        continue
                     subfolders.append(Path(entry.path))
                 elif is_photo(Path(entry.name)):
+                    if inside is not None and not inside(entry.path):
+                        refuse(Path(entry.path))
+                        continue
                     # Special files (FIFOs, devices, sockets) are yielded too: the reader records them
                     # as not_a_regular_file without opening them for reading.
                     est = entry.stat(follow_symlinks=True)

@@ -7,21 +7,24 @@ worker process (`gallery serve` puts the config in the environment).
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from gallery.errors import GalleryError
 from gallery.server.config import ServeConfig
 from gallery.server.jobs import Jobs
 from gallery.server.limits import Limits
+from gallery.server.origin import HostGuard
 from gallery.server.routes import admin, clusters, people, search
 from gallery.server.service import ApiError, SearchService, api_error_of
 from gallery.store import Gallery
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
-               422: "bad_request"}
+               422: "bad_request", 504: "timeout"}
 
 
 def _error(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -40,7 +43,9 @@ def _error(status: int, body: dict[str, Any]) -> JSONResponse:
 def create_app(config: ServeConfig) -> FastAPI:
     gallery = Gallery.open(config.gallery)
     service = SearchService(config.gallery_path, config.device)
-    tmp = tempfile.TemporaryDirectory(prefix="gallery-serve-")
+    if config.uploads_dir:  # in the server's folder in the gallery: a killed server's uploads are found and removed
+        Path(config.uploads_dir).mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.TemporaryDirectory(prefix=f"worker-{os.getpid()}-", dir=config.uploads_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -69,9 +74,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _error(exc.status, exc.body())
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # FastAPI's and Starlette's (unknown routes, multipart errors)
     async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, {"error": ERROR_CODES.get(exc.status_code, "error"), "detail": exc.detail})
+        detail = exc.detail if exc.status_code != 404 or exc.detail != "Not Found" else (
+            f"No such endpoint: {request.method} {request.url.path} (the API is under /v1; see /docs).")
+        return _error(exc.status_code, {"error": ERROR_CODES.get(exc.status_code, "error"), "detail": detail})
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -91,7 +98,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         if known is not None:
             return _error(known.status, known.body())
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error(500, {"error": "internal", "detail": f"{type(exc).__name__}: {exc}"})
+        return _error(500, {"error": "internal", "detail": "An unexpected error: it is logged on the server."})
 
     for module in (search, people, clusters, admin):
         app.include_router(module.router, prefix="/v1")
@@ -102,6 +109,8 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Limits, max_body_bytes=config.max_upload_bytes, timeout_s=config.request_timeout_s)
+    if not config.auth:
+        app.add_middleware(HostGuard, bound=config.host, allowed=config.allowed_hosts)
     return app
 
 

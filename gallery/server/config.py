@@ -24,6 +24,9 @@ class ServeConfig:
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     ingest_roots: list[str] = field(default_factory=list)  # server-side folders POST /v1/ingest may read
     device: str = "auto"
+    host: str = "127.0.0.1"  # the address the server is bound to
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names a keyless server answers besides its address
+    uploads_dir: str | None = None  # photos being searched, one folder per worker (default: a temporary folder)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -48,3 +51,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+

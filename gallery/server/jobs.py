@@ -35,6 +35,7 @@ class Jobs:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._queue_lock = threading.Lock()  # one writing job at a time in this worker
         self._seq = itertools.count(1)
+        self._ended: dict[str, threading.Event] = {}  # this worker's jobs: set when they end
 
     def _path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.json"
@@ -69,8 +70,18 @@ class Jobs:
                                   "created_at": time.time(), "started_at": None, "finished_at": None,
                                   "progress": None, "result": None, "error": None}
         self._write(record)
+        self._ended[job_id] = threading.Event()
         threading.Thread(target=self._run, args=(record, work), name=f"job {job_id}", daemon=True).start()
         return record
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any] | None:
+        """The job's record once it ended (done or failed), or None if it is still queued or running
+        after `timeout` seconds (a job of this worker)."""
+        ended = self._ended.get(job_id)
+        if ended is None or not ended.wait(max(0.0, timeout)):
+            return None
+        self._ended.pop(job_id, None)
+        return self.get(job_id)
 
     def _run(self, record: dict[str, Any], work: Work) -> None:
         last = 0.0
@@ -95,8 +106,10 @@ class Jobs:
 
                 known = api_error_of(exc)
                 record["state"] = "failed"
-                record["error"] = known.body() if known else {"error": "internal", "detail": repr(exc)}
+                record["error"] = {"status": known.status, **known.body()} if known else {
+                    "status": 500, "error": "internal", "detail": "An unexpected error: it is logged on the server."}
                 if known is None:
                     log.exception("job %s failed", record["job"])
             record["finished_at"] = time.time()
             self._write(record)
+            self._ended.get(record["job"], threading.Event()).set()

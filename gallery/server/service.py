@@ -26,6 +26,7 @@ from gallery.errors import (
     LabelConflict,
     NoIndexError,
     NotInGallery,
+    PhotoRefused,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ def api_error_of(exc: BaseException) -> ApiError | None:
     """The HTTP answer for a known problem of the product, or None for a bug."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, PhotoRefused):  # the ingest's reason code: not_a_regular_file, too_large, ...
+        return ApiError(422, exc.reason, str(exc))
     table: list[tuple[type[BaseException], int, str]] = [
         (NotInGallery, 404, "not_found"),
         (GalleryNotFound, 404, "no_gallery"),

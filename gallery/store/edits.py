@@ -36,13 +36,34 @@ class FaceDetail:
     ignored: bool
 
 
+MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger number is no id of this gallery
+
+
 def image_ids_at_paths(s: Session, paths: list[str]) -> dict[str, int]:
     """path -> photo id for the given paths, as file records or photo paths (identical files share a
     photo); paths the gallery does not hold are absent."""
-    found = {p: i for p, i in s.execute(select(SourceFile.path, SourceFile.image_id)
-                                        .where(SourceFile.path.in_(paths), SourceFile.image_id.is_not(None)))}
-    found.update((p, i) for p, i in s.execute(select(Image.path, Image.image_id).where(Image.path.in_(paths))))
+    found: dict[str, int] = {}
+    for part in _chunks(list(dict.fromkeys(paths))):
+        found.update((p, i) for p, i in s.execute(select(SourceFile.path, SourceFile.image_id)
+                                                  .where(SourceFile.path.in_(part), SourceFile.image_id.is_not(None))))
+        found.update((p, i) for p, i in s.execute(select(Image.path, Image.image_id).where(Image.path.in_(part))))
     return found
+
+
+def _chunks(ids: list, size: int = 900) -> Iterable[list]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _photo_labels_follow_main_faces(s: Session, face_ids: list[int]) -> None:
+    """A photo is labeled as its main face: when a main face gets another name (a relabel, a folder
+    renamed under `gallery sync`), its photo follows, so that erasing the new name takes the photo
+    (with the other faces in it) along. Dropping the emptied old name must not orphan the photo."""
+    main_identity = (select(Face.identity_id).where(Face.image_id == Image.image_id, Face.is_main.is_(True))
+                     .limit(1).scalar_subquery())
+    for part in _chunks(sorted({int(i) for i in face_ids})):
+        mains = select(Face.image_id).where(Face.face_id.in_(part), Face.is_main.is_(True))
+        s.execute(update(Image).where(Image.image_id.in_(mains)).values(identity_id=main_identity))
 
 
 def _identity_id(s: Session, name: str) -> int:
@@ -54,7 +75,9 @@ def _identity_id(s: Session, name: str) -> int:
 
 def _existing_faces(s: Session, face_ids: Iterable[int]) -> list[int]:
     ids = sorted({int(i) for i in face_ids})
-    found = set(s.scalars(select(Face.face_id).where(Face.face_id.in_(ids))).all()) if ids else set()
+    found: set[int] = set()
+    for part in _chunks([i for i in ids if 0 <= i <= MAX_ID]):
+        found |= set(s.scalars(select(Face.face_id).where(Face.face_id.in_(part))).all())
     missing = [i for i in ids if i not in found]
     if missing:
         raise NotInGallery(f"No face with id {', '.join(map(str, missing[:10]))} in this gallery.")
@@ -113,11 +136,14 @@ class GalleryEdits:
         """Give faces an identity (created if new) or, with None, make them unlabeled."""
         with self.session() as s, s.begin():
             ids = _existing_faces(s, face_ids)
-            gone = list(s.scalars(select(Face.face_id).where(Face.face_id.in_(ids), Face.deleted.is_(True))))
+            gone = [f for part in _chunks(ids) for f in s.scalars(select(Face.face_id).where(
+                Face.face_id.in_(part), Face.deleted.is_(True)))]
             if gone:
                 raise NotInGallery(f"Face {', '.join(map(str, gone[:10]))} is deleted or ignored: nothing to relabel.")
             identity_id = schema.get_or_create_identity(s, name.strip()) if name and name.strip() else None
-            s.execute(update(Face).where(Face.face_id.in_(ids)).values(identity_id=identity_id))
+            for part in _chunks(ids):
+                s.execute(update(Face).where(Face.face_id.in_(part)).values(identity_id=identity_id))
+            _photo_labels_follow_main_faces(s, ids)
             self._drop_empty_identities(s)
             return len(ids)
 
@@ -129,10 +155,13 @@ class GalleryEdits:
             values: dict = {"deleted": True, "deleted_at": time.time()}
             if ignore:
                 values["ignored"] = True
-            n = s.execute(update(Face).where(Face.face_id.in_(ids), Face.deleted.is_(False)).values(**values)).rowcount
-            if ignore:  # faces deleted earlier can still be marked as not wanted
-                s.execute(update(Face).where(Face.face_id.in_(ids)).values(ignored=True))
-            return int(n or 0)
+            n = 0
+            for part in _chunks(ids):
+                n += s.execute(update(Face).where(Face.face_id.in_(part), Face.deleted.is_(False))
+                               .values(**values)).rowcount or 0
+                if ignore:  # faces deleted earlier can still be marked as not wanted
+                    s.execute(update(Face).where(Face.face_id.in_(part)).values(ignored=True))
+            return int(n)
 
     def delete_photos(self, paths: list[str]) -> int:
         """Delete every face of the photos at these paths (as ingested); returns how many were live."""
@@ -141,7 +170,8 @@ class GalleryEdits:
             missing = [p for p in paths if p not in found]
             if missing:
                 raise NotInGallery(f"No photo at {missing[:3]} in this gallery (paths as ingested: absolute).")
-            face_ids = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(set(found.values())))))
+            face_ids = [f for part in _chunks(sorted(set(found.values())))
+                        for f in s.scalars(select(Face.face_id).where(Face.image_id.in_(part)))]
         return self.delete_faces(face_ids) if face_ids else 0
 
     def files_under(self, root: str) -> dict[str, tuple[int, int, int | None, str]]:
@@ -168,9 +198,10 @@ class GalleryEdits:
         """Of these photos, delete the faces of those no recorded file holds any more (their files
         were removed from the archive or now hold other content); returns how many faces."""
         with self.session() as s:
-            held = set(s.scalars(select(SourceFile.image_id).where(SourceFile.image_id.in_(image_ids))))
-            faces = list(s.scalars(select(Face.face_id).where(Face.image_id.in_(image_ids - held),
-                                                                Face.deleted.is_(False))))
+            held = {i for part in _chunks(sorted(image_ids))
+                    for i in s.scalars(select(SourceFile.image_id).where(SourceFile.image_id.in_(part)))}
+            faces = [f for part in _chunks(sorted(image_ids - held))
+                     for f in s.scalars(select(Face.face_id).where(Face.image_id.in_(part), Face.deleted.is_(False)))]
         return self.delete_faces(faces) if faces else 0
 
     def moved_photos(self, image_ids: set[int]) -> list[tuple[int, str, int | None]]:
@@ -188,9 +219,9 @@ class GalleryEdits:
                 for i, p in rows:
                     files.setdefault(i, []).append(p)
             moved = {i: min(files[i]) for i, path in recorded.items() if files.get(i) and path not in files[i]}
-            mains = {i: f for i, f in s.execute(
-                select(Face.image_id, Face.face_id).where(Face.image_id.in_(list(moved)), Face.is_main.is_(True),
-                                                          Face.deleted.is_(False)))} if moved else {}
+            mains = {i: f for part in _chunks(sorted(moved)) for i, f in s.execute(
+                select(Face.image_id, Face.face_id).where(Face.image_id.in_(part), Face.is_main.is_(True),
+                                                          Face.deleted.is_(False)))}
         return [(i, path, mains.get(i)) for i, path in sorted(moved.items())]
 
     def move_photo(self, image_id: int, path: str) -> None:
@@ -198,6 +229,19 @@ class GalleryEdits:
         with self.session() as s, s.begin():
             s.execute(update(Image).where(Image.image_id == image_id).values(path=path))
             s.execute(update(SourceFile).where(SourceFile.path == path).values(status="ok"))
+
+    def identity_id(self, name: str) -> int:
+        with self.session() as s:
+            return _identity_id(s, name)
+
+    def identity_name(self, identity_id: int) -> str:
+        """The name of the identity with this id (people are addressable by id: any name works)."""
+        with self.session() as s:
+            name = s.scalar(select(Identity.name).where(Identity.identity_id == int(identity_id))) \
+                if 0 <= int(identity_id) <= MAX_ID else None
+        if name is None:
+            raise NotInGallery(f"No identity with id {identity_id} in this gallery (see: gallery identities).")
+        return str(name)
 
     def identity_faces(self, name: str) -> list[FaceDetail]:
         with self.session() as s:
@@ -238,8 +282,9 @@ class GalleryEdits:
         naming no live face of the gallery is an error with its line number. Returns counts."""
         targets: list[tuple[int, str | None]] = []
         with self.session() as s:
-            live = set(s.scalars(select(Face.face_id).where(
-                Face.face_id.in_([int(k) for _, k, _ in rows if k.isdigit()]), Face.deleted.is_(False))))
+            numbered = sorted({int(k) for _, k, _ in rows if k.isdigit() and int(k) <= MAX_ID})
+            live = {f for part in _chunks(numbered)
+                    for f in s.scalars(select(Face.face_id).where(Face.face_id.in_(part), Face.deleted.is_(False)))}
         unknown: list[str] = []
         for line, key, name in rows:
             face_id = int(key) if key.isdigit() else self.main_face_of_path(key)
@@ -258,6 +303,7 @@ class GalleryEdits:
             for face_id, name in targets:
                 identity_id = schema.get_or_create_identity(s, name, cache) if name else None
                 s.execute(update(Face).where(Face.face_id == face_id).values(identity_id=identity_id))
+            _photo_labels_follow_main_faces(s, [face_id for face_id, _ in targets])
             self._drop_empty_identities(s)
         return {"relabeled": sum(1 for _, n in targets if n), "unlabeled": sum(1 for _, n in targets if not n)}
 

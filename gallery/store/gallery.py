@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
 from gallery.errors import DamagedData, GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
+from gallery.fsutil import lock_held
 from gallery.store import schema
 from gallery.store.clusters import GalleryClusters
 from gallery.store.edits import GalleryEdits
@@ -36,7 +38,14 @@ log = logging.getLogger(__name__)
 DB_NAME = "gallery.db"
 SHARDS_DIR = "shards"
 INDEX_DIR = "index"
+ENROL_DIR = "enrolled"  # photos enrolled over HTTP (the default --enrol-dir)
+SERVE_DIR = "serve"  # a running server's job records and uploads in flight, one folder per server
 LOCK_NAME = ".ingest.lock"
+
+# A writer that composes other writers (an enrolment saves photos, then ingests them) holds the lock
+# with nested=True: the writers it calls in the same thread enter; everyone else is refused, as before.
+_HELD: dict[str, list[Any]] = {}  # lock file -> [owner thread, depth, nested writers allowed]
+_HELD_GUARD = threading.Lock()
 
 
 @dataclass
@@ -86,6 +95,7 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
         self.db_path = self.root / DB_NAME
         self.shards_dir = self.root / SHARDS_DIR
         self.index_dir = self.root / INDEX_DIR
+        self.serve_dir = self.root / SERVE_DIR
         self.engine = schema.make_engine(self.db_path)
         try:
             schema.init_db(self.engine, self.root)
@@ -170,23 +180,66 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
     # --- writing -----------------------------------------------------------------------------
 
     @contextmanager
-    def writer_lock(self) -> Iterator[None]:
+    def writer_lock(self, nested: bool = False) -> Iterator[None]:
         """One writer at a time: vector ids are allocated by the writer holding this lock. A writer
         first makes sure the database is sound (`PRAGMA quick_check`): nothing is written into a
-        damaged gallery."""
+        damaged gallery. With nested=True, writers called in this thread while it is held enter too."""
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(self.root / LOCK_NAME)
+        path = self.root / LOCK_NAME
+        key, me = str(path.resolve()), threading.get_ident()
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            inside = held is not None and held[0] == me and held[2]
+            if inside:
+                held[1] += 1  # type: ignore[index]
+        if inside:
+            try:
+                yield
+            finally:
+                with _HELD_GUARD:
+                    held[1] -= 1  # type: ignore[index]
+            return
+        lock = FileLock(path)
         try:
             lock.acquire(timeout=0)
         except Timeout:
             raise GalleryBusy(
                 f"Another ingest is writing to '{self.root}'. Wait for it to finish (searches can run meanwhile)."
             ) from None
+        with _HELD_GUARD:
+            _HELD[key] = [me, 1, nested]
         try:
             self.check_database()
             yield
         finally:
+            with _HELD_GUARD:
+                _HELD.pop(key, None)
             lock.release()
+
+    def writer_active(self) -> bool:
+        """True while some writer (this process or another) holds the writer lock."""
+        with _HELD_GUARD:
+            if str((self.root / LOCK_NAME).resolve()) in _HELD:
+                return True
+        return lock_held(self.root / LOCK_NAME)
+
+    # --- folders the gallery owns besides its data ------------------------------------------------
+
+    def enrol_dirs(self) -> list[Path]:
+        """Where photos enrolled over HTTP are kept: GALLERY/enrolled, and any --enrol-dir a server used."""
+        with self.session() as s:
+            extra = schema.get_meta(s, "enrol_dirs") or []
+        return [self.root / ENROL_DIR, *(Path(p) for p in extra if Path(p) != self.root / ENROL_DIR)]
+
+    def remember_enrol_dir(self, folder: Path) -> None:
+        """Record an enrolment folder outside the gallery, so that erasure reaches the copies kept there."""
+        folder = Path(folder).resolve()
+        if folder == (self.root / ENROL_DIR).resolve():
+            return
+        with self.session() as s, s.begin():
+            known = list(schema.get_meta(s, "enrol_dirs") or [])
+            if str(folder) not in known:
+                schema.set_meta(s, "enrol_dirs", [*known, str(folder)])
 
     def check_database(self) -> None:
         """Raise DamagedData when SQLite's quick_check finds the database damaged."""

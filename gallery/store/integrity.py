@@ -1,14 +1,19 @@
-"""`gallery check` and `gallery repair`, the store's side: the database, the shards, the runs.
+"""`gallery check` and `gallery repair`, the store's side: the database, the shards, the runs, and
+the places an erasure must reach that the store owns.
 
 Checks: SQLite `quick_check` (`integrity_check` with deep=True); every committed shard present, of
-its recorded size and checksum, with its recorded row count and exactly the face ids SQLite assigns
-to it; shard files no row names (crash leftovers); runs still marked running with no writer alive;
-with deep=True every embedding finite and unit length.
+its recorded size and checksum, with its recorded row count and exactly the face ids SQLite gives it
+(a vector without a face row is an erased face still on disk); shard files no row names (crash
+leftovers); runs still marked running with no writer alive; erasures recorded but not finished;
+with no writer running, staged batches of a killed distributed ingest, files in the enrolment folders
+that no record names, and the folders of servers that were killed; with deep=True every embedding
+finite and unit length.
 
 Repairs: a lost or damaged shard's faces are dropped from SQLite together with the records of their
-photos' files, so the next ingest of the archive reads those photos again; leftover shard files are
-deleted; stale runs are closed as interrupted. A damaged database cannot be repaired in place: the
-finding says how to recover.
+photos' files, so the next ingest of the archive reads those photos again, and their ids are recorded
+as a pending erasure so that the index sheds them too (indexer.health finishes it); leftover shard
+files are deleted; stale runs are closed as interrupted. A damaged database cannot be repaired in
+place: the finding says how to recover.
 """
 
 from __future__ import annotations
@@ -18,12 +23,18 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from filelock import FileLock, Timeout
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import DamagedData
 from gallery.store.clusters import forget_faces_in_clusters
+from gallery.store.erase import (
+    begin_pending,
+    enrolled_leftovers,
+    pending_records,
+    server_leftovers,
+    staged_leftovers,
+)
 from gallery.store.schema import Face, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import SHARD_PREFIX, shard_face_ids
 
@@ -40,16 +51,6 @@ class Finding:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _writer_alive(gallery: Gallery) -> bool:
-    lock = FileLock(gallery.root / ".ingest.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return True
-    lock.release()
-    return False
 
 
 def damaged_shards(gallery: Gallery) -> dict[int, str]:
@@ -103,9 +104,11 @@ def check_store(gallery: Gallery, deep: bool = False) -> list[Finding]:
                                 f"{', '.join(stray[:3])}", f"gallery repair --gallery {root}"))
     with gallery.session() as s:
         running = list(s.scalars(select(Run.run_id).where(Run.status == "running")))
-    if running and not _writer_alive(gallery):
+    writer = gallery.writer_active()
+    if running and not writer:
         findings.append(Finding("runs", False, f"{len(running)} runs still marked running with no writer alive",
                                 f"gallery repair --gallery {root}"))
+    findings += erasure_findings(gallery, writer)
     if deep and not damaged:
         try:
             n = sum(ids.size for ids, _ in gallery.iter_embeddings())
@@ -113,6 +116,36 @@ def check_store(gallery: Gallery, deep: bool = False) -> list[Finding]:
         except DamagedData as exc:
             findings.append(Finding("vectors", False, str(exc), f"gallery repair --gallery {root}"))
     return findings
+
+
+def erasure_findings(gallery: Gallery, writer_running: bool) -> list[Finding]:
+    """Erasures not finished, and files an erasure must reach that a crash left behind."""
+    root = gallery.root
+    fix = f"gallery repair --gallery {root}"
+    out = []
+    for record in pending_records(gallery):
+        why = f" ({record.problem})" if record.problem else ""
+        out.append(Finding("erasure", False, f"an erasure started by `{record.command}` at "
+                           f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record.started_at))} is pending: "
+                           f"reached {', '.join(record.done) or 'no place'} so far{why}; its faces are out of "
+                           "every answer, but files may still hold them", fix))
+    if writer_running:  # a writer's staged batches, enrolment uploads and running jobs are work in flight
+        return out
+    staged = staged_leftovers(gallery)
+    if staged:
+        out.append(Finding("staging", False, f"{len(staged)} staged batches left by an interrupted `--engine ray` "
+                           "ingest (embeddings and paths of photos, some possibly erased since)",
+                           f"{fix} (drops them; the next ingest reads their photos again)"))
+    enrolled = enrolled_leftovers(gallery)
+    if enrolled:
+        out.append(Finding("enrolled", False, f"{len(enrolled)} files in the enrolment folders that no record of "
+                           f"the gallery names (copies of erased photos, or an interrupted enrolment): "
+                           f"{', '.join(p.name for p in enrolled[:3])}", fix))
+    servers = server_leftovers(gallery)
+    if servers:
+        out.append(Finding("server", False, f"{len(servers)} folders of servers that were killed (job records and "
+                           f"uploads): {', '.join(p.name for p in servers[:3])}", fix))
+    return out
 
 
 def repair_store(gallery: Gallery) -> dict[str, Any]:
@@ -130,6 +163,7 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
                 if problem.startswith("holds") and "erased" in problem:
                     continue  # the rows are right; the file only needs the erasure finished
                 images = set(s.scalars(select(Face.image_id).where(Face.shard_id == shard_id)))
+                begin_pending(s, "repair", faces)  # the index and the re-rank file must shed them too
                 forget_faces_in_clusters(s, faces)
                 s.execute(delete(Face).where(Face.shard_id == shard_id))
                 # the photos' file records go, so that the next ingest reads them again
@@ -140,13 +174,10 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
             dropped += faces
             photos += len(images)
             shards_dropped += 1
-        from gallery.store.erase import purge_unreferenced_vectors
-
-        finished = purge_unreferenced_vectors(gallery)
         removed = gallery.remove_orphan_shards()
         with gallery.session() as s, s.begin():
             closed = s.execute(update(Run).where(Run.status == "running")
                                .values(status="interrupted", finished_at=time.time())).rowcount
     return {"shards_dropped": shards_dropped, "faces_dropped": len(dropped),
-            "photos_to_reingest": photos, "erasures_finished": finished, "leftover_files_removed": len(removed),
-            "stale_runs_closed": int(closed or 0), "dropped_face_ids": dropped}
+            "photos_to_reingest": photos, "leftover_files_removed": len(removed),
+            "stale_runs_closed": int(closed or 0)}

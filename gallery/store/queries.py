@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Integer, case, func, select
+from sqlalchemy import Integer, case, func, select, text
 
 from gallery.errors import DamagedData
-from gallery.store.schema import Face, Identity, Image, Shard
+from gallery.store.schema import Face, Identity, Image, PendingErasureId, Shard
 from gallery.store.shards import (
     check_embeddings,
     file_sha256,
@@ -101,9 +101,15 @@ class ChangeWatcher:
         self._conn.close()
 
 
+# Deleted faces, and the faces of erasures not finished yet (their rows are gone, their vectors may
+# still be in the index or the re-rank file): neither may ever be answered.
+HIDDEN_IDS_SQL = ("SELECT face_id FROM faces WHERE deleted = 1{bound} UNION "
+                  "SELECT item_id FROM pending_erasure_ids WHERE kind = 'face'{bound_pending}")
+
+
 class DeletedIds(ChangeWatcher):
-    """The sorted ids deleted in SQLite, re-read only when another connection committed a change, so
-    an open searcher sees deletions at its next query at no cost."""
+    """The sorted ids deleted in SQLite (or taken by a pending erasure), re-read only when another
+    connection committed a change, so an open searcher sees deletions at its next query at no cost."""
 
     def __init__(self, db_path: Path, max_face_id: int | None = None) -> None:
         super().__init__(db_path)
@@ -112,13 +118,12 @@ class DeletedIds(ChangeWatcher):
 
     def get(self) -> np.ndarray:
         if self.poll():
-            sql = "SELECT face_id FROM faces WHERE deleted = 1"
-            args: tuple = ()
-            if self.max_face_id is not None:
-                sql += " AND face_id <= ?"
-                args = (self.max_face_id,)
+            bounded = self.max_face_id is not None
+            sql = HIDDEN_IDS_SQL.format(bound=" AND face_id <= ?" if bounded else "",
+                                        bound_pending=" AND item_id <= ?" if bounded else "")
+            args: tuple = (self.max_face_id, self.max_face_id) if bounded else ()
             with self._lock:
-                rows = self._conn.execute(sql + " ORDER BY face_id", args).fetchall()
+                rows = self._conn.execute(sql + " ORDER BY 1", args).fetchall()
             self._ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return self._ids
 
@@ -208,7 +213,15 @@ class GalleryQueries:
         """Stream (face ids, embeddings) over committed shards, one bounded batch at a time; every shard
         is verified first and every batch checked (finite, unit length): damage raises DamagedData."""
         for row in rows if rows is not None else self.shard_rows():
-            self.verify_shard(row)
+            try:
+                self.verify_shard(row)
+            except DamagedData:
+                # rewritten since `rows` was read (an erasure took faces out of it): read it as it is now
+                fresh = {r.shard_id: r for r in self.shard_rows(after_shard_id=row.shard_id - 1)}.get(row.shard_id)
+                if fresh is None or fresh == row:
+                    raise
+                row = fresh
+                self.verify_shard(row)
             path = self.shards_dir / row.filename
             for ids, x in iter_shard_batches([path], batch_size):
                 check_embeddings(x, f"shard {path}")
@@ -221,13 +234,30 @@ class GalleryQueries:
             return int(s.scalar(select(func.coalesce(func.max(Face.face_id), 0))) or 0)
 
     def deleted_ids(self, max_face_id: int | None = None) -> np.ndarray:
-        """Sorted int64 ids of faces deleted in SQLite (optionally only ids <= max_face_id)."""
+        """Sorted int64 ids of faces deleted in SQLite or taken by a pending erasure (optionally only
+        ids <= max_face_id): the ids no index build adds and no search answers."""
+        bounded = max_face_id is not None
+        sql = HIDDEN_IDS_SQL.format(bound=" AND face_id <= :m" if bounded else "",
+                                    bound_pending=" AND item_id <= :m" if bounded else "")
         with self.session() as s:
-            q = select(Face.face_id).where(Face.deleted.is_(True))
-            if max_face_id is not None:
-                q = q.where(Face.face_id <= max_face_id)
-            ids = s.scalars(q.order_by(Face.face_id)).all()
+            ids = s.scalars(text(sql + " ORDER BY 1"), {"m": max_face_id} if bounded else {}).all()
         return np.asarray(ids, dtype=np.int64)
+
+    def pending_erasure_face_ids(self, max_face_id: int | None = None) -> np.ndarray:
+        """Sorted ids of the faces of erasures not finished yet."""
+        with self.session() as s:
+            q = select(PendingErasureId.item_id).where(PendingErasureId.kind == "face").distinct()
+            if max_face_id is not None:
+                q = q.where(PendingErasureId.item_id <= max_face_id)
+            ids = s.scalars(q.order_by(PendingErasureId.item_id)).all()
+        return np.asarray(ids, dtype=np.int64)
+
+    def all_face_ids(self) -> np.ndarray:
+        """Sorted ids of every face row, live or deleted (what the index and shards may hold)."""
+        with self.engine.connect() as conn:  # type: ignore[attr-defined]
+            cursor = conn.connection.cursor()
+            cursor.execute("SELECT face_id FROM faces ORDER BY face_id")
+            return np.fromiter((r[0] for r in cursor), np.int64)
 
     def deleted_face_ids_in_mostly_deleted_shards(self, min_share: float) -> list[int]:
         """Deleted faces of the shards where deleted faces are at least `min_share` of the rows."""
@@ -298,7 +328,7 @@ class GalleryQueries:
         """face_id → FaceRecord for live faces (deleted ones are left out)."""
         out: dict[int, FaceRecord] = {}
         with self.session() as s:
-            for part in _chunks(sorted(face_ids)):
+            for part in _chunks(sorted(i for i in face_ids if 0 <= i < 2**63)):  # larger: no SQLite integer
                 rows = s.execute(
                     select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id)
                     .join(Image, Image.image_id == Face.image_id)
@@ -352,6 +382,17 @@ class GalleryQueries:
         return np.stack([found[i] for i in ids]).astype(np.float32, copy=False)
 
     # --- identities ----------------------------------------------------------------------------
+
+    def identity_rows(self) -> list[tuple[int, str, int]]:
+        """(identity id, name, live face count) for every identity, most faces first."""
+        with self.session() as s:
+            rows = s.execute(
+                select(Identity.identity_id, Identity.name, func.count(Face.face_id))
+                .outerjoin(Face, (Face.identity_id == Identity.identity_id) & Face.deleted.is_(False))
+                .group_by(Identity.identity_id)
+                .order_by(func.count(Face.face_id).desc(), Identity.name)
+            ).all()
+        return [(int(i), name, int(n)) for i, name, n in rows]
 
     def identities(self) -> list[tuple[str, int]]:
         """(name, live face count) for every identity, most faces first."""

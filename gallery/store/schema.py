@@ -29,13 +29,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # version -> SQL that brings a gallery of that version to the next one (run in one transaction);
 # tables that are new in a version need no statement: create_all adds them after the migration
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE faces ADD COLUMN ignored BOOLEAN NOT NULL DEFAULT 0"],
     2: ["ALTER TABLE shards ADD COLUMN sha256 VARCHAR(64)"],  # NULL: written before checksums (unverified)
     3: [],  # clusters, face_clusters, cluster_rejections, api_keys
+    4: [],  # pending_erasures, pending_erasure_ids
 }
 
 
@@ -154,6 +155,29 @@ class ErasureLog(Base):
     photos: Mapped[int] = mapped_column(Integer)
     identities: Mapped[int] = mapped_column(Integer)
     shards_rewritten: Mapped[int] = mapped_column(Integer)
+
+
+class PendingErasure(Base):
+    """An erasure recorded but not yet carried to every place that can hold its faces (shards, index,
+    re-rank file, staged batches, enrolled photos, the server's records, the WAL). Its rows were
+    deleted in the transaction that recorded it; what is kept is ids only, never names or vectors."""
+
+    __tablename__ = "pending_erasures"
+    erasure_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    command: Mapped[str] = mapped_column(String)
+    log_entry_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    done: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of the places already reached
+    problem: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last attempt stopped
+
+
+class PendingErasureId(Base):
+    """The ids a pending erasure took with it: kind face | image | identity."""
+
+    __tablename__ = "pending_erasure_ids"
+    erasure_id: Mapped[int] = mapped_column(ForeignKey("pending_erasures.erasure_id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String, primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, index=True)
 
 
 class Cluster(Base):

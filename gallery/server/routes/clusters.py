@@ -5,14 +5,17 @@ Answers are the `.as_dict()` objects the CLI prints with `--json`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from gallery.server.auth import require
 
 router = APIRouter(tags=["clusters"])
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+ClusterId = Path(ge=0, le=MAX_ID, description="a cluster id")
 
 
 def cluster_api() -> Any:
@@ -31,7 +34,7 @@ class Split(BaseModel):
 
 
 class Reject(BaseModel):
-    face_ids: list[int] = Field(min_length=1)
+    face_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1)
 
 
 class Run(BaseModel):
@@ -39,32 +42,33 @@ class Run(BaseModel):
 
 
 @router.get("/clusters", summary="Clusters of unlabeled faces, largest first")
-def list_clusters(request: Request, min_size: int = Query(2, ge=1), limit: int = Query(0, ge=0),
+def list_clusters(request: Request, min_size: int = Query(2, ge=1, le=MAX_ID), limit: int = Query(0, ge=0, le=MAX_ID),
                   _key: Any = Depends(require("search"))) -> list[dict[str, Any]]:
     api = cluster_api()
     return [c.as_dict() for c in api.list_clusters(request.app.state.config.gallery, min_size=min_size, limit=limit)]
 
 
 @router.get("/clusters/{cluster_id}", summary="One cluster and its faces")
-def show_cluster(cluster_id: int, request: Request, _key: Any = Depends(require("search"))) -> dict[str, Any]:
+def show_cluster(request: Request, cluster_id: int = ClusterId,
+                 _key: Any = Depends(require("search"))) -> dict[str, Any]:
     return cluster_api().show_cluster(request.app.state.config.gallery, cluster_id).as_dict()
 
 
 @router.post("/clusters/{cluster_id}/name", summary="Name a cluster: its faces become that identity")
-def name_cluster(cluster_id: int, body: Name, request: Request,
+def name_cluster(body: Name, request: Request, cluster_id: int = ClusterId,
                  _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
     return cluster_api().name_cluster(request.app.state.config.gallery, cluster_id, body.name).as_dict()
 
 
 @router.post("/clusters/{cluster_id}/split", summary="Split a cluster at a stricter threshold")
-def split_cluster(cluster_id: int, request: Request, body: Split | None = None,
+def split_cluster(request: Request, cluster_id: int = ClusterId, body: Split | None = None,
                   _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
     threshold = body.threshold if body else None
     return cluster_api().split_cluster(request.app.state.config.gallery, cluster_id, threshold=threshold).as_dict()
 
 
 @router.post("/clusters/{cluster_id}/reject", summary="Take faces out of a cluster (not this person)")
-def reject_faces(cluster_id: int, body: Reject, request: Request,
+def reject_faces(body: Reject, request: Request, cluster_id: int = ClusterId,
                  _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
     return cluster_api().reject_faces(request.app.state.config.gallery, cluster_id, body.face_ids).as_dict()
 

@@ -1,18 +1,24 @@
 """Identities and faces: list, show, enrol, rename, merge, relabel, delete, erase, and face crops.
 
 Answers are the objects the CLI prints with `--json` (`gallery identities ...`, `gallery faces ...`).
-Reading needs the `search` scope, naming and deleting `enrol`, erasing `admin`.
+Reading needs the `search` scope, naming and deleting `enrol`, erasing `admin`. A person is addressed
+by name (`/identities/{name}`) or by id (`/identities/id/{identity_id}`: any name, `/` included; the
+list gives each person's `identity_id`, and `?name=` finds one by exact name). Enrolment and erasure
+run as jobs: answered with their result when they end within the request timeout, else 202 with the
+job to follow (never a 504 for work that goes on).
 """
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from gallery.server import writes
@@ -20,6 +26,31 @@ from gallery.server.auth import require
 from gallery.server.service import ApiError
 
 router = APIRouter(tags=["people"])
+
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+FaceId = Path(ge=1, le=MAX_ID, description="a face id")
+IdentityId = Path(ge=1, le=MAX_ID, description="an identity id (from the list)")
+CROPS = threading.BoundedSemaphore(2)  # photos decoded for crops at once in a worker (each up to 200 MP)
+
+
+async def as_job(request: Request, kind: str, work: Any, started: float, done_status: int = 200) -> JSONResponse:
+    """Run `work` as a job and answer with its result if it ends within the request timeout (less what
+    the request took so far), else 202 with the job record. A failed job answers its error."""
+    state = request.app.state
+    record = state.jobs.start(kind, {}, lambda on_progress: work())
+    budget = 0.8 * state.config.request_timeout_s - (time.monotonic() - started)
+    ended = await run_in_threadpool(state.jobs.wait, record["job"], budget)
+    if ended is None:
+        body = {**(state.jobs.get(record["job"]) or record),
+                "detail": f"Still running: follow it with GET /v1/jobs/{record['job']}."}
+        return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{record['job']}"})
+    if ended["state"] == "failed":
+        error = dict(ended.get("error") or {})
+        raise ApiError(int(error.pop("status", 500)), str(error.pop("error", "internal")),
+                       str(error.pop("detail", "The job failed.")), **error)
+    result = ended["result"]
+    pending = isinstance(result, dict) and result.get("status") == "pending"
+    return JSONResponse(result, status_code=202 if pending else done_status)
 
 
 class Rename(BaseModel):
@@ -38,28 +69,42 @@ class Relabel(BaseModel):
 @router.get("/identities", summary="List identities (paged, most faces first)")
 def list_identities(
     request: Request,
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_ID),
     limit: int = Query(50, ge=1, le=1000),
     q: str | None = Query(None, description="only names containing this text (case-insensitive)"),
+    name: str | None = Query(None, description="only the identity of exactly this name"),
     _key: Any = Depends(require("search")),
 ) -> dict[str, Any]:
     g = request.app.state.gallery
-    rows = g.identities()
+    rows = g.identity_rows()
     if q:
-        rows = [r for r in rows if q.lower() in r[0].lower()]
+        rows = [r for r in rows if q.lower() in r[1].lower()]
+    if name is not None:
+        rows = [r for r in rows if r[1] == name]
     page = rows[offset: offset + limit]
     out = []
-    for name, n in page:
-        faces = g.identity_faces(name) if n else []
+    for identity_id, identity, n in page:
+        faces = g.face_details(identity_id=identity_id) if n else []
         main = next((f for f in faces if f.is_main), faces[0] if faces else None)
-        out.append({"identity": name, "faces": n, "face_id": main.face_id if main else None})
+        out.append({"identity": identity, "identity_id": identity_id, "faces": n,
+                    "face_id": main.face_id if main else None})
     return {"total": len(rows), "offset": offset, "limit": limit, "identities": out}
+
+
+def _show(g: Any, name: str) -> dict[str, Any]:
+    return {"identity": name, "identity_id": g.identity_id(name), "faces": [asdict(f) for f in g.identity_faces(name)]}
+
+
+@router.get("/identities/id/{identity_id}", summary="The faces of one identity, by id")
+def show_identity_by_id(request: Request, identity_id: int = IdentityId,
+                        _key: Any = Depends(require("search"))) -> dict[str, Any]:
+    g = request.app.state.gallery
+    return _show(g, g.identity_name(identity_id))
 
 
 @router.get("/identities/{name}", summary="The faces of one identity")
 def show_identity(name: str, request: Request, _key: Any = Depends(require("search"))) -> dict[str, Any]:
-    faces = request.app.state.gallery.identity_faces(name)
-    return {"identity": name, "faces": [asdict(f) for f in faces]}
+    return _show(request.app.state.gallery, name)
 
 
 @router.post("/identities", status_code=201, summary="Enrol: photos of a person, under a name",
@@ -68,8 +113,11 @@ def show_identity(name: str, request: Request, _key: Any = Depends(require("sear
                      "name": {"type": "string"},
                      "file": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}},
                  "required": True}})
-async def enrol(request: Request, _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
-    """The photos are kept by the server, ingested, and the main face of each is given the name."""
+async def enrol(request: Request, _key: Any = Depends(require("enrol"))) -> JSONResponse:
+    """The photos are kept by the server, ingested, and the main face of each is given the name. A
+    photo the gallery holds already is not kept twice (enrolling the same photos again adds nothing).
+    201 with the result, or 202 with the job when it takes longer than the request timeout."""
+    started = time.monotonic()
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
         raise ApiError(415, "unsupported_media_type", "Enrol with multipart/form-data: 'name' and one or more 'file'.")
     form = await request.form()
@@ -77,8 +125,11 @@ async def enrol(request: Request, _key: Any = Depends(require("enrol"))) -> dict
     if not isinstance(name, str) or not name.strip():
         raise ApiError(422, "bad_request", "Give the person's 'name'.")
     photos = [(f.filename, await f.read()) for f in form.getlist("file") if hasattr(f, "read")]
+    if not photos:
+        raise ApiError(400, "bad_request", "Enrolment needs at least one photo (multipart field 'file').")
     state = request.app.state
-    return await run_in_threadpool(writes.enrol, state.config, state.gallery, name, photos)
+    return await as_job(request, "enrol", lambda: writes.enrol(state.config, state.gallery, name, photos), started,
+                        done_status=201)
 
 
 @router.post("/identities/merge", summary="Make several identities one person")
@@ -87,23 +138,56 @@ def merge_identities(body: Merge, request: Request, _key: Any = Depends(require(
     return {"merged": body.names, "into": body.into, "faces": n}
 
 
+def _rename(g: Any, name: str, to: str) -> dict[str, Any]:
+    return {"renamed": name, "to": to, "faces": g.rename_identity(name, to)}
+
+
+def _delete(g: Any, name: str) -> dict[str, Any]:
+    return {"deleted": name, "faces_unlabeled": g.delete_identity(name)}
+
+
+async def _erase(request: Request, started: float, **selection: Any) -> JSONResponse:
+    config = request.app.state.config
+    command = "identities erase" if "identity" in selection else "faces erase"
+    return await as_job(request, "erase", lambda: writes.erase(config, command, 30.0, **selection), started)
+
+
+@router.post("/identities/id/{identity_id}/rename", summary="Rename an identity, by id")
+def rename_identity_by_id(body: Rename, request: Request, identity_id: int = IdentityId,
+                          _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
+    g = request.app.state.gallery
+    return _rename(g, g.identity_name(identity_id), body.to)
+
+
+@router.delete("/identities/id/{identity_id}", summary="Remove a name (its faces stay, unlabeled), by id")
+def delete_identity_by_id(request: Request, identity_id: int = IdentityId,
+                          _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
+    g = request.app.state.gallery
+    return _delete(g, g.identity_name(identity_id))
+
+
+@router.post("/identities/id/{identity_id}/erase", summary="Erase a person from every file of the gallery, by id")
+async def erase_identity_by_id(request: Request, identity_id: int = IdentityId,
+                               _key: Any = Depends(require("admin"))) -> JSONResponse:
+    started = time.monotonic()
+    name = await run_in_threadpool(request.app.state.gallery.identity_name, identity_id)
+    return await _erase(request, started, identity=name)
+
+
 @router.post("/identities/{name}/rename", summary="Rename an identity")
 def rename_identity(name: str, body: Rename, request: Request,
                     _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
-    n = request.app.state.gallery.rename_identity(name, body.to)
-    return {"renamed": name, "to": body.to, "faces": n}
+    return _rename(request.app.state.gallery, name, body.to)
 
 
 @router.delete("/identities/{name}", summary="Remove a name (its faces stay, unlabeled)")
 def delete_identity(name: str, request: Request, _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
-    n = request.app.state.gallery.delete_identity(name)
-    return {"deleted": name, "faces_unlabeled": n}
+    return _delete(request.app.state.gallery, name)
 
 
 @router.post("/identities/{name}/erase", summary="Erase a person from every file of the gallery")
-def erase_identity(name: str, request: Request, _key: Any = Depends(require("admin"))) -> dict[str, Any]:
-    state = request.app.state
-    return writes.erase(state.config, state.gallery, "identities erase", identity=name)
+async def erase_identity(name: str, request: Request, _key: Any = Depends(require("admin"))) -> JSONResponse:
+    return await _erase(request, time.monotonic(), identity=name)
 
 
 def _face(request: Request, face_id: int) -> Any:
@@ -114,44 +198,46 @@ def _face(request: Request, face_id: int) -> Any:
 
 
 @router.get("/faces/{face_id}", summary="One face: identity, photo, box")
-def show_face(face_id: int, request: Request, _key: Any = Depends(require("search"))) -> dict[str, Any]:
+def show_face(request: Request, face_id: int = FaceId, _key: Any = Depends(require("search"))) -> dict[str, Any]:
     return asdict(_face(request, face_id))
 
 
 @router.get("/faces/{face_id}/crop", summary="The face cut from its photo (JPEG)",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 def face_crop(
-    face_id: int,
     request: Request,
+    face_id: int = FaceId,
     size: int = Query(256, ge=16, le=1024),
     margin: float = Query(0.4, ge=0, le=2),
     _key: Any = Depends(require("search")),
 ) -> Response:
+    """Only a regular file within the ingest's size and pixel limits is opened (a special file or a
+    huge photo at the face's path is refused with the ingest's reason, 422)."""
     from gallery.faces.crop import crop_face
 
     record = _face(request, face_id)
-    image = crop_face(record.photo, record.box, margin, size)
+    with CROPS:
+        image = crop_face(record.photo, record.box, margin, size)
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=88)
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
 
 @router.post("/faces/{face_id}/relabel", summary="Give a face an identity, or none")
-def relabel_face(face_id: int, body: Relabel, request: Request,
+def relabel_face(body: Relabel, request: Request, face_id: int = FaceId,
                  _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
     n = request.app.state.gallery.relabel_faces([face_id], body.name)
     return {"relabeled": n, "identity": body.name}
 
 
 @router.delete("/faces/{face_id}", summary="Hide a face from every answer")
-def delete_face(face_id: int, request: Request, ignore: bool = Query(False, description="also remember it as "
-                "not wanted (not a face, not a person of interest)"),
+def delete_face(request: Request, face_id: int = FaceId, ignore: bool = Query(False, description="also remember "
+                "it as not wanted (not a face, not a person of interest)"),
                 _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
     n = request.app.state.gallery.delete_faces([face_id], ignore=ignore)
     return {"ignored": n} if ignore else {"deleted": n}
 
 
 @router.post("/faces/{face_id}/erase", summary="Erase a face from every file of the gallery")
-def erase_face(face_id: int, request: Request, _key: Any = Depends(require("admin"))) -> dict[str, Any]:
-    state = request.app.state
-    return writes.erase(state.config, state.gallery, "faces erase", face_ids=[face_id])
+async def erase_face(request: Request, face_id: int = FaceId, _key: Any = Depends(require("admin"))) -> JSONResponse:
+    return await _erase(request, time.monotonic(), face_ids=[face_id])

@@ -73,8 +73,8 @@ async def read_query(request: Request, *names: str) -> tuple[dict[str, Any], dic
     if kind == "application/json":
         try:
             body = await request.json()
-        except ValueError:
-            raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than a JSON parser follows
+            raise ApiError(400, "bad_json", "The body is not valid JSON (or is nested too deep).") from None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_json", "The JSON body must be an object.")
         for name in names:
@@ -85,23 +85,32 @@ async def read_query(request: Request, *names: str) -> tuple[dict[str, Any], dic
     raise ApiError(415, "unsupported_media_type", "Send multipart/form-data (a 'file' field) or application/json.")
 
 
+UNIT_TOLERANCE = 0.01  # |norm - 1| allowed for an embedding sent by a client (JSON rounding is far below)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _embeddings(body: dict[str, Any], dim: int) -> np.ndarray | None:
+    """The query embeddings of a JSON body: 1 to 1000 flat lists of `dim` finite numbers, each a unit
+    vector as the model makes them (booleans, strings, nested lists and huge values are refused)."""
     rows = body.get("embeddings")
     if rows is None and body.get("embedding") is not None:
         rows = [body["embedding"]]
     if rows is None:
         return None
-    ok = isinstance(rows, list) and rows and all(isinstance(r, list) and len(r) == dim for r in rows)
-    if not ok or len(rows) > 1000:
+    ok = (isinstance(rows, list) and 0 < len(rows) <= 1000
+          and all(isinstance(r, list) and len(r) == dim and all(_is_number(v) for v in r) for r in rows))
+    if not ok:
         raise ApiError(422, "bad_embedding", f"Embeddings must be 1 to 1000 lists of {dim} numbers (this gallery's "
                                              "model dimension).")
-    try:
-        x = np.asarray(rows, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise ApiError(422, "bad_embedding", "Embeddings must hold numbers only.") from None
-    if not np.isfinite(x).all() or not (np.linalg.norm(x, axis=1) > 0).all():
-        raise ApiError(422, "bad_embedding", "Embeddings must be finite and non-zero.")
-    return x
+    x = np.asarray(rows, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1) if np.isfinite(x).all() else np.full(len(x), np.nan)
+    if not (np.abs(norms - 1.0) <= UNIT_TOLERANCE).all():
+        raise ApiError(422, "bad_embedding", "Embeddings must be finite unit vectors (L2 norm 1), as the gallery's "
+                                             "model makes them.")
+    return x.astype(np.float32)
 
 
 @router.post("/search", openapi_extra=MULTIPART_SCHEMA, summary="Who is this?")

@@ -210,7 +210,7 @@ function identityCard(p) {
     el("div", { className: "title", textContent: p.identity }),
     el("label", {}, pick, ` ${p.faces} faces · select`));
   const open = el("button", { textContent: "Faces" });
-  open.onclick = () => showIdentity(p.identity);
+  open.onclick = () => showIdentity(p.identity_id, p.identity);
   card.append(" ", open);
   card.dataset.identity = p.identity;
   pick.onchange = () => {
@@ -238,10 +238,11 @@ async function merge() {
   } catch (error) { say(String(error.message || error)); }
 }
 
-async function showIdentity(name) {
+// People are opened by id: a name may hold any character, "/" included.
+async function showIdentity(id, name) {
   const detail = $("identity-detail");
   try {
-    const p = await api(`/v1/identities/${encodeURIComponent(name)}`);
+    const p = await api(`/v1/identities/id/${id}`);
     const faces = el("div", { className: "faces" });
     for (const f of p.faces) {
       const reject = el("button", { textContent: "✕", title: "not this person: remove the name from this face" });
@@ -249,7 +250,7 @@ async function showIdentity(name) {
         try {
           await api(`/v1/faces/${f.face_id}/relabel`, { method: "POST", json: { name: null } });
           say(`Face ${f.face_id} is no longer '${name}'.`, true);
-          showIdentity(name);
+          showIdentity(id, name);
         } catch (error) { say(String(error.message || error)); }
       };
       faces.append(el("div", { className: "face" }, crop(f.face_id, 96), reject));
