@@ -12,6 +12,7 @@ import pytest
 from gallery.errors import GalleryBusy, GalleryNotFound, ModelMismatch, SchemaVersionError
 from gallery.fsutil import atomic_write
 from gallery.store import FileRecord, Gallery, GalleryWriter, append_embedded_faces
+from gallery.store.schema import SCHEMA_VERSION
 from gallery.store.shards import read_shard_embeddings
 from tests.helpers.galleries import stamp, unit_vectors
 
@@ -129,12 +130,19 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
         con.execute("DROP TABLE erasure_log")
         for table in ("face_clusters", "cluster_rejections", "clusters", "api_keys"):  # new in version 4
             con.execute(f"DROP TABLE {table}")
+        for trigger in ("faces_mark_templates_update", "faces_mark_templates_delete", "identities_drop_template"):
+            con.execute(f"DROP TRIGGER {trigger}")  # new in version 5, with the columns and tables below
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
+        for table in ("identity_templates", "template_dirty"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("DELETE FROM meta WHERE key = 'templates'")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:
         assert g.delete_faces([1], ignore=True) == 1 and g.live_face_count() == 2
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert con.execute("SELECT count(*) FROM face_clusters").fetchone() == (0,)
     assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()

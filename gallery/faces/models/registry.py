@@ -15,6 +15,9 @@ from gallery.errors import ModelMismatch, UnknownModelError
 from gallery.faces.models.spec import ModelSpec
 
 DEFAULT_MODEL = "dlib-resnet"  # ships its weights on PyPI: works on every machine
+# Flip test-time averaging for new galleries (gallery.faces.models.spec.ModelSpec.flip); an existing gallery
+# keeps its own. Measured through the product's ingest and search by benchmarks/open_set.py (see README).
+FLIP_DEFAULT = False
 
 # Mean positions of MTCNN's 5 landmarks (left eye, right eye, nose, mouth left, mouth right) inside
 # dlib's 150 px face chips (shape_predictor_5 + get_face_chip_details(shape, 150, 0.25)), measured on
@@ -121,16 +124,17 @@ def registered(spec: ModelSpec) -> Iterator[ModelSpec]:
 
 
 def model_for_gallery(stamp: dict | None, requested: str | None = None) -> ModelSpec:
-    """The one model decision: a gallery uses the model it is stamped with; a new gallery uses the
-    requested model, or DEFAULT_MODEL. Asking an existing gallery for another model is refused."""
+    """The one model decision: a gallery uses the model it is stamped with (and the flip setting it was
+    built with); a new gallery uses the requested model, or DEFAULT_MODEL, with FLIP_DEFAULT. Asking an
+    existing gallery for another model is refused."""
     if stamp is None:
-        return get_model_spec(requested or DEFAULT_MODEL)
+        return replace(get_model_spec(requested or DEFAULT_MODEL), flip=FLIP_DEFAULT)
     if requested is not None and requested != stamp.get("name"):
         raise ModelMismatch(
             f"Model mismatch: the gallery uses '{stamp.get('name')}', got '{requested}'. "
             f"Leave out --model (a gallery keeps its own), or use a new --gallery folder for '{requested}'."
         )
-    spec = get_model_spec(stamp["name"])
+    spec = replace(get_model_spec(stamp["name"]), flip=bool(stamp.get("flip", False)))
     if spec.stamp() != stamp:
         raise ModelMismatch(
             f"The gallery's model stamp {stamp} differs from this version's '{spec.name}' {spec.stamp()}: "

@@ -39,15 +39,21 @@ class ModelSpec:
     weights_filename: str | None = None
     weights_url: str | None = None
     warning: str | None = None  # shown wherever the model appears (e.g. untrained weights)
+    # Flip test-time averaging: a face's embedding is the renormalised mean of its chip's and its mirror
+    # image's. A gallery keeps the setting it was built with (it is in the stamp when on).
+    flip: bool = False
 
     def stamp(self) -> dict:
         """What a gallery records and compares: the same stamp means compatible embeddings."""
-        return {
+        stamp = {
             "name": self.name,
             "dim": self.dim,
             "input_size": self.input_size,
             "preprocessing": self.preprocessing,
         }
+        if self.flip:
+            stamp["flip"] = True
+        return stamp
 
     def template_array(self) -> np.ndarray:
         return np.asarray(self.template, dtype=np.float32)
