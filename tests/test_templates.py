@@ -154,3 +154,18 @@ def test_an_old_gallery_gets_its_templates_and_refresh_is_idempotent(g: Gallery,
             refresh_templates(s, [i for i in ids if i is not None])
             refresh_templates(s, [i for i in ids if i is not None])
         assert_templates_follow(again)
+
+
+def test_check_deep_finds_a_wrong_template_and_repair_mends_it(g: Gallery) -> None:
+    from gallery.store.integrity import check_store, repair_store
+
+    assert [f for f in check_store(g, deep=True) if f.area == "templates"][0].ok
+    con = sqlite3.connect(g.db_path)
+    with con:  # a template that no longer matches its faces (as a bug or an edit outside the product would leave)
+        con.execute("UPDATE identity_templates SET faces = faces + 1 WHERE identity_id = "
+                    "(SELECT identity_id FROM identities WHERE name = 'bob')")
+    con.close()
+    finding = [f for f in check_store(g, deep=True) if f.area == "templates"][0]
+    assert not finding.ok and "1 identity templates disagree" in finding.detail and "repair" in finding.fix
+    assert repair_store(g)["templates_rebuilt"] == 3
+    assert_templates_follow(g)

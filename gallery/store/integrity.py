@@ -26,6 +26,7 @@ from gallery.errors import DamagedData
 from gallery.store.clusters import forget_faces_in_clusters
 from gallery.store.schema import Face, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import SHARD_PREFIX, shard_face_ids
+from gallery.store.templates import build_all_templates, template_problems
 
 if TYPE_CHECKING:
     from gallery.store.gallery import Gallery
@@ -112,6 +113,13 @@ def check_store(gallery: Gallery, deep: bool = False) -> list[Finding]:
             findings.append(Finding("vectors", True, f"{n:,} embeddings finite and unit length"))
         except DamagedData as exc:
             findings.append(Finding("vectors", False, str(exc), f"gallery repair --gallery {root}"))
+        else:
+            problems = template_problems(gallery)
+            findings.append(Finding("templates", not problems,
+                                    "identity templates agree with their faces" if not problems else
+                                    f"{len(problems)} identity templates disagree with their faces "
+                                    f"({'; '.join(problems[:3])})", None if not problems else
+                                    f"gallery repair --gallery {root}"))
     return findings
 
 
@@ -123,12 +131,13 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
         dropped: list[int] = []
         photos = shards_dropped = 0
         names = {r.shard_id: r.filename for r in gallery.shard_rows()}
-        for shard_id, problem in damaged.items():
-            with gallery.session() as s, s.begin():
-                keep_high_water(s)
+        # the rows of the damaged shards only need the erasure finished when they hold erased vectors
+        lost = [i for i, problem in damaged.items() if not (problem.startswith("holds") and "erased" in problem)]
+        # one transaction for every lost shard: the templates it recomputes read only intact shards
+        with gallery.session() as s, s.begin():
+            keep_high_water(s)
+            for shard_id in lost:
                 faces = list(s.scalars(select(Face.face_id).where(Face.shard_id == shard_id)))
-                if problem.startswith("holds") and "erased" in problem:
-                    continue  # the rows are right; the file only needs the erasure finished
                 images = set(s.scalars(select(Face.image_id).where(Face.shard_id == shard_id)))
                 forget_faces_in_clusters(s, faces)
                 s.execute(delete(Face).where(Face.shard_id == shard_id))
@@ -136,10 +145,11 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
                 s.execute(delete(SourceFile).where(SourceFile.image_id.in_(images)))
                 s.execute(delete(Image).where(Image.image_id.in_(images)))
                 s.execute(delete(Shard).where(Shard.shard_id == shard_id))
+                dropped += faces
+                photos += len(images)
+                shards_dropped += 1
+        for shard_id in lost:
             (gallery.shards_dir / names[shard_id]).unlink(missing_ok=True)
-            dropped += faces
-            photos += len(images)
-            shards_dropped += 1
         from gallery.store.erase import purge_unreferenced_vectors
 
         finished = purge_unreferenced_vectors(gallery)
@@ -147,6 +157,7 @@ def repair_store(gallery: Gallery) -> dict[str, Any]:
         with gallery.session() as s, s.begin():
             closed = s.execute(update(Run).where(Run.status == "running")
                                .values(status="interrupted", finished_at=time.time())).rowcount
+        templates = build_all_templates(gallery, force=True)  # whatever happened before: right from here
     return {"shards_dropped": shards_dropped, "faces_dropped": len(dropped),
             "photos_to_reingest": photos, "erasures_finished": finished, "leftover_files_removed": len(removed),
-            "stale_runs_closed": int(closed or 0), "dropped_face_ids": dropped}
+            "stale_runs_closed": int(closed or 0), "templates_rebuilt": templates, "dropped_face_ids": dropped}

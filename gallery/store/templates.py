@@ -145,32 +145,55 @@ def install_commit_hook(factory: sessionmaker) -> None:
     event.listen(factory, "before_commit", refresh_marked)
 
 
-def build_all_templates(gallery: Gallery) -> int:
-    """Compute every identity's template (a gallery from before templates existed); returns how many.
-    Streams the shards once."""
+def _sums_from_shards(gallery: Gallery, s: Session) -> dict[int, tuple[int, np.ndarray]]:
+    """identity id -> (faces, float64 sum) recomputed from the counted faces, streaming the shards once."""
+    rows = s.execute(select(Face.face_id, Face.identity_id).where(counted_faces()).order_by(Face.face_id)).all()
+    owner = {int(f): int(i) for f, i in rows}
+    out: dict[int, tuple[int, np.ndarray]] = {}
+    if not owner:
+        return out
+    wanted = np.fromiter(owner, np.int64, len(owner))
+    for ids, x in gallery.iter_embeddings():
+        keep = np.isin(ids, wanted)
+        if not keep.any():
+            continue
+        for identity_id, (n, total) in sums_by_identity(
+                np.asarray([owner[int(f)] for f in ids[keep]], np.int64), x[keep]).items():
+            n0, total0 = out.get(identity_id, (0, 0.0))
+            out[identity_id] = (n0 + n, total0 + total)
+    return out
+
+
+def build_all_templates(gallery: Gallery, force: bool = False) -> int:
+    """Compute every identity's template (once for a gallery from before templates existed; `force`:
+    again, as repair does); returns how many. Streams the shards once."""
     with gallery.session() as s, s.begin():
-        if (schema.get_meta(s, TEMPLATES_META) or {}).get("version") == 1:
+        if not force and (schema.get_meta(s, TEMPLATES_META) or {}).get("version") == 1:
             return 0
-        rows = s.execute(select(Face.face_id, Face.identity_id).where(counted_faces()).order_by(Face.face_id)).all()
-        owner = {int(f): int(i) for f, i in rows}
-        totals: dict[int, np.ndarray] = {}
-        counts: dict[int, int] = {}
-        if owner:
-            wanted = np.fromiter(owner, np.int64, len(owner))
-            for ids, x in gallery.iter_embeddings():
-                keep = np.isin(ids, wanted)
-                if not keep.any():
-                    continue
-                for identity_id, (n, total) in sums_by_identity(
-                        np.asarray([owner[int(f)] for f in ids[keep]], np.int64), x[keep]).items():
-                    totals[identity_id] = totals.get(identity_id, 0) + total
-                    counts[identity_id] = counts.get(identity_id, 0) + n
+        sums = _sums_from_shards(gallery, s)
         s.execute(delete(IdentityTemplate))
         s.execute(delete(TemplateDirty))
-        _upsert(s, [{"identity_id": i, "faces": counts[i], "total": np.asarray(totals[i], np.float64).tobytes()}
-                    for i in totals])
+        _upsert(s, [{"identity_id": i, "faces": n, "total": np.asarray(total, np.float64).tobytes()}
+                    for i, (n, total) in sums.items()])
         schema.set_meta(s, TEMPLATES_META, {"version": 1})
-    return len(totals)
+    return len(sums)
+
+
+def template_problems(gallery: Gallery, tolerance: float = 1e-5) -> list[str]:
+    """Identities whose stored template differs from one recomputed from their faces (`gallery check
+    --deep`); an empty list when all agree."""
+    with gallery.session() as s:
+        expected = _sums_from_shards(gallery, s)
+        stored = template_rows(s, set(expected) | set(s.scalars(select(IdentityTemplate.identity_id))))
+    problems = []
+    for identity_id in sorted(set(expected) | set(stored)):
+        if identity_id not in stored or identity_id not in expected:
+            problems.append(f"identity {identity_id}: template {'missing' if identity_id not in stored else 'left'}")
+            continue
+        (n0, t0), (n1, t1) = expected[identity_id], stored[identity_id]
+        if n0 != n1 or float(np.max(np.abs(normalised(t0) - normalised(t1)))) > tolerance:
+            problems.append(f"identity {identity_id}: template of {n1} faces, {n0} expected")
+    return problems
 
 
 def normalised(total: np.ndarray) -> np.ndarray:
