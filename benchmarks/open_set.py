@@ -294,6 +294,39 @@ def defaults(args: argparse.Namespace) -> dict:
             "draws": args.draws, "table_raw": table, "table": monotone, "check_on_fresh_draws": check}
 
 
+# --- template scan cost --------------------------------------------------------------------------------
+
+
+def template_scan(args: argparse.Namespace) -> dict:
+    """Single-query latency of the exact template search (search.templates.TemplateSearch.search) against
+    the number of identities: where it stops being cheap sets EXACT_TEMPLATES."""
+    from search.templates import EXACT_TEMPLATES, TemplateSearch
+
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for k in [int(v) for v in args.identities.split(",")]:
+        search = TemplateSearch.__new__(TemplateSearch)  # the search itself, on made-up templates
+        search.enabled, search.limit = True, k
+        search.ids = np.arange(k, dtype=np.int64)
+        v = rng.standard_normal((k, args.dim)).astype(np.float32)
+        search.vectors = v / np.linalg.norm(v, axis=1, keepdims=True)
+        search.refresh = lambda: None  # type: ignore[method-assign]
+        q = search.vectors[rng.integers(0, k, 200)] + 0.1
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        for i in range(5):
+            search.search(q[i : i + 1], 8)
+        times = []
+        for i in range(len(q)):
+            t0 = time.perf_counter()
+            search.search(q[i : i + 1], 8)
+            times.append(time.perf_counter() - t0)
+        rows.append({"identities": k, "p50_ms": round(1000 * float(np.median(times)), 3),
+                     "p99_ms": round(1000 * float(np.quantile(times, 0.99)), 3),
+                     "memory_mb": round(search.vectors.nbytes / 2**20, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"dim": args.dim, "exact_templates": EXACT_TEMPLATES, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -309,14 +342,17 @@ def main() -> None:
     d.add_argument("gallery", type=Path)
     d.add_argument("--draws", type=int, default=4, help="random galleries per size to fit (as many again check)")
     d.add_argument("--strangers", type=int, default=3000, help="stranger faces searched per draw")
-    for p in (h, d):
+    t = sub.add_parser("template-scan", help="latency of the exact template search against the gallery's size")
+    t.add_argument("--identities", default="1000,10000,30000,50000,100000,300000")
+    t.add_argument("--dim", type=int, default=128)
+    for p in (h, d, t):
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--work", type=Path, default=Path("/tmp/open-set"))
         p.add_argument("--output", type=Path)
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    result = heldout(args) if args.command == "heldout" else defaults(args)
+    result = {"heldout": heldout, "defaults": defaults, "template-scan": template_scan}[args.command](args)
     result["seconds"] = round(time.time() - t0, 1)
     result["command"] = " ".join(sys.argv)
     print(json.dumps(result.get("summary", result), indent=2))

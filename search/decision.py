@@ -71,23 +71,43 @@ class Ranking:
     order: np.ndarray  # candidate positions, best first
     combined: np.ndarray  # (n,) combined score of each candidate (input order)
     statistic: float | None  # of the top candidate; None without candidates
-    runner_up: int | None  # position of the runner-up, None when there is none
+    runner_up: int | None  # position of the runner-up among the candidates (None: none, or the look-alike)
+    runner_up_combined: float = math.nan  # the runner-up's combined score (NaN: none; the prior stands in)
 
     @property
     def top(self) -> int | None:
         return int(self.order[0]) if self.order.size else None
 
+    @property
+    def look_alike_is_runner_up(self) -> bool:
+        return self.runner_up is None and not math.isnan(self.runner_up_combined)
 
-def rank_candidates(best: np.ndarray, template: np.ndarray, rule: DecisionRule) -> Ranking:
-    """Rank one query's candidate identities and compute the top one's statistic."""
+
+def look_alike_combined(rule: DecisionRule, best_bound: float, template: float) -> float:
+    """The combined score of an identity found by its template alone: its best face is not among the
+    neighbours, so it is at most the last neighbour's score (`best_bound`): an upper bound, which only ever
+    makes the decision more careful (it is a runner-up, never named)."""
+    if math.isnan(template) or not math.isfinite(best_bound):
+        return math.nan
+    return float(rule.combined(np.array([best_bound]), np.array([template]))[0])
+
+
+def rank_candidates(best: np.ndarray, template: np.ndarray, rule: DecisionRule,
+                    look_alike: float = math.nan) -> Ranking:
+    """Rank one query's candidate identities and compute the top one's statistic. `look_alike`: the
+    combined score of the closest identity found only by its template (NaN: none); it is the runner-up when
+    it beats the second candidate."""
     best = np.asarray(best, np.float64)
     if best.size == 0:
         return Ranking(np.zeros(0, np.int64), np.zeros(0), None, None)
     combined = rule.combined(best, np.asarray(template, np.float64))
     order = np.lexsort((-best, -combined))  # ties on the combined score: the better face first
-    runner = int(order[1]) if order.size > 1 else None
-    stat = float(rule.statistic(combined[order[0]], combined[runner] if runner is not None else np.nan))
-    return Ranking(order, combined, stat, runner)
+    runner: int | None = int(order[1]) if order.size > 1 else None
+    runner_value = float(combined[runner]) if runner is not None else math.nan
+    if not math.isnan(look_alike) and (math.isnan(runner_value) or look_alike > runner_value):
+        runner, runner_value = None, float(look_alike)
+    stat = float(rule.statistic(combined[order[0]], runner_value))
+    return Ranking(order, combined, stat, runner, runner_value)
 
 
 def candidate_statistics(ranking: Ranking, rule: DecisionRule) -> np.ndarray:
@@ -97,16 +117,8 @@ def candidate_statistics(ranking: Ranking, rule: DecisionRule) -> np.ndarray:
         return c
     top = int(ranking.order[0])
     others_best = np.full(c.size, c[top])
-    others_best[top] = c[ranking.runner_up] if ranking.runner_up is not None else np.nan
+    others_best[top] = ranking.runner_up_combined
     return rule.statistic(c, others_best)
-
-
-def top_two(best: np.ndarray, template: np.ndarray, rule: DecisionRule) -> tuple[float, float, int]:
-    """(top combined, runner-up combined or NaN, top position) of one candidate list (-inf, NaN, -1 if empty)."""
-    r = rank_candidates(best, template, rule)
-    if r.top is None:
-        return -math.inf, math.nan, -1
-    return float(r.combined[r.top]), float(r.combined[r.runner_up]) if r.runner_up is not None else math.nan, r.top
 
 
 def decimals_apart(a: float, b: float, start: int = 3, most: int = 6) -> int:

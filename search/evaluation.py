@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from gallery.errors import CalibrationError
-from search.decision import DecisionRule, rank_candidates
+from search.decision import DecisionRule, look_alike_combined, rank_candidates
 from search.identify import rank_identities
 
 if TYPE_CHECKING:
@@ -42,6 +42,15 @@ class LeaveOneOut:
     best: list[np.ndarray]  # per probe, (candidates,) best face cosine
     template: list[np.ndarray]  # per probe, (candidates,) template cosine (NaN: no template)
     face_ids: np.ndarray | None = None  # (probes,) the probes' face ids, when they are gallery faces
+    # per probe: the closest other identity found by its template alone (NaN: none), and the bound on its
+    # best face (the last neighbour's score): search.decision.look_alike_combined
+    look_template: np.ndarray | None = None
+    look_bound: np.ndarray | None = None
+
+    def look_alike(self, i: int, rule: DecisionRule) -> float:
+        if self.look_template is None or self.look_bound is None:
+            return math.nan
+        return look_alike_combined(rule, float(self.look_bound[i]), float(self.look_template[i]))
 
     @property
     def probes(self) -> int:
@@ -107,29 +116,36 @@ def probe_evidence(searcher: Searcher, x: np.ndarray, names: list[str], exclude:
     """The evidence of every candidate identity for each query vector, through the search path: its
     neighbours without `exclude[q]`, and the templates with `leave_out[q]` = (identity id, vector) taken out.
     `names[q]` is the query's true identity (marks `own`); `has_mate` is set to True for every query."""
-    own, best, template = [], [], []
+    own, best, template, look_t, look_b = [], [], [], [], []
+    own_ids = searcher.gallery.identity_ids_by_name(set(names))
     for start in range(0, len(x), PROBE_BATCH):
         xs = x[start : start + PROBE_BATCH]
+        part_names = names[start : start + PROBE_BATCH]
         # at least 3 identities: the mate, the best other one, and the other one's runner-up
         neighbours = searcher.neighbours(xs, k=3, exclude_face_ids=exclude[start : start + PROBE_BATCH])
         cosines = searcher.template_cosines(xs, neighbours, leave_out=leave_out[start : start + PROBE_BATCH])
-        for j, (name, found) in enumerate(zip(names[start : start + PROBE_BATCH], neighbours)):
+        look = searcher.look_alikes(xs, neighbours, [own_ids.get(n) for n in part_names])
+        for j, (name, found) in enumerate(zip(part_names, neighbours)):
             ranked = rank_identities(found, k=max(3, len(found)), aggregation=searcher.aggregation)
             ids = {n.identity: n.identity_id for n in found if n.identity is not None}
             own.append(np.array([ident == name for ident, _, _ in ranked], bool))
             best.append(np.array([score for _, score, _ in ranked], np.float64))
             template.append(np.array([cosines[j].get(ids[ident], np.nan) for ident, _, _ in ranked], np.float64))
-    return LeaveOneOut(0, np.ones(len(x), bool), own, best, template)
+            look_t.append(look[j][1] if look[j] is not None else math.nan)
+            look_b.append(min((n.score for n in found), default=math.nan))
+    return LeaveOneOut(0, np.ones(len(x), bool), own, best, template, look_template=np.asarray(look_t),
+                       look_bound=np.asarray(look_b))
 
 
 def probe_outcomes(loo: LeaveOneOut, rule: DecisionRule, threshold: float) -> dict[str, np.ndarray]:
     """Per probe at a threshold: `right` (mated: the top is its identity and is named), `wrong` (mated:
     another identity is named), `stranger_named` (its identity held out, someone is named)."""
     right, wrong, named = [], [], []
-    for mate, own, best, tmpl in zip(loo.has_mate, loo.own, loo.best, loo.template):
-        held = rank_candidates(best[~own], tmpl[~own], rule)
+    for i, (mate, own, best, tmpl) in enumerate(zip(loo.has_mate, loo.own, loo.best, loo.template)):
+        look = loo.look_alike(i, rule)
+        held = rank_candidates(best[~own], tmpl[~own], rule, look)
         named.append(held.statistic is not None and held.statistic >= threshold)
-        r = rank_candidates(best, tmpl, rule)
+        r = rank_candidates(best, tmpl, rule, look)
         ok = mate and r.top is not None and r.statistic >= threshold
         right.append(bool(ok and own[r.top]))
         wrong.append(bool(ok and not own[r.top]))
@@ -140,14 +156,15 @@ def rule_scores(loo: LeaveOneOut, rule: DecisionRule, ranks: tuple[int, ...] = (
     """The statistics `rule` gives every mated and non-mated search of the leave-one-out."""
     genuine, impostor, top_if_correct, runner = [], [], [], []
     hits = dict.fromkeys(ranks, 0)
-    for mate, own, best, tmpl in zip(loo.has_mate, loo.own, loo.best, loo.template):
+    for i, (mate, own, best, tmpl) in enumerate(zip(loo.has_mate, loo.own, loo.best, loo.template)):
         others = ~own
-        held_out = rank_candidates(best[others], tmpl[others], rule)
+        look = loo.look_alike(i, rule)
+        held_out = rank_candidates(best[others], tmpl[others], rule, look)
         impostor.append(held_out.statistic if held_out.statistic is not None else -math.inf)
-        runner.append(float(held_out.combined[held_out.runner_up]) if held_out.runner_up is not None else math.nan)
+        runner.append(held_out.runner_up_combined)
         if not mate:
             continue
-        ranking = rank_candidates(best, tmpl, rule)
+        ranking = rank_candidates(best, tmpl, rule, look)
         order = ranking.order
         position = np.flatnonzero(own[order])
         for r in ranks:
@@ -158,6 +175,8 @@ def rule_scores(loo: LeaveOneOut, rule: DecisionRule, ranks: tuple[int, ...] = (
             continue
         mine = int(order[position[0]])
         best_other = float(np.max(ranking.combined[others])) if others.any() else math.nan
+        if not math.isnan(look) and (math.isnan(best_other) or look > best_other):
+            best_other = look
         genuine.append(float(rule.statistic(ranking.combined[mine], best_other)))
         top_if_correct.append(ranking.statistic if position[0] == 0 else -math.inf)
     return RuleScores(np.asarray(genuine, np.float64), np.asarray(impostor, np.float64),

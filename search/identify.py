@@ -10,13 +10,14 @@ below the quality gate is answered "too poor to identify", with its reason, and 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from search.decision import BEST_FACE, DecisionRule, candidate_statistics, rank_candidates
+from search.decision import BEST_FACE, DecisionRule, candidate_statistics, look_alike_combined, rank_candidates
 
 
 @dataclass
@@ -123,9 +124,11 @@ def decide(
     faces_mode: bool = False,
     rule: DecisionRule = BEST_FACE,
     template_scores: Mapping[str, float] | None = None,
+    look_alike: tuple[str, float] | None = None,
 ) -> FaceAnswer:
     """Rank identities by the rule's combined score (or, in faces mode, faces by cosine) and make the
-    open-set decision. `template_scores`: identity name -> cosine with its template (absent: none)."""
+    open-set decision. `template_scores`: identity name -> cosine with its template (absent: none);
+    `look_alike`: (name, template cosine) of the closest identity found by the template search alone."""
     if faces_mode:
         candidates = [
             Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold)
@@ -139,7 +142,9 @@ def decide(
     templates = template_scores or {}
     best = np.array([score for _, score, _ in ranked], np.float64)
     tmpl = np.array([templates.get(name, np.nan) for name, _, _ in ranked], np.float64)
-    ranking = rank_candidates(best, tmpl, rule)
+    bound = min((n.score for n in neighbours), default=math.nan)
+    extra = look_alike_combined(rule, bound, look_alike[1]) if look_alike is not None else math.nan
+    ranking = rank_candidates(best, tmpl, rule, extra)
     stats = candidate_statistics(ranking, rule)
     candidates = []
     for i in ranking.order[:k].tolist():
@@ -155,7 +160,9 @@ def decide(
     runner = None
     if ranking.runner_up is not None:
         runner = {"identity": ranked[ranking.runner_up][0],
-                  "combined": round(float(ranking.combined[ranking.runner_up]), 6)}
+                  "combined": round(float(ranking.combined[ranking.runner_up]), 6), "found_by": "faces"}
+    elif ranking.look_alike_is_runner_up and look_alike is not None:
+        runner = {"identity": look_alike[0], "combined": round(ranking.runner_up_combined, 6), "found_by": "template"}
     return FaceAnswer(
         query,
         face,

@@ -20,9 +20,11 @@ from indexer import LoadedIndex, load_index
 from search.decision import DecisionRule
 from search.identify import FaceAnswer, Neighbour, decide, parse_aggregation, too_poor_answer
 from search.tail import TAIL_WARN_FACES, UnindexedTail, merge_topk
+from search.templates import TemplateSearch
 from search.threshold import resolve_decision, resolve_one_to_one
 
 MAX_NEIGHBOURS = 2048  # FAISS GPU caps k at 2048; the CPU path keeps the same bound
+LOOK_ALIKES = 8  # templates searched per query for a look-alike the nearest faces do not show
 
 
 class Searcher:
@@ -63,6 +65,7 @@ class Searcher:
             self.refresh_decision()
             self.quality_gate = quality_gate
             self.index: LoadedIndex = load_index(self.gallery)
+            self.templates = TemplateSearch(self.gallery)
             self.tail = UnindexedTail(self.gallery, int(self.index.manifest["last_shard_id"]), self.spec.dim)
             self._problems = self.gallery.quick_problems()
         except BaseException:
@@ -93,6 +96,7 @@ class Searcher:
         return self._pipeline
 
     def close(self) -> None:
+        self.templates.close()
         self.tail.close()
         self.index.close()
         self.gallery.close()
@@ -190,14 +194,36 @@ class Searcher:
             return answers
         neighbours = self.neighbours(x, max(k, 2), False, exclude_face_ids)
         cosines = self.template_cosines(x, neighbours)
+        look = self.look_alikes(x, neighbours)
+        look_names = self.gallery.identity_names({a[0] for a in look if a is not None})
         answers = []
         for i in range(len(x)):
             names = {n.identity_id: n.identity for n in neighbours[i] if n.identity_id is not None}
             answer = decide(query, faces[i] if faces else None, neighbours[i], k, self.threshold, self.aggregation,
-                            rule=self.rule, template_scores={names[j]: c for j, c in cosines[i].items() if j in names})
+                            rule=self.rule, template_scores={names[j]: c for j, c in cosines[i].items() if j in names},
+                            look_alike=(look_names[look[i][0]], look[i][1]) if look[i] is not None
+                            and look[i][0] in look_names else None)
             answer.threshold_source = self.threshold_source
             answers.append(answer)
         return answers
+
+    def look_alikes(self, x: np.ndarray, neighbours: Sequence[Sequence[Neighbour]],
+                    exclude_identity: Sequence[int | None] | None = None) -> list[tuple[int, float] | None]:
+        """For each query, (identity id, template cosine) of the closest template whose identity has no face
+        among the neighbours (and is not `exclude_identity[q]`), or None: the exact template search
+        (search.templates; galleries up to its size limit)."""
+        scores, ids = self.templates.search(x, LOOK_ALIKES)
+        out: list[tuple[int, float] | None] = []
+        for q, ns in enumerate(neighbours):
+            found = {n.identity_id for n in ns if n.identity_id is not None}
+            skip = exclude_identity[q] if exclude_identity is not None else None
+            pick = None
+            for score, identity_id in zip(scores[q], ids[q]):
+                if identity_id >= 0 and int(identity_id) not in found and int(identity_id) != skip:
+                    pick = (int(identity_id), float(score))
+                    break
+            out.append(pick)
+        return out
 
     def template_cosines(
         self, x: np.ndarray, neighbours: Sequence[Sequence[Neighbour]],

@@ -211,8 +211,14 @@ def needs_calibration(status: CalibrationStatus) -> bool:
 def refresh_threshold(gallery_dir: Path | str) -> CalibrationReport | None:
     """Calibrate automatically when the gallery needs it (the rule above) and has an index to search;
     the report, or None when nothing was done. The CLI runs this after ingest, sync and index
-    build/update. Deciding costs one SQLite query; only a calibration loads the search machinery."""
+    build/update. Deciding costs one SQLite query; only a calibration loads the search machinery.
+    Faces never measured for quality (a gallery from before quality measures) are measured first from
+    their stored landmarks, so that the calibration leaves out those below the gate."""
     with Gallery.open(gallery_dir) as gallery:
+        if gallery.unmeasured_face_count():
+            from gallery.ingest.quality import measure_gallery
+
+            measure_gallery(gallery)
         if not needs_calibration(calibration_status(gallery)):
             return None
     from search.calibrate import calibrate

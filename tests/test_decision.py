@@ -73,12 +73,29 @@ def test_decide_names_on_the_statistic_and_reports_the_runner_up() -> None:
     assert [c.identity for c in answer.candidates] == ["bob", "ann"]
     assert answer.identity == "bob" and answer.score == pytest.approx(0.95)  # the best face's cosine is shown
     assert answer.statistic == pytest.approx(0.95 - 0.5 * 0.88)
-    assert answer.runner_up == {"identity": "ann", "combined": pytest.approx(0.88)}
+    assert answer.runner_up == {"identity": "ann", "combined": pytest.approx(0.88), "found_by": "faces"}
     assert answer.margin == pytest.approx(answer.statistic - 0.4)
     assert [c.above_threshold for c in answer.candidates] == [True, False]  # only the top can be named
     unknown = decide("q.jpg", None, neighbours, k=2, threshold=0.52, rule=rule,
                      template_scores={"ann": 0.80, "bob": 0.95})
     assert unknown.unknown and unknown.identity is None and unknown.margin < 0
+
+
+def test_a_look_alike_found_by_its_template_alone_raises_the_runner_up() -> None:
+    rule = DecisionRule(0.5, 0.5, 0.8)
+    neighbours = [n(1, 0.96, "ann"), n(2, 0.80, "bob")]
+    alone = decide("q.jpg", None, neighbours, k=2, threshold=0.54, rule=rule, template_scores={"ann": 0.96})
+    assert alone.identity == "ann" and alone.runner_up["identity"] == "bob"
+    # cy has no face among the neighbours but a template as close as ann's: ann must not be named
+    crowd = decide("q.jpg", None, neighbours, k=2, threshold=0.54, rule=rule, template_scores={"ann": 0.96},
+                   look_alike=("cy", 0.96))
+    assert crowd.runner_up == {"identity": "cy", "found_by": "template",
+                               "combined": pytest.approx(0.5 * 0.80 + 0.5 * 0.96)}  # its best face <= the last
+    assert crowd.identity is None and crowd.statistic < alone.statistic
+    assert [c.identity for c in crowd.candidates] == ["ann", "bob"]  # a look-alike is never a candidate
+    weak = decide("q.jpg", None, neighbours, k=2, threshold=0.54, rule=rule, template_scores={"ann": 0.96},
+                  look_alike=("cy", 0.5))
+    assert weak.runner_up["identity"] == "bob" and weak.statistic == pytest.approx(alone.statistic)
 
 
 def test_a_value_below_the_threshold_never_prints_equal() -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import Integer, case, func, select, update
 
 from gallery.errors import DamagedData
-from gallery.store.schema import Face, Identity, Image, Shard
+from gallery.store.schema import Face, Identity, IdentityTemplate, Image, Meta, Shard
 from gallery.store.shards import (
     check_embeddings,
     file_sha256,
@@ -419,6 +419,41 @@ class GalleryQueries:
         return np.stack([found[i] for i in ids]).astype(np.float32, copy=False)
 
     # --- identities ----------------------------------------------------------------------------
+
+    def templates_version(self) -> tuple[int, int]:
+        """(change counter, number) of the identity templates: the counter moves with every change."""
+        with self.session() as s:
+            seq = s.scalar(select(Meta.value).where(Meta.key == "templates_seq"))
+            count = s.scalar(select(func.count()).select_from(IdentityTemplate))
+        return int(seq or 0), int(count or 0)
+
+    def all_templates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(identity ids (K,), templates (K, D) float32 unit vectors) of every identity with a template."""
+        with self.session() as s:
+            rows = s.execute(select(IdentityTemplate.identity_id, IdentityTemplate.total)
+                             .order_by(IdentityTemplate.identity_id)).all()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        totals = np.stack([np.frombuffer(r[1], np.float64) for r in rows])
+        norms = np.maximum(np.linalg.norm(totals, axis=1, keepdims=True), 1e-12)
+        return ids, (totals / norms).astype(np.float32)
+
+    def identity_ids_by_name(self, names: Iterable[str]) -> dict[str, int]:
+        with self.session() as s:
+            out: dict[str, int] = {}
+            for part in _chunks(sorted(set(names))):  # type: ignore[arg-type]
+                out.update((n, int(i)) for n, i in s.execute(select(Identity.name, Identity.identity_id)
+                                                             .where(Identity.name.in_(part))))
+        return out
+
+    def identity_names(self, identity_ids: Iterable[int]) -> dict[int, str]:
+        with self.session() as s:
+            out: dict[int, str] = {}
+            for part in _chunks(sorted({int(i) for i in identity_ids})):
+                out.update((int(i), n) for i, n in s.execute(select(Identity.identity_id, Identity.name)
+                                                             .where(Identity.identity_id.in_(part))))
+        return out
 
     def identity_templates(self, identity_ids: Iterable[int]) -> dict[int, tuple[int, np.ndarray]]:
         """identity id -> (faces enrolled, float64 sum of their embeddings) for those with a template

@@ -266,6 +266,13 @@ TEMPLATE_TRIGGERS = [
          DELETE FROM identity_templates WHERE identity_id = old.identity_id;
          DELETE FROM template_dirty WHERE identity_id = old.identity_id;
        END""",
+    # a counter that moves with every change to a template: a searcher holding the templates in memory
+    # reloads them only when it moved (search.templates)
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('templates_seq', '0')",
+    *(f"""CREATE TRIGGER IF NOT EXISTS identity_templates_seq_{event.lower()} AFTER {event} ON identity_templates
+       BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'templates_seq';
+       END""" for event in ("INSERT", "UPDATE", "DELETE")),
 ]
 
 
