@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gallery.store import Gallery  # noqa: E402
 from search.calibrate import calibrate  # noqa: E402
-from search.decision import BEST_FACE, DecisionRule  # noqa: E402
-from search.evaluation import threshold_at_fpir  # noqa: E402
+from search.decision import BEST_FACE, DecisionRule, rank_candidates  # noqa: E402
+from search.evaluation import LeaveOneOut, leave_one_out, probe_evidence, threshold_at_fpir  # noqa: E402
 from search.searcher import Searcher  # noqa: E402
 from search.threshold import CONSERVATIVE, TARGET_FPIR, conservative_threshold, default_rule  # noqa: E402
 
@@ -133,48 +133,70 @@ def derive_split_gallery(source: Path, work: Path, split: Split) -> tuple[Path, 
 # --- measuring ------------------------------------------------------------------------------------------
 
 
-def statistics_of(answers: list, truth: list[str | None], cohort: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(statistic of each answer's top candidate, or -inf without one; top is right; too poor) —
-    cohort > 0: the top combined score z-normalised over the next `cohort` candidates' instead."""
-    stats, right, poor = [], [], []
-    for a, who in zip(answers, truth):
-        poor.append(a.too_poor is not None)
-        if not a.candidates:
+@dataclass
+class HeldOut:
+    """The evidence of the held-out searches of one split (gathered once, then judged by every rule)."""
+
+    mated: LeaveOneOut  # the probes (own identity enrolled, own face deleted)
+    strangers: LeaveOneOut  # never-enrolled faces (their identity has no face in the gallery)
+    mated_poor: np.ndarray  # below the quality gate (a gated rule answers "too poor")
+    strangers_poor: np.ndarray
+
+
+def gather(searcher: Searcher, probes: list[int], truth: list[str], strangers: list[int],
+           stranger_names: list[str]) -> HeldOut:
+    """Evidence of each held-out face as a query, through the searcher (neighbours, templates, look-alikes):
+    what `Searcher.search_stored` decides on."""
+    quality = searcher.gallery.face_quality_rows(probes + strangers, live_only=False)
+    mated = probe_evidence(searcher, searcher.gallery.read_embeddings(probes), truth, [{f} for f in probes],
+                           [None] * len(probes))
+    others = probe_evidence(searcher, searcher.gallery.read_embeddings(strangers), stranger_names,
+                            [{f} for f in strangers], [None] * len(strangers))
+    return HeldOut(mated, others, np.array([quality[f]["quality_issue"] is not None for f in probes]),
+                   np.array([quality[f]["quality_issue"] is not None for f in strangers]))
+
+
+def judged(ev: LeaveOneOut, rule: DecisionRule, cohort: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(top statistic, top is the query's own identity) per query, by search.decision (the searcher's
+    rule); cohort > 0: the top combined score z-normalised over the next `cohort` candidates' instead."""
+    stats, right = [], []
+    for i, (own, best, tmpl) in enumerate(zip(ev.own, ev.best, ev.template)):
+        r = rank_candidates(best, tmpl, rule, ev.look_alike(i, rule))
+        if r.top is None:
             stats.append(-math.inf)
             right.append(False)
             continue
-        top = a.candidates[0]
-        right.append(who is not None and top.identity == who)
+        right.append(bool(own[r.top]))
         if cohort:
-            rest = np.array([c.combined for c in a.candidates[1 : cohort + 1]], np.float64)
-            stats.append((top.combined - rest.mean()) / max(rest.std(), 1e-6) if rest.size >= 2 else -math.inf)
+            rest = r.combined[r.order[1 : cohort + 1]]
+            stats.append((r.combined[r.top] - rest.mean()) / max(rest.std(), 1e-6) if rest.size >= 2 else -math.inf)
         else:
-            stats.append(a.statistic if a.statistic is not None else -math.inf)
-    return np.asarray(stats, np.float64), np.asarray(right, bool), np.asarray(poor, bool)
+            stats.append(float(r.statistic))
+    return np.asarray(stats, np.float64), np.asarray(right, bool)
 
 
-def measure_variant(gallery: Path, variant: Variant, probes: list[int], probe_truth: list[str],
-                    strangers: list[int], max_probes: int) -> dict:
+def measure_variant(searcher: Searcher, loo: LeaveOneOut, held: HeldOut, variant: Variant, base: DecisionRule
+                    ) -> dict:
     t0 = time.perf_counter()
-    k = max(5, variant.cohort + 1)
-    with Searcher(gallery, k=k, threshold=0.0, quality_gate=variant.gate,
-                  rule=variant.rule if variant.rule is not None else None) as searcher:
-        if variant.cohort:
-            calibrated = None
-        else:
-            report = calibrate(searcher, TARGET_FPIR, max_probes=max_probes, apply=False, rule=variant.rule)
-            calibrated = {"threshold": report.threshold, "rule": report.rule, "loo_fnir": round(report.fnir, 4),
-                          "loo_fpir": round(report.fpir, 4)}
-            searcher.rule = DecisionRule.from_dict(report.rule)
-        mated = searcher.search_stored(probes, k=k)
-        stranger = searcher.search_stored(strangers, k=k)
-    m_stat, m_right, m_poor = statistics_of(mated, probe_truth, variant.cohort)
-    s_stat, _, s_poor = statistics_of(stranger, [None] * len(strangers), variant.cohort)
+    rule = variant.rule if variant.rule is not None else base
+    calibrated = None
+    if not variant.cohort:
+        report = calibrate(searcher, TARGET_FPIR, apply=False, rule=variant.rule, loo=loo)
+        rule = DecisionRule.from_dict(report.rule)
+        calibrated = {"threshold": report.threshold, "rule": report.rule, "loo_fnir": round(report.fnir, 4),
+                      "loo_fpir": round(report.fpir, 4), "loo_rank1": round(report.rank1, 4)}
+    m_stat, m_right = judged(held.mated, rule, variant.cohort)
+    s_stat, _ = judged(held.strangers, rule, variant.cohort)
+    rank1 = float(m_right.mean())
+    if variant.gate:  # a query below the quality gate is answered "too poor to identify": never named
+        m_stat = np.where(held.mated_poor, -math.inf, m_stat)
+        s_stat = np.where(held.strangers_poor, -math.inf, s_stat)
+        m_right = m_right & ~held.mated_poor
     named_right = np.where(m_right, m_stat, -math.inf)
-    out: dict = {"rank1": round(float(m_right.mean()), 4),
-                 "rank1_answered": round(float(m_right[~m_poor].mean()), 4) if (~m_poor).any() else None,
-                 "probes_too_poor": int(m_poor.sum()),
-                 "strangers_too_poor": int(s_poor.sum()), "mated": len(probes), "strangers": len(strangers)}
+    out: dict = {"rank1": round(rank1, 4), "rank1_gate": round(float(m_right.mean()), 4),
+                 "probes_too_poor": int(held.mated_poor.sum()) if variant.gate else 0,
+                 "strangers_too_poor": int(held.strangers_poor.sum()) if variant.gate else 0,
+                 "mated": int(m_stat.size), "strangers": int(s_stat.size)}
     for f in REPORTED_FPIR:
         t = threshold_at_fpir(s_stat, f)
         out[f"fnir@{f:g}"] = round(float((named_right < t).mean()), 4)
@@ -184,7 +206,23 @@ def measure_variant(gallery: Path, variant: Variant, probes: list[int], probe_tr
         calibrated["fnir"] = round(float((named_right < t).mean()), 4)
         out["calibrated"] = calibrated
     out["seconds"] = round(time.perf_counter() - t0, 1)
-    return out
+    return out, (rule, calibrated["threshold"] if calibrated else None, m_stat, s_stat)
+
+
+def cross_check(searcher: Searcher, rule: DecisionRule, threshold: float, gate: bool, probes: list[int],
+                strangers: list[int], m_stat: np.ndarray, s_stat: np.ndarray) -> dict:
+    """The same rule through `Searcher.search_stored` (the whole search path, quality gate included): its
+    statistics must be the ones judged from the gathered evidence."""
+    searcher.rule, searcher.threshold, searcher.quality_gate = rule, threshold, gate
+    answers = searcher.search_stored(probes + strangers, k=2)
+    stats = np.array([a.statistic if a.statistic is not None and not a.too_poor else -math.inf for a in answers])
+    gathered = np.concatenate([m_stat, s_stat])
+    # a mated answer whose top is another identity counts as -inf in the judged figures: compare the rest
+    both = np.isfinite(gathered) & np.isfinite(stats)
+    too_poor = np.array([a.too_poor is not None for a in answers])
+    return {"answers": len(answers), "compared": int(both.sum()),
+            "max_abs_difference": float(np.max(np.abs(stats[both] - gathered[both]))) if both.any() else 0.0,
+            "too_poor": int(too_poor.sum())}
 
 
 def heldout(args: argparse.Namespace) -> dict:
@@ -200,16 +238,42 @@ def heldout(args: argparse.Namespace) -> dict:
         row: dict = {"seed": split.seed, "enrolled": len(split.enrolled), "strangers_people": len(split.strangers)}
         for gallery in galleries:
             derived, probes, strangers = derive_split_gallery(gallery, args.work, split)
-            truth = list(split.enrolled)
+            with Gallery.open(derived) as g:
+                owner = {f: n for n, fs in labeled_photos_by_id(g).items() for f in fs}
+            stranger_names = [owner[f] for f in strangers]
             per = {}
-            for v in chosen if gallery == args.gallery else [x for x in chosen if x.rule is None or x.gate is False]:
-                per[v.name] = measure_variant(derived, v, probes, truth, strangers, args.max_probes)
-                print(f"split {split.seed} {gallery.name} {v.name}: {json.dumps(per[v.name])}", flush=True)
+            with Searcher(derived, k=5, quality_gate=True) as searcher:
+                t0 = time.perf_counter()
+                loo = leave_one_out(searcher, max_probes=args.max_probes)
+                held = gather(searcher, probes, list(split.enrolled), strangers, stranger_names)
+                row[f"{gallery.name}: evidence_seconds"] = round(time.perf_counter() - t0, 1)
+                todo = chosen if gallery == args.gallery else [x for x in chosen if x.rule is None or
+                                                                  x.name.startswith("best face (today")]
+                for v in todo:
+                    per[v.name], (rule, threshold, m_stat, s_stat) = measure_variant(searcher, loo, held, v, base)
+                    if threshold is not None and (v.rule is None or v.name.startswith("best face (today")):
+                        per[v.name]["cross_check"] = cross_check(searcher, rule, threshold, v.gate, probes,
+                                                                 strangers, m_stat, s_stat)
+                    print(f"split {split.seed} {gallery.name} {v.name}: {json.dumps(per[v.name])}", flush=True)
             row[str(gallery)] = per
             shutil.rmtree(derived)
         result["splits"].append(row)
     result["summary"] = summarise(result, galleries)
     return result
+
+
+def labeled_photos_by_id(g: Gallery) -> dict[str, list[int]]:
+    """identity -> its labeled face ids, deleted ones included (the held-out faces)."""
+    from sqlalchemy import select
+
+    from gallery.store.schema import Face, Identity
+
+    out: dict[str, list[int]] = {}
+    with g.session() as s:
+        for name, face_id in s.execute(select(Identity.name, Face.face_id)
+                                       .join(Face, Face.identity_id == Identity.identity_id)):
+            out.setdefault(name, []).append(int(face_id))
+    return out
 
 
 def default_rule_for(g: Gallery) -> DecisionRule:
@@ -266,7 +330,8 @@ def defaults(args: argparse.Namespace) -> dict:
             with Gallery.open(derived) as g:
                 g.delete_faces(sorted(f for n in split.strangers for f in ids_of[n]))
             with Searcher(derived, k=2, threshold=0.0, rule=rule) as searcher:
-                stats, _, _ = statistics_of(searcher.search_stored(strangers, k=2), [None] * len(strangers), 0)
+                stats = np.array([a.statistic if a.statistic is not None and not a.too_poor else -math.inf
+                                  for a in searcher.search_stored(strangers, k=2)])
             shutil.rmtree(derived)
             # the first half of the draws fit the table, the second half check it
             if draw < args.draws:

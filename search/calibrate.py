@@ -141,11 +141,13 @@ def calibrate(
     apply: bool = True,
     weight: float | None = None,
     rule: DecisionRule | None = None,
+    loo: LeaveOneOut | None = None,
 ) -> CalibrationReport:
     """Measure and (with apply) store the rule and threshold for `target_fpir`, and the 1:1 threshold;
     raises CalibrationError when the gallery's labels cannot support it. `weight` fixes the runner-up
-    weight instead of choosing it; `rule` fixes the whole rule (benchmarks comparing rules)."""
-    loo = leave_one_out(searcher, max_probes, seed)
+    weight instead of choosing it; `rule` fixes the whole rule and `loo` reuses a leave-one-out of this
+    searcher's gallery (benchmarks comparing rules on the same searches)."""
+    loo = loo if loo is not None else leave_one_out(searcher, max_probes, seed)
     base = rule if rule is not None else default_rule(searcher.spec)
     few = loo.probes < MIN_NONMATED_PER_FPIR / target_fpir
     if rule is not None:

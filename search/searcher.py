@@ -192,7 +192,8 @@ class Searcher:
             for answer in answers:
                 answer.threshold_source = self.one_to_one_source
             return answers
-        neighbours = self.neighbours(x, max(k, 2), False, exclude_face_ids)
+        # at least 3 identities, as the calibration searches (search.evaluation): the same candidates
+        neighbours = self.neighbours(x, max(k, 3), False, exclude_face_ids)
         cosines = self.template_cosines(x, neighbours)
         look = self.look_alikes(x, neighbours)
         look_names = self.gallery.identity_names({a[0] for a in look if a is not None})
