@@ -6,7 +6,8 @@ split):
 `heldout` — the leave-identities-out protocol, `--splits` seeded splits. In each split, a random
 `--enrolled-share` of the identities with 2+ labeled faces are enrolled, each with one of its labeled
 faces held out as a mated probe (any quality: a probe below the quality gate counts as a miss for a gated
-rule); every labeled face of the other identities is a stranger (never enrolled). The split's gallery is
+rule); every other identity is a stranger (never enrolled: all its faces are deleted from the split's
+gallery), and up to `--stranger-cap` of its labeled faces are searched. The split's gallery is
 the ingested one copied and edited with the product's own operations (`Gallery.delete_faces` of the
 probes and of every stranger's face: templates follow in the same transactions). Each decision rule is
 then calibrated by `search.calibrate.calibrate` on that gallery (leave-one-out, target FPIR 1%), and the
@@ -61,6 +62,8 @@ class Variant:
     rule: DecisionRule | None  # None: the product's calibration chooses the weight (and the threshold)
     gate: bool = True
     cohort: int = 0  # > 0: cohort z-normalisation of the top combined score over the next `cohort`
+    low_quality_evidence: bool = True  # False: gallery faces below the quality gate are left out of the evidence
+    aggregation: str = "max"  # an identity's face score: its best face, or the mean of its best M (mean:M)
 
 
 def variants(base: DecisionRule) -> list[Variant]:
@@ -75,6 +78,12 @@ def variants(base: DecisionRule) -> list[Variant]:
         Variant("1/2 (best + template) - 0.5 x runner-up", DecisionRule(0.5, 0.5, prior)),
         Variant("1/2 (best + template) - 0.6 x runner-up", DecisionRule(0.5, 0.6, prior)),
         Variant("1/2 (best + template) - 0.5 x runner-up, no quality gate", DecisionRule(0.5, 0.5, prior), gate=False),
+        Variant("1/2 (best + template) - 0.5 x runner-up, gallery faces below the gate left out",
+                DecisionRule(0.5, 0.5, prior), low_quality_evidence=False),
+        Variant("1/2 (mean of best 2 faces + template) - 0.5 x runner-up", DecisionRule(0.5, 0.5, prior),
+                aggregation="mean:2"),
+        Variant("0.7 best + 0.3 template - 0.5 x runner-up", DecisionRule(0.3, 0.5, prior)),
+        Variant("0.3 best + 0.7 template - 0.5 x runner-up", DecisionRule(0.7, 0.5, prior)),
         Variant("1/2 (best + template), weight calibrated (the product's default)", None),
         Variant("cohort z-norm of 1/2 (best + template), next 10", DecisionRule(0.5, 0.0, prior), cohort=10),
         Variant("cohort z-norm of 1/2 (best + template), next 30", DecisionRule(0.5, 0.0, prior), cohort=30),
@@ -89,17 +98,22 @@ class Split:
     seed: int
     enrolled: list[str]
     probe_paths: list[str]  # one held-out photo per enrolled identity
-    strangers: list[str]
+    strangers: list[str]  # identities never enrolled (all their faces are deleted from the split's gallery)
+    stranger_paths: dict[str, list[str]] | None = None  # the photos of each searched as a stranger
 
 
-def make_split(labels: dict[str, list[str]], share: float, seed: int) -> Split:
-    """labels: identity -> its labeled photos' paths."""
+def make_split(labels: dict[str, list[str]], share: float, seed: int, stranger_cap: int = 5) -> Split:
+    """labels: identity -> its labeled photos' paths. Strangers: every identity not enrolled, with at most
+    `stranger_cap` of its faces searched (one person with 530 photos must not be a tenth of the strangers)."""
     rng = np.random.default_rng(seed)
     mated = sorted(n for n, paths in labels.items() if len(paths) >= 2)
     enrolled = sorted(rng.choice(mated, size=int(round(share * len(mated))), replace=False).tolist())
     probes = [sorted(labels[n])[int(rng.integers(len(labels[n])))] for n in enrolled]
     chosen = set(enrolled)
-    return Split(seed, enrolled, probes, sorted(n for n in labels if n not in chosen))
+    strangers = sorted(n for n in labels if n not in chosen)
+    searched = {n: sorted(rng.choice(sorted(labels[n]), size=min(stranger_cap, len(labels[n])), replace=False))
+                for n in strangers}
+    return Split(seed, enrolled, probes, strangers, searched)
 
 
 def labeled_photos(gallery: Gallery) -> tuple[dict[str, list[str]], dict[str, int], dict[str, list[int]]]:
@@ -125,8 +139,9 @@ def derive_split_gallery(source: Path, work: Path, split: Split) -> tuple[Path, 
     with Gallery.open(target) as g:
         _, face_of, ids_of = labeled_photos(g)
         probes = [face_of[p] for p in split.probe_paths]
-        strangers = sorted(f for n in split.strangers for f in ids_of[n])
-        g.delete_faces(probes + strangers)
+        g.delete_faces(probes + sorted(f for n in split.strangers for f in ids_of[n]))
+    searched = split.stranger_paths or {n: [] for n in split.strangers}
+    strangers = sorted(face_of[p] for n in split.strangers for p in searched[n])
     return target, probes, strangers
 
 
@@ -234,7 +249,7 @@ def heldout(args: argparse.Namespace) -> dict:
                     "target_fpir": TARGET_FPIR}
     chosen = [v for v in variants(base) if not args.only or any(o in v.name for o in args.only)]
     for s in range(args.splits):
-        split = make_split(labels, args.enrolled_share, args.seed + s)
+        split = make_split(labels, args.enrolled_share, args.seed + s, args.stranger_cap)
         row: dict = {"seed": split.seed, "enrolled": len(split.enrolled), "strangers_people": len(split.strangers)}
         for gallery in galleries:
             derived, probes, strangers = derive_split_gallery(gallery, args.work, split)
@@ -242,19 +257,23 @@ def heldout(args: argparse.Namespace) -> dict:
                 owner = {f: n for n, fs in labeled_photos_by_id(g).items() for f in fs}
             stranger_names = [owner[f] for f in strangers]
             per = {}
-            with Searcher(derived, k=5, quality_gate=True) as searcher:
-                t0 = time.perf_counter()
-                loo = leave_one_out(searcher, max_probes=args.max_probes)
-                held = gather(searcher, probes, list(split.enrolled), strangers, stranger_names)
-                row[f"{gallery.name}: evidence_seconds"] = round(time.perf_counter() - t0, 1)
-                todo = chosen if gallery == args.gallery else [x for x in chosen if x.rule is None or
-                                                                  x.name.startswith("best face (today")]
-                for v in todo:
-                    per[v.name], (rule, threshold, m_stat, s_stat) = measure_variant(searcher, loo, held, v, base)
-                    if threshold is not None and (v.rule is None or v.name.startswith("best face (today")):
-                        per[v.name]["cross_check"] = cross_check(searcher, rule, threshold, v.gate, probes,
-                                                                 strangers, m_stat, s_stat)
-                    print(f"split {split.seed} {gallery.name} {v.name}: {json.dumps(per[v.name])}", flush=True)
+            todo = chosen if gallery == args.gallery else [x for x in chosen if x.rule is None or
+                                                              x.name.startswith("best face (today")]
+            for evidence, aggregation in sorted({(v.low_quality_evidence, v.aggregation) for v in todo}, reverse=True):
+                group = [v for v in todo if (v.low_quality_evidence, v.aggregation) == (evidence, aggregation)]
+                with Searcher(derived, k=5, quality_gate=True, low_quality_evidence=evidence,
+                              aggregation=aggregation) as searcher:
+                    t0 = time.perf_counter()
+                    loo = leave_one_out(searcher, max_probes=args.max_probes)
+                    held = gather(searcher, probes, list(split.enrolled), strangers, stranger_names)
+                    row[f"{gallery.name}: evidence_seconds"] = round(time.perf_counter() - t0, 1)
+                    for v in group:
+                        per[v.name], (rule, threshold, m_stat, s_stat) = measure_variant(searcher, loo, held, v,
+                                                                                          base)
+                        if threshold is not None and (v.rule is None or v.name.startswith("best face (today")):
+                            per[v.name]["cross_check"] = cross_check(searcher, rule, threshold, v.gate, probes,
+                                                                     strangers, m_stat, s_stat)
+                        print(f"split {split.seed} {gallery.name} {v.name}: {json.dumps(per[v.name])}", flush=True)
             row[str(gallery)] = per
             shutil.rmtree(derived)
         result["splits"].append(row)
@@ -316,7 +335,8 @@ def defaults(args: argparse.Namespace) -> dict:
     pooled: dict[int, list[np.ndarray]] = {k: [] for k in SIZES}
     fresh: dict[int, list[tuple[np.ndarray, float]]] = {k: [] for k in SIZES}
     for k in SIZES:
-        for draw in range(2 * args.draws):
+        draws = args.draws_small if k <= 10 else args.draws  # a few people differ much more from draw to draw
+        for draw in range(2 * draws):
             enrolled = set(rng.choice(names, size=k, replace=False).tolist())
             strangers = sorted(f for n in names if n not in enrolled for f in ids_of[n])
             pick = rng.permutation(len(strangers))[: args.strangers]
@@ -334,7 +354,7 @@ def defaults(args: argparse.Namespace) -> dict:
                                   for a in searcher.search_stored(strangers, k=2)])
             shutil.rmtree(derived)
             # the first half of the draws fit the table, the second half check it
-            if draw < args.draws:
+            if draw < draws:
                 pooled[k].append(stats)
             else:
                 fresh[k].append((stats, 0.0))
@@ -356,7 +376,8 @@ def defaults(args: argparse.Namespace) -> dict:
     if previous is not None:
         CONSERVATIVE[spec.name] = previous
     return {"gallery": str(args.gallery), "model": spec.name, "rule": rule.as_dict(), "target_fpir": TARGET_FPIR,
-            "draws": args.draws, "table_raw": table, "table": monotone, "check_on_fresh_draws": check}
+            "draws": args.draws, "draws_small": args.draws_small, "table_raw": table, "table": monotone,
+            "check_on_fresh_draws": check}
 
 
 # --- template scan cost --------------------------------------------------------------------------------
@@ -402,10 +423,12 @@ def main() -> None:
     h.add_argument("--enrolled-share", type=float, default=0.5,
                    help="share of the identities with 2+ labeled faces that are enrolled")
     h.add_argument("--max-probes", type=int, default=2000, help="leave-one-out probes of each calibration")
+    h.add_argument("--stranger-cap", type=int, default=5, help="faces searched per never-enrolled person")
     h.add_argument("--only", nargs="*", help="run only the rules whose name contains one of these")
     d = sub.add_parser("defaults", help="conservative thresholds of uncalibrated galleries")
     d.add_argument("gallery", type=Path)
     d.add_argument("--draws", type=int, default=4, help="random galleries per size to fit (as many again check)")
+    d.add_argument("--draws-small", type=int, default=16, help="the same for galleries of up to 10 identities")
     d.add_argument("--strangers", type=int, default=3000, help="stranger faces searched per draw")
     t = sub.add_parser("template-scan", help="latency of the exact template search against the gallery's size")
     t.add_argument("--identities", default="1000,10000,30000,50000,100000,300000")

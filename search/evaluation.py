@@ -93,8 +93,7 @@ def leave_one_out(searcher: Searcher, max_probes: int = 2000, seed: int = 0, goo
     good = searcher.gallery.labeled_faces(good_only=good_only)
     if len(good) == 0:
         raise CalibrationError("Every labeled face is below the quality gate: nothing to calibrate on.")
-    rng = np.random.default_rng(seed)
-    pick = rng.permutation(len(good))[:max_probes]
+    pick = balanced_sample(good.identities, max_probes, seed)
     face_ids = good.face_ids[pick]
     names = [good.identities[i] for i in pick]
     x = searcher.gallery.read_embeddings(face_ids)
@@ -109,6 +108,22 @@ def leave_one_out(searcher: Searcher, max_probes: int = 2000, seed: int = 0, goo
     loo.has_mate = np.asarray([counts[n] >= 2 for n in names], bool)
     loo.face_ids = np.asarray(face_ids, np.int64)
     return loo
+
+
+def balanced_sample(identities: list[str | None], n: int, seed: int) -> np.ndarray:
+    """Up to n positions, spread evenly over the identities: one face of every identity (in random
+    order) before a second of any. A few people with hundreds of photos would otherwise make most of
+    the probes, and the calibration would fit them instead of a query of anyone enrolled."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(identities))
+    seen: dict[str | None, int] = {}
+    rank = np.empty(len(identities), np.int64)
+    for position in order:  # the k-th face drawn of its identity gets rank k
+        name = identities[position]
+        rank[position] = seen.get(name, 0)
+        seen[name] = rank[position] + 1
+    keys = np.lexsort((np.argsort(order), rank))  # by rank, then by the random order
+    return keys[:n]
 
 
 def probe_evidence(searcher: Searcher, x: np.ndarray, names: list[str], exclude: list[set[int]],

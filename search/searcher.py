@@ -42,6 +42,7 @@ class Searcher:
         weight: float | None = None,
         rule: DecisionRule | None = None,
         quality_gate: bool = True,
+        low_quality_evidence: bool = True,
     ) -> None:
         """`threshold` and `weight` override the gallery's calibrated (or default) threshold on the decision
         statistic and runner-up weight; `rule` replaces the whole rule (benchmarks comparing rules);
@@ -64,6 +65,7 @@ class Searcher:
             self._overrides = (threshold, weight, rule)
             self.refresh_decision()
             self.quality_gate = quality_gate
+            self.low_quality_evidence = low_quality_evidence  # False: gallery faces below the gate name no one
             self.index: LoadedIndex = load_index(self.gallery)
             self.templates = TemplateSearch(self.gallery)
             self.tail = UnindexedTail(self.gallery, int(self.index.manifest["last_shard_id"]), self.spec.dim)
@@ -285,6 +287,7 @@ class Searcher:
                     Neighbour(int(i), float(s), r.identity, r.photo, r.box, r.image_id, r.identity_id)
                     for s, i in zip(scores[row], ids[row])
                     if i >= 0 and (r := records.get(int(i))) is not None and int(i) not in excluded
+                    and (self.low_quality_evidence or faces_mode or r.quality_issue is None)
                 ]
                 distinct = len({n.identity for n in found if n.identity is not None})
                 enough = len(found) >= k if faces_mode else distinct >= k

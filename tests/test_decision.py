@@ -145,15 +145,29 @@ def synthetic_loo(seed: int, n: int = 3000) -> LeaveOneOut:
 
 def test_weight_and_threshold_are_chosen_together() -> None:
     loo = synthetic_loo(0)
-    rule, threshold, tried = choose_rule(loo, DecisionRule(0.5, 0.5, 0.85), 0.01)
+    rule, threshold, tried = choose_rule(loo, DecisionRule(0.5, 0.0, 0.85), 0.01)  # a default without margin
     assert set(tried) == {f"{w:g}" for w in np.round(np.arange(0, 1.01, 0.1), 2)}
     assert tried[f"{rule.weight:g}"] == min(tried.values())
-    assert rule.weight > 0 and tried[f"{rule.weight:g}"] < tried["0"]  # the margin helps here
+    assert rule.weight > 0 and tried[f"{rule.weight:g}"] < tried["0"]  # the margin clearly helps here
     # the threshold is the one that keeps FPIR at the target for that weight
     assert fnir_at_fpir(rule_scores(loo, rule), 0.01)[0] == pytest.approx(threshold)
     # held out: a fresh draw of the same kind keeps FPIR near the target with the chosen pair
     fresh = rule_scores(synthetic_loo(1), rule)
     assert (fresh.impostor >= threshold).mean() <= 0.02
+
+
+def test_a_weight_no_better_than_the_default_within_noise_leaves_it() -> None:
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(2000):  # the runner-up carries no information: every weight is as good as another
+        best = np.sort(rng.normal(0.85, 0.03, 5))[::-1]
+        own = [False] * 5
+        if i % 2:
+            best[0] += abs(rng.normal(0.05, 0.03))
+            own[0] = True
+        rows.append((bool(i % 2), own, best.tolist(), best.tolist()))
+    rule, _, tried = choose_rule(loo_from(rows), DecisionRule(0.5, 0.5, 0.85), 0.01)
+    assert rule.weight == 0.5 and len(tried) == 11
 
 
 @pytest.fixture
