@@ -95,6 +95,8 @@ def measure_gallery(gallery: Gallery, from_photos: bool = False, rejudge: bool =
             r = rows[face_id]
             b, lm = boxes[face_id], landmarks[face_id]
             r["q_size"] = float(min(b[2] - b[0], b[3] - b[1]))
+            if not np.any(lm):  # a face stored without landmarks (no photo): its pose and chip are unknown
+                continue
             r["q_pose"] = float(pose_offsets(lm[None])[0])
             r["q_inside"] = float(inside_shares(lm[None], template, spec.input_size, r["width"] or 0,
                                                 r["height"] or 0)[0]) if r["width"] and r["height"] else None

@@ -330,10 +330,13 @@ def append_embedded_faces(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (shard_id, filename, n, int(face_ids[0]), int(face_ids[-1]), size, time.time(), sha256),
         )
+        # no photo, no landmarks: the face counts as whole, frontal and sure (its size is the box's); its
+        # sharpness is unknown, which never fails a face
         cur.executemany(
-            "INSERT INTO faces (face_id, image_id, shard_id, identity_id, is_main, det_score, "
-            "x1, y1, x2, y2, deleted) VALUES (?, ?, ?, ?, 1, 1.0, ?, ?, ?, ?, 0)",
-            ((int(f), int(i), shard_id, ident, x1, y1, x2, y2) for f, i, ident in zip(face_ids, image_ids, ident_ids)),
+            "INSERT INTO faces (face_id, image_id, shard_id, identity_id, is_main, det_score, x1, y1, x2, y2, "
+            "deleted, q_size, q_inside, q_pose) VALUES (?, ?, ?, ?, 1, 1.0, ?, ?, ?, ?, 0, ?, 1.0, 0.0)",
+            ((int(f), int(i), shard_id, ident, x1, y1, x2, y2, float(min(x2 - x1, y2 - y1)))
+             for f, i, ident in zip(face_ids, image_ids, ident_ids)),
         )
         labeled = [j for j, ident in enumerate(ident_ids) if ident is not None]
         if labeled:  # the new faces join their identities' templates in the same transaction
