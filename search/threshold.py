@@ -50,7 +50,7 @@ RULE_VERSION = 2  # calibrations from before the decision rule (a best-face thre
 # as strangers, through search.decision; the 99th percentile of the strangers' statistic, pooled over draws).
 # Between the points the threshold is interpolated in log K; past the last point the last one holds.
 DEFAULT_RULES: dict[str, DecisionRule] = {
-    "dlib-resnet": DecisionRule(template_share=0.5, weight=0.5, runner_up_prior=0.85),
+    "dlib-resnet": DecisionRule(template_share=0.5, weight=0.4, runner_up_prior=0.85),
 }
 CONSERVATIVE: dict[str, list[tuple[int, float]]] = {
     "dlib-resnet": [(1, 0.5347), (3, 0.5330), (10, 0.5330), (30, 0.5330), (100, 0.5330), (300, 0.5330),

@@ -135,3 +135,18 @@ def test_an_old_gallery_gets_its_quality_measured(lfw_gallery: Path) -> None:
                                            "--json"]).stdout)
     assert all(f["quality"]["sharpness"] is not None for f in shown["faces"])
     assert report["below_gate"] == low
+
+
+def test_flip_is_kept_by_the_gallery(lfw_archive: Path, tmp_path: Path) -> None:
+    g = tmp_path / "plain"
+    first = runner.invoke(app, ["ingest", str(lfw_archive / "Aaron_Peirsol"), "--gallery", str(g), "--workers", "0",
+                                "--no-flip", "--json"])
+    assert first.exit_code == 0, first.output
+    con = sqlite3.connect(g / "gallery.db")
+    stamp = json.loads(con.execute("SELECT value FROM meta WHERE key = 'model'").fetchone()[0])
+    con.close()
+    assert "flip" not in stamp
+    refused = runner.invoke(app, ["ingest", str(lfw_archive), "--gallery", str(g), "--workers", "0", "--flip"])
+    assert refused.exit_code == 2 and "flip" in refused.output
+    kept = runner.invoke(app, ["ingest", str(lfw_archive), "--gallery", str(g), "--workers", "0", "--json"])
+    assert kept.exit_code == 0 and json.loads(kept.stdout)["photos"] == 8  # the rest, embedded the same way
