@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gallery.store import Gallery  # noqa: E402
+from indexer import build_index  # noqa: E402
 from search.calibrate import calibrate  # noqa: E402
 from search.decision import BEST_FACE, DecisionRule, rank_candidates  # noqa: E402
 from search.evaluation import LeaveOneOut, leave_one_out, probe_evidence, threshold_at_fpir  # noqa: E402
@@ -349,6 +350,7 @@ def defaults(args: argparse.Namespace) -> dict:
             (derived / ".ingest.lock").unlink(missing_ok=True)
             with Gallery.open(derived) as g:
                 g.delete_faces(sorted(f for n in split.strangers for f in ids_of[n]))
+                build_index(g)  # as `gallery index build` would leave a gallery of these K people
             with Searcher(derived, k=2, threshold=0.0, rule=rule) as searcher:
                 stats = np.array([a.statistic if a.statistic is not None and not a.too_poor else -math.inf
                                   for a in searcher.search_stored(strangers, k=2)])

@@ -19,6 +19,7 @@ from gallery.faces.models.registry import DLIB_TEMPLATE
 from gallery.faces.quality import (
     QUALITY_GATE,
     QualityGate,
+    chip_masks,
     gate_issue,
     inside_shares,
     measure_faces,
@@ -42,6 +43,19 @@ def test_sharpness_falls_with_blur() -> None:
     values = sharpness(torch.cat([sharp, blurred, flat]))
     assert values[0] > 20 * values[1] > 0 and values[2] == 0
     assert sharpness(torch.empty((0, 3, 150, 150), dtype=torch.uint8)).shape == (0,)
+
+
+def test_the_zero_padding_of_a_cut_off_face_is_not_sharpness() -> None:
+    smooth = np.tile(np.linspace(60, 200, 150, dtype=np.float32), (150, 1))  # a soft gradient: no detail
+    chip = np.repeat(smooth[None, None], 3, axis=1).astype(np.uint8)
+    chip[..., :60] = 0  # the part of the chip outside the photo
+    mask = np.ones((1, 150, 150), bool)
+    mask[..., :60] = False
+    unmasked, masked = sharpness(torch.from_numpy(chip))[0], sharpness(torch.from_numpy(chip), mask)[0]
+    assert unmasked > 50 and masked < 0.5  # the padding's edge alone made it look sharp
+    at_edge = FRONTAL - np.array([100, 0], np.float32)
+    m = chip_masks(at_edge[None], TEMPLATE, 150, 250, 250)
+    assert m.shape == (1, 150, 150) and 0.3 < m.mean() < 0.75 and m[0, 75, -1] and not m[0, 75, 0]
 
 
 def test_inside_share_and_pose() -> None:

@@ -95,6 +95,8 @@ def faces_quality(
     from_photos: Annotated[bool, typer.Option(
         "--from-photos", help="Read the photos again to measure sharpness (galleries from before quality).",
         metavar="")] = False,
+    again: Annotated[bool, typer.Option(
+        "--again", help="Measure every face again (with --from-photos, its sharpness too).", metavar="")] = False,
     limit: Annotated[int, typer.Option(help="List at most this many faces below the gate (0 = all).", min=0)] = 50,
     as_json: JsonOpt = False,
 ) -> None:
@@ -105,7 +107,7 @@ def faces_quality(
     from gallery.store import Gallery
 
     with Gallery.open(gallery) as g, g.writer_lock():
-        report = measure_gallery(g, from_photos=from_photos)
+        report = measure_gallery(g, from_photos=from_photos, again=again)
         low = g.face_details(low_quality_only=True)
     if as_json:
         from dataclasses import asdict

@@ -22,7 +22,7 @@ from gallery.faces.align import align_faces
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto, decode_photo
 from gallery.faces.detect import Detections, FaceDetector, main_face_index
 from gallery.faces.models import ModelSpec
-from gallery.faces.quality import FaceQuality, measure_faces, sharpness
+from gallery.faces.quality import FaceQuality, chip_masks, measure_faces, sharpness
 
 
 @dataclass
@@ -145,6 +145,7 @@ class FacePipeline:
         results = [PhotoFaces(p.path, p.width, p.height, p.reason, p.detail) for p in photos]
         t0 = time.perf_counter()
         chips: list[torch.Tensor] = []
+        masks: list[np.ndarray] = []
         counts: list[int] = []
         for photo, det, result in zip(photos, detections, results):
             if det is None:
@@ -160,11 +161,13 @@ class FacePipeline:
             result.boxes, result.scores, result.landmarks = det.boxes[keep], det.scores[keep], det.landmarks[keep]
             pixels = torch.from_numpy(photo.pixels).permute(2, 0, 1)
             chips.append(align_faces(pixels, result.landmarks * photo.scale, self._template, self.spec.input_size))
+            masks.append(chip_masks(result.landmarks * photo.scale, self._template, self.spec.input_size,
+                                    photo.pixels.shape[1], photo.pixels.shape[0]))
             counts.append(len(keep))
         size = self.spec.input_size
         all_chips = torch.cat(chips) if chips else torch.empty((0, 3, size, size), dtype=torch.uint8)
         embeddings = self.embed_chips(all_chips)
-        sharp = sharpness(all_chips)
+        sharp = sharpness(all_chips, np.concatenate(masks) if masks else None)
         offset = 0
         for result, n in zip(results, counts):
             result.embeddings = embeddings[offset : offset + n]

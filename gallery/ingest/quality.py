@@ -46,7 +46,7 @@ def _photo_sharpness(gallery: Gallery, rows: dict[int, dict], landmarks: dict[in
 
     from gallery.faces.align import align_faces
     from gallery.faces.decode import decode_photo
-    from gallery.faces.quality import sharpness
+    from gallery.faces.quality import chip_masks, sharpness
 
     spec = model_for_gallery(gallery.model_stamp)
     template = spec.template_array()
@@ -62,7 +62,8 @@ def _photo_sharpness(gallery: Gallery, rows: dict[int, dict], landmarks: dict[in
             continue
         pixels = torch.from_numpy(photo.pixels).permute(2, 0, 1)
         lm = np.stack([landmarks[f] for f in faces]) * photo.scale
-        for face_id, value in zip(faces, sharpness(align_faces(pixels, lm, template, spec.input_size))):
+        masks = chip_masks(lm, template, spec.input_size, photo.pixels.shape[1], photo.pixels.shape[0])
+        for face_id, value in zip(faces, sharpness(align_faces(pixels, lm, template, spec.input_size), masks)):
             out[face_id] = float(value)
         if done % 200 == 0:
             report(progress, "sharpness", done, len(by_photo), "photos")
@@ -70,11 +71,18 @@ def _photo_sharpness(gallery: Gallery, rows: dict[int, dict], landmarks: dict[in
 
 
 def measure_gallery(gallery: Gallery, from_photos: bool = False, rejudge: bool = True,
-                    gate: QualityGate = QUALITY_GATE, progress: ProgressFn | None = None) -> QualityReport:
-    """Measure the faces never measured (all faces' sharpness too with `from_photos`), and judge every
-    live face by `gate` (with `rejudge`; otherwise only the faces measured now). See the module doc."""
+                    gate: QualityGate = QUALITY_GATE, progress: ProgressFn | None = None,
+                    again: bool = False) -> QualityReport:
+    """Measure the faces never measured (with `from_photos` their sharpness too; with `again` every face
+    once more), and judge every live face by `gate` (with `rejudge`; otherwise only the faces measured now).
+    See the module doc."""
     stamp = gallery.model_stamp
     rows = gallery.face_quality_rows()
+    if again:
+        for r in rows.values():
+            r["q_size"] = None
+            if from_photos:
+                r["q_sharpness"] = None
     todo = {f for f, r in rows.items() if r["q_size"] is None}
     if from_photos:
         todo |= {f for f, r in rows.items() if r["q_sharpness"] is None}
