@@ -143,13 +143,13 @@ def bench_model(photos: list[Path], model: str, device: str, batch: int, workers
 
 
 def end_to_end_run(photos: list[Path], model: str, device: str, batch: int, workers: int, detector: str,
-                   weights: Path | None = None, preset: str | None = None) -> dict:
+                   weights: Path | None = None, preset: str | None = None, flip: bool | None = None) -> dict:
     """The real ingest, end to end, on a fresh gallery (the whole run, model loading included)."""
     with tempfile.TemporaryDirectory() as tmp, detector_env(detector):
         archive = Path(tmp) / "archive"
         link_archive(photos, archive)
         opts = IngestOptions(model=model, device=device, detect_batch_size=batch, workers=workers, weights=weights,
-                             preset=preset)
+                             preset=preset, flip=flip)
         summary = ingest(archive, Path(tmp) / "gallery", opts)
     return {
         "seconds": summary.seconds,
@@ -177,6 +177,26 @@ def compare_detectors(photos: list[Path], model: str, device: str, batch: int, w
         slowest = min(s["photos_per_s"] for s in per[d]["stages_alone"].values())
         per[d]["end_to_end"]["fraction_of_slowest_stage"] = per[d]["end_to_end"]["photos_per_s"] / slowest
     return {"model": model, "runs": runs, "detectors": per}
+
+
+def compare_flip(photos: list[Path], model: str, device: str, batch: int, workers: int, runs: int) -> dict:
+    """Whole ingests without and with flip averaging, interleaved (off on off on ...): what flipping costs."""
+    per: dict[str, list[dict]] = {"no flip": [], "flip": []}
+    for _ in range(runs):
+        for name, flip in (("no flip", False), ("flip", True)):
+            per[name].append(end_to_end_run(photos, model, device, batch, workers, detector_kind(None), flip=flip))
+            print(f"{name}: {per[name][-1]['photos_per_s']} photos/s, align+embed "
+                  f"{per[name][-1]['stage_seconds'].get('align_embed')} s", flush=True)
+    out: dict = {"model": model, "runs": runs}
+    for name, rows in per.items():
+        out[name] = {"photos_per_s": [r["photos_per_s"] for r in rows],
+                     "align_embed_seconds": [r["stage_seconds"].get("align_embed") for r in rows],
+                     "seconds": [r["seconds"] for r in rows]}
+    ratio = [f / n for f, n in zip(out["flip"]["align_embed_seconds"], out["no flip"]["align_embed_seconds"])]
+    out["align_embed_ratio_flip_over_no_flip"] = [round(r, 2) for r in ratio]
+    out["end_to_end_ratio_flip_over_no_flip"] = [round(n / f, 3) for f, n in zip(
+        out["flip"]["photos_per_s"], out["no flip"]["photos_per_s"])]
+    return out
 
 
 def dlib_native_throughput(decoded: list, detections: list, pipeline: FacePipeline, limit: int = 256) -> dict:
@@ -217,6 +237,8 @@ def main() -> None:
                         "the product's); two or more are compared in interleaved whole-ingest runs")
     parser.add_argument("--runs", type=int, default=1, help="whole-ingest runs per detector when comparing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flip-compare", action="store_true",
+                        help="whole ingests without and with flip averaging, interleaved --runs times each")
     parser.add_argument("--output", type=Path)
     parser.add_argument("--weights", type=Path, default=None, help="weights file of the (single) --model")
     parser.add_argument("--preset", default=None, help="with --model onnx: the model family's input convention")
@@ -228,6 +250,13 @@ def main() -> None:
     device = resolve_device(args.device).name
     workers = default_workers() if args.workers is None else args.workers
     photos = pick_photos(args.photos_root, args.photos, args.seed)
+    if args.flip_compare:
+        report = compare_flip(photos, (args.model or ["dlib-resnet"])[0], device, args.batch_size, workers, args.runs)
+        print(json.dumps(report, indent=2))
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(report, indent=2))
+        return
     detectors = [detector_kind(d) for d in (args.detector or [None])]
     if len(detectors) > 1:
         comparisons = [compare_detectors(photos, m, device, args.batch_size, workers, detectors, args.runs)

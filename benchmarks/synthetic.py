@@ -177,8 +177,9 @@ def write_synthetic_gallery(
     """Create (or extend) a gallery at `root` with `spec.n` synthetic faces; returns it open.
 
     Face ids continue after the gallery's highest id, so a second call with another seed appends.
-    The gallery's threshold is the generator's genuine/impostor boundary, stored like a calibrated
-    one, so that every reader resolves it the same way (search.threshold.resolve_threshold).
+    The gallery's 1:1 threshold (two faces are one person) is the generator's genuine/impostor boundary,
+    stored like a calibrated one, so that every reader resolves it the same way
+    (search.threshold.resolve_one_to_one: `gallery bench`'s mate threshold).
     """
     gallery = Gallery.open_or_create(root)
     try:
@@ -188,7 +189,9 @@ def write_synthetic_gallery(
         t0 = time.time()
         done = 0
         with gallery.writer_lock():
-            gallery.set_threshold(spec.threshold, "synthetic generator boundary (benchmarks/synthetic.py)")
+            source = "synthetic generator boundary (benchmarks/synthetic.py)"
+            gallery.set_threshold(spec.threshold, source,
+                                  extra={"one_to_one": {"value": spec.threshold, "source": source}})
             for identities, emb in gen.gallery_chunks(chunk):
                 # one call, one committed shard: the store's own write path, as ingestion uses it
                 append_embedded_faces(gallery, spec.stamp(), emb, identities=[identity_name(i) for i in identities],

@@ -1,30 +1,39 @@
-"""The one place that decides the match threshold in force, and says where it came from.
+"""The one place that decides the thresholds in force, and says where they came from.
 
-Order:
-1. an explicit value (`--threshold`);
-2. the gallery's calibrated threshold (`gallery calibrate`, run automatically by `refresh_threshold`
-   after an index build/update or an ingest that changed a labeled gallery enough: see below);
-3. a labeled gallery that is not calibrated (too few identities with two or more faces to calibrate,
-   or not calibrated yet): a *conservative default* for its number of identities, from impostor
-   scores measured for the model (`CONSERVATIVE`); a model without measurements names no one;
-4. an unlabeled gallery ("where else does this face appear?"): the model's verification default.
+Two questions, two thresholds:
+- **1:K identification** ("who is this?", `gallery search`): the decision rule of search.decision (combined
+  score of best face and template, minus a weight x the runner-up's) against a threshold on that
+  statistic. In order: an explicit value (`--threshold`, on the statistic); the gallery's calibration
+  (rule and threshold calibrated together, `gallery calibrate`, run automatically by `refresh_threshold`);
+  a labeled gallery that is not calibrated: the model's default rule with a *conservative default*
+  threshold for its number of identities (`CONSERVATIVE`, measured); a model without measurements names
+  no one.
+- **1:1 verification** ("are these two faces one person?", `gallery verify`, and `search --faces`, which
+  compares faces one by one): a threshold on the cosine of two faces: an explicit value; the gallery's
+  1:1 calibration (genuine and impostor pairs of its labeled faces, at a target false match rate); the
+  model's default (best accuracy on LFW pairs).
+
+A 1:K search compares a face with every identity, so its threshold must hold the false positive rate
+over K comparisons at once; a 1:1 threshold only has to hold it for one pair. Using one for the other
+either names strangers or refuses true matches.
 
 Automatic calibration rule (`needs_calibration`): a gallery with at least `MIN_CALIBRATION_IDENTITIES`
-identities that have two or more labeled faces is calibrated when it has no calibration yet, or when
-its labeled faces grew by `STALE_GROWTH` (x) since the last one.
+identities that have two or more labeled faces is calibrated when it has no calibration yet, when its
+calibration was made for an earlier decision rule, or when its labeled faces grew by `STALE_GROWTH`.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gallery.errors import GalleryError, NoIndexError
 from gallery.faces.models import ModelSpec, get_model_spec
 from gallery.store import Gallery
+from search.decision import DecisionRule
 
 if TYPE_CHECKING:
     from search.calibrate import CalibrationReport
@@ -32,22 +41,49 @@ if TYPE_CHECKING:
 MIN_CALIBRATION_IDENTITIES = 10  # identities with a mate: fewer gives too few mated searches to trust
 STALE_GROWTH = 1.25  # labeled faces x1.25 since the last calibration: calibrate again
 TARGET_FPIR = 0.01
+TARGET_FMR = 0.001  # 1:1 verification: false match rate of the calibrated 1:1 threshold
+RULE_VERSION = 2  # calibrations from before the decision rule (a best-face threshold) are recalibrated
 
-# Per model: (identities enrolled, threshold) at which a never-enrolled face is named with probability
-# <= 1%, from the distribution of a face's best score against one other identity, measured on the
-# LFW A–J gallery by `python benchmarks/open_set.py` (see that script: t(K) = the 0.99**(1/K) quantile).
+# Per model: the decision rule an uncalibrated gallery uses, and (identities enrolled, threshold on its
+# statistic) at which a never-enrolled face is named with probability <= 1%, measured on LFW A–J by
+# `python benchmarks/open_set.py GALLERY --defaults` (random K-identity galleries, every other person's faces
+# as strangers, through search.decision; the 99th percentile of the strangers' statistic, pooled over draws).
 # Between the points the threshold is interpolated in log K; past the last point the last one holds.
-# Measured FPIR of these thresholds on random K-identity galleries (every other person's faces as
-# strangers): 0.85-1.27% for K = 1..1000 (benchmarks/open_set.py, LFW A–J, seed 0).
+DEFAULT_RULES: dict[str, DecisionRule] = {
+    "dlib-resnet": DecisionRule(template_share=0.5, weight=0.4, runner_up_prior=0.85),
+}
 CONSERVATIVE: dict[str, list[tuple[int, float]]] = {
-    "dlib-resnet": [(1, 0.9104), (3, 0.9195), (10, 0.9279), (30, 0.9347), (100, 0.9415), (300, 0.9471),
-                    (1000, 0.9522)],
+    "dlib-resnet": [(1, 0.5347), (3, 0.5330), (10, 0.5330), (30, 0.5330), (100, 0.5330), (300, 0.5330),
+                    (1000, 0.5330)],
 }
 
-NO_ONE = 1.0 + 1e-6  # above any cosine similarity: the answer is always "unknown"
+NO_ONE = 1.0 + 1e-6  # above any cosine similarity (and any statistic): the answer is always "unknown"
 # A calibration measures FPIR from its non-mated searches; below 10 / FPIR of them (1,000 at 1%) it
 # cannot resolve the target, and its threshold is not allowed below the conservative default.
 MIN_NONMATED_PER_FPIR = 10
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a 1:K search decides with: the rule, the threshold on its statistic, and where they came from."""
+
+    rule: DecisionRule
+    threshold: float | None
+    source: str
+
+
+def default_rule(spec: ModelSpec) -> DecisionRule:
+    """The model's measured rule for uncalibrated galleries; without measurements, the proposal's shape
+    (half template, half the runner-up) with no prior (such a model names no one until calibrated)."""
+    return DEFAULT_RULES.get(spec.name, DecisionRule(0.5, 0.5, 0.0))
+
+
+def calibration_record(gallery: Gallery) -> dict | None:
+    """The gallery's calibration for the current decision rule, or None (none, or an older rule's)."""
+    record = gallery.calibrated_threshold()
+    if not record or record.get("rule_version") != RULE_VERSION or "rule" not in record:
+        return None
+    return record
 
 
 def conservative_threshold(spec: ModelSpec, identities: int) -> tuple[float, str]:
@@ -73,17 +109,64 @@ def conservative_threshold(spec: ModelSpec, identities: int) -> tuple[float, str
     )
 
 
+def resolve_decision(
+    gallery: Gallery | None, threshold: float | None = None, weight: float | None = None,
+    spec: ModelSpec | None = None,
+) -> Decision:
+    """The 1:K rule and threshold for searches of this gallery (see the module doc); `threshold` and
+    `weight` override the calibrated or default ones."""
+    rule, value, source = None, None, ""
+    if gallery is not None:
+        stamp = gallery.model_stamp
+        if stamp is None:
+            return Decision(DecisionRule(), None, "none: the gallery has no model yet")
+        try:
+            spec = get_model_spec(stamp["name"])
+        except GalleryError:
+            spec = None
+            source = f"none known for model '{stamp['name']}' (pass --threshold)"
+        record = calibration_record(gallery)
+        if record is not None:
+            rule = DecisionRule.from_dict(record["rule"])
+            value, source = float(record["value"]), f"calibrated ({record.get('source', 'gallery calibrate')})"
+        elif spec is not None:
+            rule = default_rule(spec)
+            value, source = conservative_threshold(spec, max(1, gallery.labeled_counts().identities))
+    elif spec is not None:
+        rule = default_rule(spec)
+    if rule is None:
+        rule = DecisionRule()
+    if weight is not None:
+        rule = replace(rule, weight=float(weight))
+        source = f"{source}; weight {weight:g} from --weight" if source else f"weight {weight:g} from --weight"
+    if threshold is not None:
+        return Decision(rule, float(threshold), "--threshold")
+    if value is None and not source:
+        source = "none: no gallery and no model"
+    return Decision(rule, value, source)
+
+
 def resolve_threshold(
     gallery: Gallery | None, override: float | None = None, spec: ModelSpec | None = None
 ) -> tuple[float | None, str]:
-    """(threshold, source) for searches of this gallery; without a gallery (1:1 verification of two
-    photos), the given model's default."""
+    """(threshold, source) of 1:K searches of this gallery (on the decision statistic); without a gallery,
+    the model's 1:1 default (see resolve_one_to_one)."""
+    if gallery is None:
+        return resolve_one_to_one(None, override, spec)
+    decision = resolve_decision(gallery, override)
+    return decision.threshold, decision.source
+
+
+def resolve_one_to_one(
+    gallery: Gallery | None, override: float | None = None, spec: ModelSpec | None = None
+) -> tuple[float | None, str]:
+    """(threshold on the cosine of two faces, source) for 1:1 questions: verify, and search --faces."""
     if override is not None:
-        return float(override), "--threshold"
+        return float(override), "--threshold (1:1)"
     if gallery is not None:
-        calibrated = gallery.calibrated_threshold()
-        if calibrated is not None:
-            return float(calibrated["value"]), f"calibrated ({calibrated.get('source', 'gallery calibrate')})"
+        one = (gallery.calibrated_threshold() or {}).get("one_to_one")  # independent of the 1:K rule's version
+        if one and one.get("value") is not None:
+            return float(one["value"]), f"calibrated 1:1 ({one.get('source', 'gallery calibrate')})"
         stamp = gallery.model_stamp
         if stamp is None:
             return None, "none: the gallery has no model yet"
@@ -91,12 +174,9 @@ def resolve_threshold(
             spec = get_model_spec(stamp["name"])
         except GalleryError:
             return None, f"none known for model '{stamp['name']}' (pass --threshold)"
-        identities = gallery.labeled_counts().identities
-        if identities:
-            return conservative_threshold(spec, identities)
     if spec is None:
         return None, "none: no gallery and no model"
-    return spec.default_threshold, f"model default ({spec.threshold_source})"
+    return spec.default_threshold, f"model default 1:1 ({spec.threshold_source})"
 
 
 @dataclass
@@ -108,16 +188,19 @@ class CalibrationStatus:
     mated_identities: int
     stale: bool  # grew past STALE_GROWTH since the calibration
     can_calibrate: bool  # enough identities with a mate
+    outdated: bool = False  # calibrated for an earlier decision rule (a best-face threshold): not used
 
 
 def calibration_status(gallery: Gallery) -> CalibrationStatus:
-    record = gallery.calibrated_threshold() or {}
+    raw = gallery.calibrated_threshold() or {}
+    record = calibration_record(gallery) or {}
     report = record.get("report") or {}
     counts = gallery.labeled_counts()
     at = report.get("labeled_faces")
     stale = bool(record) and at is not None and counts.faces >= STALE_GROWTH * max(1, at)
     return CalibrationStatus(record.get("calibrated_at"), report.get("identities"), at, counts.faces,
-                             counts.mated_identities, stale, counts.mated_identities >= MIN_CALIBRATION_IDENTITIES)
+                             counts.mated_identities, stale, counts.mated_identities >= MIN_CALIBRATION_IDENTITIES,
+                             outdated=bool(raw) and not record)
 
 
 def needs_calibration(status: CalibrationStatus) -> bool:
@@ -128,8 +211,14 @@ def needs_calibration(status: CalibrationStatus) -> bool:
 def refresh_threshold(gallery_dir: Path | str) -> CalibrationReport | None:
     """Calibrate automatically when the gallery needs it (the rule above) and has an index to search;
     the report, or None when nothing was done. The CLI runs this after ingest, sync and index
-    build/update. Deciding costs one SQLite query; only a calibration loads the search machinery."""
+    build/update. Deciding costs one SQLite query; only a calibration loads the search machinery.
+    Faces never measured for quality (a gallery from before quality measures) are measured first from
+    their stored landmarks, so that the calibration leaves out those below the gate."""
     with Gallery.open(gallery_dir) as gallery:
+        if gallery.unmeasured_face_count():
+            from gallery.ingest.quality import measure_gallery
+
+            measure_gallery(gallery)
         if not needs_calibration(calibration_status(gallery)):
             return None
     from search.calibrate import calibrate

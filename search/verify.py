@@ -1,4 +1,9 @@
-"""1:1 verification: are the main faces of two photos the same person?"""
+"""1:1 verification: are the main faces of two photos the same person?
+
+A 1:1 question gets the 1:1 threshold (search.threshold.resolve_one_to_one): the gallery's, calibrated on
+its genuine and impostor pairs at a target false match rate, or the model's default. It is lower than a
+1:K search's threshold, which must keep the false positive rate over every enrolled identity at once.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from gallery.errors import GalleryError, VerifyError
 from gallery.faces.models import model_for_gallery
 from gallery.faces.pipeline import FacePipeline
 from gallery.store import Gallery
-from search.threshold import resolve_threshold
+from search.threshold import resolve_one_to_one
 
 
 @dataclass
@@ -26,6 +31,9 @@ class VerifyResult:
     model: str
     box_a: list[float]
     box_b: list[float]
+    question: str = "1:1"  # the threshold is a 1:1 (two faces) threshold, not the 1:K search one
+    quality_a: dict | None = None
+    quality_b: dict | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,19 +60,21 @@ def verify(
             if stamp is None:
                 raise GalleryError(f"Gallery '{gallery_dir}' has no model yet; leave out --gallery.")
             spec = model_for_gallery(stamp, model, preset)
-            value, source = resolve_threshold(gallery, threshold)
+            value, source = resolve_one_to_one(gallery, threshold)
     else:
         spec = model_for_gallery(None, model, preset)
-        value, source = resolve_threshold(None, threshold, spec)
+        value, source = resolve_one_to_one(None, threshold, spec)
     if value is None:
         raise GalleryError(f"No threshold to decide with: {source}. Pass --threshold.")
     pipeline = FacePipeline(spec, device, weights)
-    faces = []
+    faces, quality = [], []
     for photo in (photo_a, photo_b):
         found = pipeline.faces_of(photo, largest_only=True)
         if not found.ok:
             raise VerifyError(f"{photo}: {found.error} ({found.detail})")
         faces.append(found.faces[0])
+        quality.append(found.quality(spec)[0].as_dict())
     score = float(np.dot(faces[0].embedding, faces[1].embedding))
-    return VerifyResult(str(photo_a), str(photo_b), round(score, 4), float(value), source,
-                        score >= float(value), spec.name, faces[0].box, faces[1].box)
+    return VerifyResult(str(photo_a), str(photo_b), score, float(value), source,
+                        score >= float(value), spec.name, faces[0].box, faces[1].box,
+                        quality_a=quality[0], quality_b=quality[1])

@@ -18,6 +18,7 @@ from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
 from indexer import build_index
 from search import Searcher
+from search.decision import BEST_FACE
 from tests.helpers.galleries import stamp, unit_vectors
 
 DIM = 16
@@ -54,7 +55,7 @@ def cli(*args: str) -> dict | list:
 def test_open_searcher_sees_rename_merge_relabel_delete(gallery) -> None:
     root, x, centres = gallery
     g = str(root)
-    with Searcher(root, k=2, threshold=0.5) as searcher:
+    with Searcher(root, k=2, threshold=0.5, rule=BEST_FACE) as searcher:
         assert searcher.search_embeddings(centres[:1])[0].identity == "ann"
         cli("identities", "rename", "ann", "Ann Lee", "--gallery", g)
         assert searcher.search_embeddings(centres[:1])[0].identity == "Ann Lee"

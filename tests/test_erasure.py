@@ -16,11 +16,14 @@ from gallery.cli import app
 from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
 from gallery.store.erase import ErasureSelection
+from gallery.store.templates import normalised
 from indexer import build_index, index_info
 from indexer.erasure import compact, erase
 from search import Searcher
+from search.decision import BEST_FACE
 from tests.conftest import copy_lfw_people, lfw_photo, requires_lfw
 from tests.helpers.galleries import stamp, unit_vectors
+from tests.test_templates import assert_templates_follow
 
 DIM = 32
 runner = CliRunner()
@@ -53,21 +56,31 @@ def test_erase_identity_leaves_no_byte_behind(tmp_path: Path, factory: str | Non
             victim_paths = [f.photo for f in g.identity_faces(victim)]
         probe = x[np.asarray(victim_ids) - 1][:1]
         other = x[5:6]
-        with Searcher(tmp_path / "g", k=3, threshold=0.5) as searcher:
+        with Searcher(tmp_path / "g", k=3, threshold=0.5, rule=BEST_FACE) as searcher:
             assert searcher.search_embeddings(probe)[0].identity == victim
             before_other = searcher.search_embeddings(other)[0]
 
         needles = [victim.encode(), *(p.encode() for p in victim_paths)]
         needles += [x[i - 1].astype(np.float32).tobytes() for i in victim_ids]
+        # the victim's template: the stored float64 sum and the renormalised float32 template
+        with Gallery.open(tmp_path / "g") as g:
+            [(count, total)] = g.identity_templates(
+                {i for i in g.face_identity_ids(victim_ids).values() if i is not None}).values()
+        assert count == len(victim_ids)
+        template_needles = [total.tobytes(), normalised(total).tobytes()]
         before = files_holding(tmp_path / "g", needles)
         assert any("gallery.db" in h for h in before) and any("index/" in h for h in before)  # the scan can see
+        assert files_holding(tmp_path / "g", template_needles[:1])  # the template's bytes are there to find
+        needles += template_needles
 
         report = erase(tmp_path / "g", ErasureSelection(identity=victim), "identities erase")
         assert report.faces == len(victim_ids) and report.identities == 1 and report.shards_rewritten == 2
         assert report.index == "patched"
 
         assert files_holding(tmp_path / "g", needles) == []
-        with Searcher(tmp_path / "g", k=3, threshold=0.5) as searcher:
+        with Gallery.open(tmp_path / "g") as g:
+            assert_templates_follow(g)  # everyone else's template is intact
+        with Searcher(tmp_path / "g", k=3, threshold=0.5, rule=BEST_FACE) as searcher:
             found = searcher.search_embeddings(probe, faces_mode=True, k=50)[0]
             assert not {c.face_id for c in found.candidates} & set(victim_ids)
             assert all(c.identity != victim for c in searcher.search_embeddings(probe)[0].candidates)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from search.evaluation import LeaveOneOut, fpir_fnir, threshold_at_fpir
+from search.evaluation import RuleScores, fpir_fnir, threshold_at_fpir
 from search.identify import Neighbour, decide, parse_aggregation, rank_identities
 
 
@@ -46,8 +46,8 @@ def test_threshold_at_fpir_and_rates() -> None:
     assert 0.9 < t <= 0.900001
     t0 = threshold_at_fpir(impostor, 0.0)
     assert t0 > 0.95
-    loo = LeaveOneOut(probes=10, identities=3, mated=4, genuine=np.array([0.99, 0.97, 0.5, 0.92]),
-                      impostor=impostor, top_if_correct=np.array([0.99, 0.97, -math.inf, 0.92]),
-                      rank_hits={1: 3})
-    fpir, fnir = fpir_fnir(loo, t)
-    assert fpir == pytest.approx(0.1) and fnir == pytest.approx(0.25) and loo.rank(1) == 0.75
+    scores = RuleScores(genuine=np.array([0.99, 0.97, 0.5, 0.92]), impostor=impostor,
+                        top_if_correct=np.array([0.99, 0.97, -math.inf, 0.92]), rank_hits={1: 3},
+                        runner_up_combined=np.full(10, np.nan))
+    fpir, fnir = fpir_fnir(scores, t)
+    assert fpir == pytest.approx(0.1) and fnir == pytest.approx(0.25) and scores.rank(1) == 0.75

@@ -31,6 +31,7 @@ from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
 from gallery.store.shards import file_sha256
 from indexer import build_index
+from search.decision import BEST_FACE
 from tests.conftest import REPO, copy_lfw_people, lfw_photo, requires_lfw
 from tests.helpers.galleries import stamp, unit_vectors
 
@@ -299,6 +300,6 @@ def test_ids_are_never_reused_after_repair_or_erasure(tmp_path: Path) -> None:
             assert int(again[0]) == int(new.max()) + 1  # the erased id is not given out again
         from search import Searcher
 
-        with Searcher(tmp_path / "g", k=1, threshold=0.5) as searcher:
+        with Searcher(tmp_path / "g", k=1, threshold=0.5, rule=BEST_FACE) as searcher:
             assert searcher.search_embeddings(x[6:7])[0].identity == "b"
             assert searcher.search_embeddings(x[:1])[0].identity == "c"  # in the un-indexed tail

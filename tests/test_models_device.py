@@ -43,6 +43,18 @@ def test_model_for_gallery_defaults_and_mismatch() -> None:
         model_for_gallery({**stamp, "preprocessing": "old"})
 
 
+def test_a_gallery_keeps_the_flip_setting_it_was_built_with() -> None:
+    from dataclasses import replace
+
+    from gallery.faces.models.registry import FLIP_DEFAULT
+
+    assert model_for_gallery(None).flip is FLIP_DEFAULT  # a new gallery: the measured default
+    plain = get_model_spec("dlib-resnet").stamp()
+    assert "flip" not in plain and model_for_gallery(plain).flip is False  # galleries from before flip
+    flipped = replace(get_model_spec("dlib-resnet"), flip=True).stamp()
+    assert flipped == {**plain, "flip": True} and model_for_gallery(flipped).flip is True
+
+
 def test_device_decision() -> None:
     import torch
 

@@ -130,6 +130,15 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
         con.execute("DROP TABLE erasure_log")
         for table in ("face_clusters", "cluster_rejections", "clusters", "api_keys"):  # new in version 4
             con.execute(f"DROP TABLE {table}")
+        for trigger in ("faces_mark_templates_update", "faces_mark_templates_delete", "identities_drop_template",
+                        "identity_templates_seq_insert", "identity_templates_seq_update",
+                        "identity_templates_seq_delete"):
+            con.execute(f"DROP TRIGGER {trigger}")  # new in version 5, with the columns and tables below
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
+        for table in ("identity_templates", "template_dirty"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("DELETE FROM meta WHERE key IN ('templates', 'templates_seq')")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:

@@ -12,6 +12,7 @@ from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
 from indexer import build_index, update_index
 from search import Searcher
+from search.decision import BEST_FACE
 from search.tail import index_advice, merge_topk
 from tests.helpers.galleries import stamp, unit_vectors
 
@@ -41,7 +42,7 @@ def test_a_newcomer_is_found_before_the_index_knows_them(tmp_path: Path, test_mo
         build_index(g)
         assert index_advice(g) is None
     newcomer = unit_vectors(3, DIM, seed=99)
-    with Searcher(tmp_path / "g", k=3, threshold=0.5) as searcher:  # opened before the ingest
+    with Searcher(tmp_path / "g", k=3, threshold=0.5, rule=BEST_FACE) as searcher:  # opened before the ingest
         before = searcher.search_embeddings(newcomer[:1])[0]
         assert before.candidates[0].identity != "newcomer"
         with Gallery.open(tmp_path / "g") as writer:
@@ -54,6 +55,6 @@ def test_a_newcomer_is_found_before_the_index_knows_them(tmp_path: Path, test_mo
         again = searcher.search_embeddings(newcomer[:1], faces_mode=True, k=5)[0]
         assert int(new_ids[0]) not in {c.face_id for c in again.candidates}
     update_index(tmp_path / "g")
-    with Searcher(tmp_path / "g", k=3, threshold=0.5) as searcher:
+    with Searcher(tmp_path / "g", k=3, threshold=0.5, rule=BEST_FACE) as searcher:
         assert searcher.tail.size == 0
         assert searcher.search_embeddings(newcomer[1:2])[0].identity == "newcomer"

@@ -20,6 +20,7 @@ from search.threshold import (
     calibration_status,
     conservative_threshold,
     needs_calibration,
+    resolve_one_to_one,
     resolve_threshold,
 )
 from tests.helpers.galleries import stamp, unit_vectors
@@ -66,7 +67,7 @@ def test_policy_order_and_automatic_calibration(tmp_path: Path) -> None:
     with registered(spec):
         with Gallery.open_or_create(tmp_path / "g") as gal:
             append_embedded_faces(gal, stamp(DIM), unit_vectors(5, DIM, seed=0))  # unlabeled only
-            assert resolve_threshold(gal)[1].startswith("model default")
+            assert resolve_one_to_one(gal)[1].startswith("model default")  # face-to-face searches: 1:1
             x, names = faces(range(12), 3)
             append_embedded_faces(gal, stamp(DIM), x, identities=names)
             value, source = resolve_threshold(gal)  # labeled, uncalibrated, a model without measurements

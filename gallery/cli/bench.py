@@ -165,8 +165,8 @@ def register(app: GalleryTyper) -> None:
             out.print(
                 f"identification ({ident['mated_searches']} mated / {ident['nonmated_searches']} searches, "
                 f"leave-one-out): rank-1 {_fmt(ident['rank1'])}, rank-5 {_fmt(ident['rank5'])}, "
-                f"FNIR {_fmt(ident['fnir_at_fpir'])} at FPIR {ident['fpir']:.2%} "
-                f"(threshold {ident['threshold_at_fpir']:.3f})"
+                + ", ".join(f"FNIR {_fmt(v)} at FPIR {k}" for k, v in (ident.get("fnir_at") or {}).items())
+                + f" (runner-up weight {ident['weight']:g})"
             )
         for note in report.notes:
             err.print(f"[yellow]note:[/] {note}")

@@ -155,6 +155,10 @@ def register(app: GalleryTyper) -> None:
         include_labeled: Annotated[bool | None, typer.Option(
             "--include-labeled/--unlabeled-only", help="Also cluster faces that already have a name.",
             show_default=False)] = None,
+        include_low_quality: Annotated[bool | None, typer.Option(
+            "--include-low-quality/--good-quality-only",
+            help="Also cluster faces below the quality gate (blurred, cut off, tiny: left out by default).",
+            show_default=False)] = None,
         threshold: Similarity = None,
         floor: Annotated[float | None, typer.Option(
             help="Mean cosine two large clusters need to merge (default: keeps the model's gap below "
@@ -174,7 +178,8 @@ def register(app: GalleryTyper) -> None:
             if not quiet and not as_json:
                 note(f"{event.stage}: {event.total:,} {event.message}")  # type: ignore[attr-defined]
 
-        result = cluster_gallery(gallery, rebuild=rebuild, include_labeled=include_labeled, threshold=threshold,
+        result = cluster_gallery(gallery, rebuild=rebuild, include_labeled=include_labeled,
+                                 include_low_quality=include_low_quality, threshold=threshold,
                                  floor=floor, k=k, method=method, progress=progress)
         if as_json:
             _print_json(result.as_dict())

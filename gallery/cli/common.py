@@ -185,8 +185,9 @@ def auto_calibrate(gallery: Path, quiet: bool = False) -> dict | None:
     if report is None:
         return None
     if not quiet:
-        note(f"calibrated the match threshold automatically: {report.threshold:.4f} (FPIR {report.fpir:.2%}, "
-             f"FNIR {report.fnir:.2%}, {report.identities} identities); see `gallery info`")
+        note(f"calibrated the match threshold automatically: {report.threshold:.4f} with runner-up weight "
+             f"{report.rule['weight']:g} (FPIR {report.fpir:.2%}, FNIR {report.fnir:.2%}, {report.identities} "
+             "identities); see `gallery info`")
     return report.as_dict()
 
 

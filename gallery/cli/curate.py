@@ -26,7 +26,8 @@ from gallery.cli.common import (
 )
 
 identities_app = GalleryTyper(help="List, show, rename, merge and delete the people of a gallery.")
-faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists).",
+faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (ids as `identities show` lists); "
+                         "their quality.",
                          no_args_is_help=True)
 labels_app = GalleryTyper(help="Bulk labels from and to CSV (path or face id, identity).", no_args_is_help=True)
 photos_app = GalleryTyper(help="Remove or erase single photos (paths as ingested).", no_args_is_help=True)
@@ -76,7 +77,7 @@ def identities_list(
 def identities_show(
     name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False
 ) -> None:
-    """The faces of one person: face id, photo, box, detection score."""
+    """The faces of one person: face id, photo, box, detection score, quality."""
     from dataclasses import asdict
 
     from gallery.store import Gallery
@@ -86,10 +87,61 @@ def identities_show(
     if as_json:
         print(json.dumps({"identity": name, "faces": [asdict(f) for f in faces]}))
         return
-    table = Table("face", Column("photo", overflow="fold"), "box", "score", "main",
-                  title=f"{safe(name)}: {len(faces)} faces")
+    low = sum(1 for f in faces if f.quality and not f.quality["ok"])
+    table = Table("face", Column("photo", overflow="fold"), "box", "score", "main", Column("quality", overflow="fold"),
+                  title=f"{safe(name)}: {len(faces)} faces" + (f" ({low} below the quality gate: not in the "
+                                                               "template)" if low else ""))
     for f in faces:
-        table.add_row(str(f.face_id), safe(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "")
+        table.add_row(str(f.face_id), safe(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "",
+                      _quality_text(f.quality))
+    out.print(table)
+
+
+def _quality_text(q: dict | None) -> str:
+    if q is None:
+        return "not measured"
+    if q["ok"]:
+        return "ok" + ("" if q.get("sharpness") is not None else " (sharpness not measured)")
+    return f"[yellow]{safe(q['issue'])}[/]"
+
+
+@faces_app.command("quality")
+def faces_quality(
+    gallery: GalleryOpt,
+    from_photos: Annotated[bool, typer.Option(
+        "--from-photos", help="Read the photos again to measure sharpness (galleries from before quality).",
+        metavar="")] = False,
+    again: Annotated[bool, typer.Option(
+        "--again", help="Measure every face again (with --from-photos, its sharpness too).", metavar="")] = False,
+    limit: Annotated[int, typer.Option(help="List at most this many faces below the gate (0 = all).", min=0)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure faces never measured, judge every face by the quality gate, and list those below it.
+    Faces below the gate stay in the gallery but never enrol into their identity's template, are left
+    out of calibration and clustering, and as queries are answered "too poor to identify"."""
+    from gallery.ingest.quality import measure_gallery
+    from gallery.store import Gallery
+
+    with Gallery.open(gallery) as g, g.writer_lock():
+        report = measure_gallery(g, from_photos=from_photos, again=again)
+        low = g.face_details(low_quality_only=True)
+    if as_json:
+        from dataclasses import asdict
+
+        print(json.dumps({**report.as_dict(), "faces_below_gate": [asdict(f) for f in low[:limit or None]]}))
+        return
+    out.print(f"{report.faces} faces: {report.below_gate} below the quality gate ({report.changed} changed verdict), "
+              f"{report.measured} measured now" + (f", sharpness from {report.sharpness_measured} photos"
+                                                   if from_photos else ""))
+    if report.without_sharpness:
+        out.print(f"{report.without_sharpness} faces have no sharpness measure (ingested before it existed"
+                  + (f"; {report.photos_missing} photos could not be read" if report.photos_missing else "")
+                  + f"): gallery faces quality --from-photos --gallery {safe(str(gallery))}")
+    table = Table("face", "identity", Column("photo", overflow="fold"), Column("why", overflow="fold"),
+                  title=f"faces below the quality gate ({len(low)})")
+    for f in low[:limit or None]:
+        table.add_row(str(f.face_id), safe(f.identity or ""), safe(f.photo), safe(f.quality["issue"] if f.quality
+                                                                                   else ""))
     out.print(table)
 
 

@@ -19,17 +19,23 @@ def register(app: GalleryTyper) -> None:
     def info(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
         """Summarise a gallery: model, photos, faces, identities, failures, shards, disk size, threshold."""
         from gallery.store import Gallery
-        from search.threshold import calibration_status, resolve_threshold
+        from search.threshold import calibration_record, calibration_status, resolve_decision, resolve_one_to_one
 
         with Gallery.open(gallery) as g:
             summary = g.info()
-            threshold, source = resolve_threshold(g)
+            decision = resolve_decision(g)
+            threshold, source = decision.threshold, decision.source
+            one, one_source = resolve_one_to_one(g)
             calibration = calibration_status(g)
+            report = (calibration_record(g) or {}).get("report") or {}
             problems = g.quick_problems()
+        identification = {"rule": decision.rule.as_dict(), "weight": decision.rule.weight,
+                          "fnir_at": report.get("fnir_at"), "rank1": report.get("rank1")}
         if as_json:
             data = summary.as_dict()
             data.update(model=summary.model["name"] if summary.model else None, model_stamp=summary.model,
-                        threshold=threshold, threshold_source=source, calibration=asdict(calibration),
+                        threshold=threshold, threshold_source=source, one_to_one_threshold=one,
+                        one_to_one_source=one_source, identification=identification, calibration=asdict(calibration),
                         problems=problems)
             print(json.dumps(data))
             return
@@ -43,8 +49,22 @@ def register(app: GalleryTyper) -> None:
         table.add_row("duplicate files", str(summary.duplicates))
         table.add_row("shards", str(summary.shards))
         table.add_row("disk size", human_bytes(summary.disk_bytes))
+        if summary.low_quality_faces:
+            table.add_row("quality", f"{summary.low_quality_faces} faces below the quality gate (stored, not enrolled)"
+                          + (f"; {summary.unmeasured_faces} not measured" if summary.unmeasured_faces else ""))
         if threshold is not None:
-            table.add_row("match threshold", f"{threshold:.3f} — {safe(source)}")
+            table.add_row("1:K threshold (search)", f"{threshold:.4f} on {safe(decision.rule.describe())} — "
+                          f"{safe(source)}")
+        if one is not None:
+            table.add_row("1:1 threshold (verify)", f"{one:.4f} on the cosine of two faces — {safe(one_source)}")
+        if report.get("fnir_at"):
+            table.add_row("identification", ", ".join(f"FNIR {'-' if v is None else f'{v:.1%}'} at FPIR {k}"
+                                                       for k, v in report["fnir_at"].items())
+                          + f", rank-1 {report.get('rank1', float('nan')):.1%}, runner-up weight "
+                          f"{decision.rule.weight:g} (leave-one-out at calibration)")
+        if calibration.outdated:
+            table.add_row("calibrated", "[yellow]for an earlier decision rule: recalibrated at the next index build, "
+                          f"ingest or sync, or now with gallery calibrate --gallery {safe(str(gallery))}[/]")
         if calibration.calibrated_at is not None:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(calibration.calibrated_at))
             stale = (f" [yellow]stale: labeled faces grew from {calibration.labeled_faces_at_calibration} to "

@@ -58,6 +58,12 @@ def register(app: GalleryTyper) -> None:
         shard_size: Annotated[int, typer.Option(help="Faces per Parquet shard.", min=1)] = 50_000,
         commit_interval: Annotated[float, typer.Option(help="Seconds between commits.", min=0)] = 60.0,
         max_file_size: MaxFileSizeOpt = 256,
+        flip: Annotated[
+            bool | None,
+            typer.Option("--flip/--no-flip", help="Flip averaging: each face's embedding is the mean of its chip's "
+                         "and its mirror image's (a new gallery only; an existing gallery keeps its own).",
+                         show_default=False),
+        ] = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", metavar="")] = False,
         engine: Annotated[
             str,
@@ -87,7 +93,7 @@ def register(app: GalleryTyper) -> None:
             detect_batch_size=detect_batch_size,
             embed_batch_size=embed_batch_size, workers=workers, min_face_size=min_face_size,
             det_threshold=det_threshold, max_side=max_side, shard_size=shard_size, commit_interval=commit_interval,
-            max_file_size=max_file_size * 2**20,
+            max_file_size=max_file_size * 2**20, flip=flip,
         )
         if model is not None and get_model_spec(model).warning:
             warn(get_model_spec(model).warning or "")

@@ -32,6 +32,7 @@ from gallery.cli.common import (
     safe,
     warn,
 )
+from search.decision import decimals_apart, verdict_text
 
 CSV_FIELDS = [
     "query",
@@ -45,8 +46,13 @@ CSV_FIELDS = [
     "identity",
     "unknown",
     "score",
+    "statistic",
+    "margin",
+    "runner_up",
     "threshold",
     "threshold_source",
+    "question",
+    "too_poor",
     "mode",
     "candidates",
     "warnings",
@@ -74,6 +80,11 @@ def _csv_row(record: dict) -> dict:
         "identity": record.get("identity"),
         "unknown": record.get("unknown"),
         "score": record.get("score"),
+        "statistic": record.get("statistic"),
+        "margin": record.get("margin"),
+        "runner_up": (record.get("runner_up") or {}).get("identity"),
+        "question": record.get("question"),
+        "too_poor": record.get("too_poor"),
         "candidates": ";".join(
             f"{c['identity'] if c['identity'] is not None else 'face:' + str(c['face_id'])}={c['score']}"
             for c in record.get("candidates", [])
@@ -100,6 +111,8 @@ def register(app: GalleryTyper) -> None:
             bool, typer.Option("--faces", help="Nearest gallery faces instead of identities.", metavar="")
         ] = False,
         aggregation: Annotated[str, typer.Option(help="Identity score: 'max' or 'mean:M'.")] = "max",
+        weight: Annotated[float | None, typer.Option(
+            help="Runner-up weight of the decision statistic (default: the gallery's calibrated one).", min=0)] = None,
         device: DeviceOpt = "auto",
         weights: WeightsOpt = None,
         output: Annotated[Path | None, typer.Option(help="Write results to FILE.jsonl or FILE.csv.")] = None,
@@ -113,7 +126,8 @@ def register(app: GalleryTyper) -> None:
         from search.searcher import Searcher
 
         searcher = Searcher(
-            gallery, k=k, nprobe=nprobe, threshold=threshold, aggregation=aggregation, device=device, weights=weights
+            gallery, k=k, nprobe=nprobe, threshold=threshold, aggregation=aggregation, device=device, weights=weights,
+            weight=weight,
         )
         try:
             photos = expand_photo_args(queries)
@@ -167,27 +181,8 @@ def register(app: GalleryTyper) -> None:
                 print(json.dumps(r))
         elif output is None:
             for r in records:
-                if r.get("error"):
-                    continue
-                face = r["face"]
-                verdict = f"[bold green]{safe(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
-                table = Table(
-                    "rank",
-                    "identity" if not faces else "face",
-                    "score",
-                    "faces",
-                    Column("photo", overflow="fold"),
-                    title=f"{safe(r['query'])} · face {face['index']} {face['box']} → {verdict}"
-                    f" (threshold {r['threshold']:.3f})",
-                )
-                for rank, c in enumerate(r["candidates"], 1):
-                    mark = "" if c["above_threshold"] else " [dim](below threshold)[/]"
-                    label = safe(c["identity"]) if c["identity"] is not None else f"face {c['face_id']}"
-                    table.add_row(
-                        str(rank), f"{label}{mark}", f"{c['score']:.3f}", str(c["faces_in_neighbours"]),
-                        safe(c["photo"]),
-                    )
-                out.print(table)
+                if not r.get("error"):
+                    out.print(_answer_table(r, faces))
         if failed:
             raise typer.Exit(1)
 
@@ -204,28 +199,44 @@ def register(app: GalleryTyper) -> None:
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Report without storing the threshold.", metavar="")
         ] = False,
+        weight: Annotated[float | None, typer.Option(
+            help="Fix the runner-up weight instead of choosing it with the threshold.", min=0)] = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Choose the match threshold for a target FPIR on the gallery's own labeled faces, and store it."""
+        """Choose the decision rule's runner-up weight and threshold together for a target FPIR, and the 1:1
+        threshold, on the gallery's own labeled faces, and store them."""
         from search.calibrate import calibrate as run_calibrate
         from search.searcher import Searcher
 
         with Searcher(gallery, nprobe=nprobe) as searcher:
-            report = run_calibrate(searcher, target_fpir, max_probes, seed, apply=not dry_run)
+            report = run_calibrate(searcher, target_fpir, max_probes, seed, apply=not dry_run, weight=weight)
         if as_json:
             print(json.dumps(report.as_dict()))
             return
         table = Table(show_header=False, title=f"Calibration of {gallery}")
-        table.add_row("threshold", f"{report.threshold:.4f}" + ("" if report.applied else " (dry run: not stored)"))
+        rule = report.rule
+        table.add_row("1:K threshold", f"{report.threshold:.4f} on the statistic "
+                      f"({1 - rule['template_share']:g} x best face + {rule['template_share']:g} x template "
+                      f"- {rule['weight']:g} x runner-up)" + ("" if report.applied else " (dry run: not stored)"))
+        table.add_row("runner-up weight", f"{rule['weight']:g}" + (
+            " (chosen with the threshold; FNIR by weight: " + ", ".join(f"{w}: {v:.1%}" for w, v in
+                                                                         report.weights_tried.items()) + ")"
+            if report.weights_tried else " (fixed)"))
         table.add_row(
             "FPIR", f"{report.fpir:.2%} (target {report.target_fpir:.2%}, {report.nonmated_searches} searches)"
         )
         table.add_row("FNIR", f"{report.fnir:.2%} ({report.mated_searches} mated searches)")
+        table.add_row("FNIR at FPIR", ", ".join(f"{'-' if v is None else f'{v:.2%}'} at {k}"
+                                                for k, v in report.fnir_at.items()))
         table.add_row("rank-1", f"{report.rank1:.2%}")
-        g, i = report.genuine_scores, report.impostor_scores
-        if g and i:
-            table.add_row("genuine scores", f"median {g['p50']:.3f}, 5% below {g['p05']:.3f}")
-            table.add_row("impostor scores", f"median {i['p50']:.3f}, 1% above {i['p99']:.3f}")
+        if report.one_to_one:
+            one = report.one_to_one
+            table.add_row("1:1 threshold", f"{one['value']:.4f} on the cosine of two faces (FMR {one['fmr']:.2%}, "
+                          f"FNMR {one['fnmr']:.2%}, {one['genuine_pairs']:,} genuine pairs): gallery verify")
+        else:
+            table.add_row("1:1 threshold", "not calibrated (too few pairs): the model's default")
+        if report.low_quality_faces_left_out:
+            table.add_row("left out", f"{report.low_quality_faces_left_out} labeled faces below the quality gate")
         out.print(table)
 
     @app.command()
@@ -252,7 +263,42 @@ def register(app: GalleryTyper) -> None:
             print(json.dumps(result.as_dict()))
             return
         verdict = "[bold green]same person[/]" if result.same else "[bold yellow]different people[/]"
+        d = decimals_apart(result.score, result.threshold)
         out.print(
-            f"{verdict}: similarity {result.score:.3f} vs threshold {result.threshold:.3f} "
-            f"({result.threshold_source}; model {result.model})"
+            f"{verdict}: similarity {result.score:.{d}f} {'>=' if result.same else '<'} 1:1 threshold "
+            f"{result.threshold:.{d}f} ({safe(result.threshold_source)}; model {result.model})"
         )
+        for name, q in (("A", result.quality_a), ("B", result.quality_b)):
+            if q and not q["ok"]:
+                warn(f"photo {name}'s face is below the quality gate ({q['issue']}): the similarity is less reliable")
+
+
+def _verdict(r: dict) -> str:
+    """The decision in words: a name, "unknown" or "too poor to identify", with the numbers behind it."""
+    if r.get("too_poor"):
+        return f"[bold yellow]too poor to identify[/] ({safe(r['too_poor'])})"
+    if r.get("mode") == "faces":
+        found = f"[bold green]{safe(r['identity'] or 'a match')}[/]" if not r["unknown"] else "[bold yellow]no match[/]"
+        return f"{found} (1:1 threshold {r['threshold']:.3f})"
+    name = f"[bold green]{safe(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
+    if r.get("statistic") is None:
+        return f"{name} (no labeled identity among the neighbours; threshold {r['threshold']:.3f})"
+    runner = (r.get("runner_up") or {}).get("identity")
+    return f"{name} ({verdict_text(r['statistic'], r['threshold'])}" + (
+        f"; runner-up {safe(runner)})" if runner else ")")
+
+
+def _answer_table(r: dict, faces_mode: bool) -> Table:
+    face = r["face"]
+    table = Table("rank", "identity" if not faces_mode else "face", "face score",
+                  *(("template", "combined") if not faces_mode else ()), "faces", Column("photo", overflow="fold"),
+                  title=f"{safe(r['query'])} · face {face['index']} {face['box']} → {_verdict(r)}")
+    for rank, c in enumerate(r["candidates"], 1):
+        mark = "" if c["above_threshold"] else " [dim](below threshold)[/]"
+        label = safe(c["identity"]) if c["identity"] is not None else f"face {c['face_id']}"
+        extra = () if faces_mode else (
+            "-" if c.get("template_score") is None else f"{c['template_score']:.3f}",
+            "-" if c.get("combined") is None else f"{c['combined']:.4f}")
+        table.add_row(str(rank), f"{label}{mark}", f"{c['score']:.3f}", *extra, str(c["faces_in_neighbours"]),
+                      safe(c["photo"]))
+    return table

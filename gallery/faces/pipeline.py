@@ -22,6 +22,7 @@ from gallery.faces.align import align_faces
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto, decode_photo
 from gallery.faces.detect import Detections, FaceDetector, main_face_index
 from gallery.faces.models import ModelSpec
+from gallery.faces.quality import FaceQuality, chip_masks, measure_faces, sharpness
 
 
 @dataclass
@@ -51,10 +52,16 @@ class PhotoFaces:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    sharpness: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))  # of each aligned chip
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def quality(self, spec: ModelSpec) -> list[FaceQuality]:
+        """The quality measures and gate verdict of each embedded face (gallery.faces.quality)."""
+        return measure_faces(self.boxes, self.scores, self.landmarks, self.width, self.height, spec.template_array(),
+                             spec.input_size, self.sharpness if len(self.sharpness) == len(self.scores) else None)
 
     @property
     def faces(self) -> list[EmbeddedFace]:
@@ -139,6 +146,7 @@ class FacePipeline:
         results = [PhotoFaces(p.path, p.width, p.height, p.reason, p.detail) for p in photos]
         t0 = time.perf_counter()
         chips: list[torch.Tensor] = []
+        masks: list[np.ndarray] = []
         counts: list[int] = []
         for photo, det, result in zip(photos, detections, results):
             if det is None:
@@ -154,18 +162,31 @@ class FacePipeline:
             result.boxes, result.scores, result.landmarks = det.boxes[keep], det.scores[keep], det.landmarks[keep]
             pixels = torch.from_numpy(photo.pixels).permute(2, 0, 1)
             chips.append(align_faces(pixels, result.landmarks * photo.scale, self._template, self.spec.input_size))
+            masks.append(chip_masks(result.landmarks * photo.scale, self._template, self.spec.input_size,
+                                    photo.pixels.shape[1], photo.pixels.shape[0]))
             counts.append(len(keep))
         size = self.spec.input_size
-        embeddings = self.embed_chips(torch.cat(chips) if chips else torch.empty((0, 3, size, size), dtype=torch.uint8))
+        all_chips = torch.cat(chips) if chips else torch.empty((0, 3, size, size), dtype=torch.uint8)
+        embeddings = self.embed_chips(all_chips)
+        sharp = sharpness(all_chips, np.concatenate(masks) if masks else None)
         offset = 0
         for result, n in zip(results, counts):
             result.embeddings = embeddings[offset : offset + n]
+            result.sharpness = sharp[offset : offset + n]
             offset += n
         self.seconds["align_embed"] += time.perf_counter() - t0
         return results
 
     def embed_chips(self, chips: torch.Tensor) -> np.ndarray:
-        """Embed aligned chips in batches; on a CUDA out-of-memory error halve the batch and go on."""
+        """Embed aligned chips in batches; on a CUDA out-of-memory error halve the batch and go on.
+        With the model's flip setting (part of the gallery's stamp), each chip's embedding is the
+        renormalised mean of the chip's and its mirror image's."""
+        if not self.spec.flip or len(chips) == 0:
+            return self._embed_batches(chips)
+        both = self._embed_batches(chips) + self._embed_batches(chips.flip(-1))
+        return (both / np.maximum(np.linalg.norm(both, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    def _embed_batches(self, chips: torch.Tensor) -> np.ndarray:
         out: list[np.ndarray] = []
         size = self.embed_batch_size
         start = 0

@@ -187,7 +187,7 @@ class EmbedStage:
             base.reason, base.detail = found.error or "unknown", found.detail
             return base
         base.main, base.boxes, base.scores = found.main, found.boxes, found.scores
-        base.landmarks, base.embeddings = found.landmarks, found.embeddings
+        base.landmarks, base.embeddings, base.sharpness = found.landmarks, found.embeddings, found.sharpness
         return base
 
 
@@ -355,7 +355,7 @@ class RayIngestor(Ingestor):
             self._fail(writer, file, p.reason or "unknown", p.detail, image_id, p.width, p.height)
         else:
             self._store(writer, file, image_id, p.width, p.height, p.main, p.boxes, p.scores, p.landmarks,
-                        p.embeddings)  # type: ignore[arg-type]
+                        p.embeddings, p.sharpness)  # type: ignore[arg-type]
 
     def _maybe_commit(self, writer: GalleryWriter) -> None:
         due = time.monotonic() - self._last_commit >= self.options.commit_interval and writer.has_pending

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gallery.device import resolve_device
+from gallery.errors import ModelMismatch
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto
 from gallery.faces.models import check_weights, model_for_gallery
+from gallery.faces.quality import measure_faces
 from gallery.ingest.labels import make_label_fn
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.scan import FoundFile
@@ -47,6 +49,7 @@ class IngestOptions:
     max_file_size: int = MAX_FILE_BYTES  # bytes; larger files are recorded as file_too_large, never read
     shard_size: int = 50_000  # faces per shard (a crash redoes at most this much work)
     commit_interval: float = 60.0  # seconds between commits, whatever the shard size
+    flip: bool | None = None  # flip test-time averaging; None: the gallery's own, or the default for a new one
 
 
 @dataclass
@@ -60,6 +63,7 @@ class IngestSummary:
     photos_with_faces: int = 0
     faces: int = 0
     labeled_faces: int = 0
+    low_quality_faces: int = 0  # stored, but below the quality gate (gallery.faces.quality)
     duplicates: int = 0  # files whose content was already ingested (same sha256)
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -91,6 +95,14 @@ class Ingestor:
         self.gallery = gallery
         self.spec = model_for_gallery(gallery.model_stamp, options.model, options.preset)
         check_weights(self.spec, options.weights)
+        if options.flip is not None and options.flip != self.spec.flip:
+            if gallery.model_stamp is not None:
+                raise ModelMismatch(
+                    f"This gallery was built {'with' if self.spec.flip else 'without'} flip averaging; its embeddings "
+                    f"cannot be mixed with ones {'without' if self.spec.flip else 'with'} it. Leave out "
+                    "--flip/--no-flip, or use a new --gallery folder."
+                )
+            self.spec = replace(self.spec, flip=options.flip)
         self.label_fn = make_label_fn(options.labels, self.source)
         self.pipeline: FacePipeline | None = None
         self._check_device()
@@ -183,10 +195,16 @@ class Ingestor:
         writer.record_failure(file, reason, detail, image_id, width, height)
 
     def _store(self, writer: GalleryWriter, file: FileRecord, image_id: int, width: int, height: int, main: int,
-               boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, embeddings: np.ndarray) -> None:
-        """A photo with faces: its label (from the label source) goes to the main face."""
+               boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, embeddings: np.ndarray,
+               sharpness: np.ndarray | None) -> None:
+        """A photo with faces: its label (from the label source) goes to the main face; each face's
+        quality is measured and judged by the gate (gallery.faces.quality)."""
         label = self.label_fn(Path(file.path)) or None
-        writer.add_photo(file, image_id, width, height, label, main, boxes, scores, landmarks, embeddings)
+        quality = measure_faces(boxes, scores, landmarks, width, height, self.spec.template_array(),
+                                self.spec.input_size, sharpness)
+        self.summary.low_quality_faces += sum(q.issue is not None for q in quality)
+        writer.add_photo(file, image_id, width, height, label, main, boxes, scores, landmarks, embeddings,
+                         [q.columns() for q in quality])
         self.summary.photos_with_faces += 1
         self.summary.faces += len(boxes)
         self.summary.labeled_faces += int(label is not None)
@@ -210,7 +228,7 @@ class Ingestor:
                 self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo.width, photo.height)
                 continue
             self._store(writer, file, image_id, photo.width, photo.height, found.main, found.boxes, found.scores,
-                        found.landmarks, found.embeddings)
+                        found.landmarks, found.embeddings, found.sharpness)
 
     def _commit(self, writer: GalleryWriter) -> None:
         t0 = time.perf_counter()

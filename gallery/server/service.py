@@ -95,7 +95,6 @@ class SearchService:
         if self._searcher is None:
             self._check_searchable()
         from search.searcher import Searcher
-        from search.threshold import resolve_threshold
 
         state = self._manifest_state()
         if self._searcher is None or state != self._manifest_key:
@@ -109,10 +108,11 @@ class SearchService:
             self._watch = fresh.gallery.watch_changes()
             self._watch.poll()
         elif self._watch.poll():
-            # labels changed or a calibration was stored: the threshold in force may differ now
-            value, source = resolve_threshold(self._searcher.gallery)
-            if value is not None:
-                self._searcher.threshold, self._searcher.threshold_source = float(value), source
+            # labels changed or a calibration was stored: the rule and thresholds in force may differ now
+            try:
+                self._searcher.refresh_decision()
+            except GalleryError as exc:
+                log.warning("kept the previous decision rule: %s", exc)
         return self._searcher
 
     def _check_searchable(self) -> None:
@@ -130,13 +130,14 @@ class SearchService:
         """The searcher, for this request alone with an explicit threshold when one is given."""
         with self.lock:
             s = self._current()
-            saved = s.threshold, s.threshold_source
-            if threshold is not None:
+            saved = s.threshold, s.threshold_source, s.one_to_one, s.one_to_one_source
+            if threshold is not None:  # the threshold of the question asked: statistic (1:K) or cosine (1:1)
                 s.threshold, s.threshold_source = float(threshold), "threshold parameter"
+                s.one_to_one, s.one_to_one_source = float(threshold), "threshold parameter (1:1)"
             try:
                 yield s
             finally:
-                s.threshold, s.threshold_source = saved
+                s.threshold, s.threshold_source, s.one_to_one, s.one_to_one_source = saved
 
     def warm_up(self) -> None:
         """Load the index and the models now; a gallery that cannot be searched yet (no index) is fine."""

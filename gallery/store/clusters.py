@@ -32,6 +32,7 @@ class ClusteringFaces:
     face_ids: np.ndarray  # (n,) int64
     cluster_ids: np.ndarray  # (n,) int64: a cluster id, ALONE or NEW
     identity_ids: np.ndarray  # (n,) int64: -1 when unlabeled
+    low_quality: np.ndarray | None = None  # (n,) bool: below the quality gate (gallery.faces.quality)
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,14 @@ class GalleryClusters:
             cursor = conn.connection.cursor()  # plain tuples: numpy reads 1M of them in a second
             cursor.execute(
                 "SELECT f.face_id, CASE WHEN fc.face_id IS NULL THEN ? ELSE coalesce(fc.cluster_id, ?) END, "
-                "coalesce(f.identity_id, -1) FROM faces f LEFT JOIN face_clusters fc ON fc.face_id = f.face_id "
-                "WHERE f.deleted = 0 ORDER BY f.face_id", (NEW, ALONE)
+                "coalesce(f.identity_id, -1), f.quality_issue IS NOT NULL FROM faces f "
+                "LEFT JOIN face_clusters fc ON fc.face_id = f.face_id WHERE f.deleted = 0 ORDER BY f.face_id",
+                (NEW, ALONE)
             )
             rows = cursor.fetchall()
             cursor.close()
-        table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-        return ClusteringFaces(table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy())
+        table = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        return ClusteringFaces(table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy(), table[:, 3].astype(bool))
 
     def clustering_settings(self) -> dict | None:
         """The parameters and model of the last full clustering (None: never clustered)."""

@@ -34,6 +34,8 @@ class FaceDetail:
     is_main: bool
     deleted: bool
     ignored: bool
+    # quality measures (gallery.faces.quality; None: not measured) and the gate's verdict
+    quality: dict | None = None
 
 
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger number is no id of this gallery
@@ -82,6 +84,19 @@ def _existing_faces(s: Session, face_ids: Iterable[int]) -> list[int]:
     if missing:
         raise NotInGallery(f"No face with id {', '.join(map(str, missing[:10]))} in this gallery.")
     return ids
+
+
+def _quality(row: tuple) -> dict | None:
+    """A face's stored quality measures as shown (None: never measured)."""
+    size, inside, sharpness, pose, issue = row
+    if size is None:
+        return None
+
+    def r(v: float | None, d: int) -> float | None:
+        return None if v is None else round(float(v), d)
+
+    return {"size": r(size, 1), "inside": r(inside, 3), "sharpness": r(sharpness, 1), "pose": r(pose, 3),
+            "ok": issue is None, "issue": issue}
 
 
 class GalleryEdits:
@@ -248,12 +263,15 @@ class GalleryEdits:
             identity_id = _identity_id(s, name)
         return self.face_details(identity_id=identity_id)
 
-    def face_details(self, identity_id: int | None = None, labeled_only: bool = False) -> list[FaceDetail]:
-        """Live faces with their photo, box and label (of one identity, or all)."""
+    def face_details(self, identity_id: int | None = None, labeled_only: bool = False,
+                     low_quality_only: bool = False) -> list[FaceDetail]:
+        """Live faces with their photo, box, label and quality (of one identity, or all; or only those
+        below the quality gate)."""
         with self.session() as s:
             q = (
                 select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.det_score,
-                       Face.is_main, Face.deleted, Face.ignored)
+                       Face.is_main, Face.deleted, Face.ignored, Face.q_size, Face.q_inside, Face.q_sharpness,
+                       Face.q_pose, Face.quality_issue)
                 .join(Image, Image.image_id == Face.image_id)
                 .outerjoin(Identity, Identity.identity_id == Face.identity_id)
                 .where(Face.deleted.is_(False))
@@ -262,9 +280,11 @@ class GalleryEdits:
                 q = q.where(Face.identity_id == identity_id)
             if labeled_only:
                 q = q.where(Face.identity_id.is_not(None))
+            if low_quality_only:
+                q = q.where(Face.quality_issue.is_not(None))
             rows = s.execute(q.order_by(Face.face_id)).all()
         return [FaceDetail(r[0], r[1], r[2], [round(v, 1) for v in r[3:7]], round(r[7], 4), bool(r[8]), bool(r[9]),
-                           bool(r[10])) for r in rows]
+                           bool(r[10]), _quality(r[11:16])) for r in rows]
 
     def main_face_of_path(self, path: str) -> int | None:
         """The main live face of the photo a file path holds (identical files share one photo)."""

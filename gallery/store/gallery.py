@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from gallery.errors import DamagedData, GalleryBusy, GalleryError, GalleryNotFound, ModelMismatch
 from gallery.fsutil import lock_held
-from gallery.store import schema
+from gallery.store import schema, templates
 from gallery.store.clusters import GalleryClusters
 from gallery.store.edits import GalleryEdits
 from gallery.store.keys import GalleryKeys
@@ -63,6 +63,8 @@ class GalleryInfo:
     duplicates: int
     shards: int
     disk_bytes: int
+    low_quality_faces: int = 0  # live faces below the quality gate (stored, never enrolled)
+    unmeasured_faces: int = 0  # live faces without quality measures (a gallery from before them)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,8 +104,16 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
         except BaseException:
             self.engine.dispose()
             raise
-        self.sessions = schema.session_factory(self.engine)
+        self.sessions = schema.session_factory(self.engine, info={"gallery": self})
+        templates.install_commit_hook(self.sessions)
         self._verified: set = set()  # (shard file, size, mtime, sha256) checked by this object
+        try:
+            templates.build_all_templates(self)  # once: a gallery from before templates existed
+        except DamagedData as exc:  # `gallery check` names the shard; templates are built once it is repaired
+            log.warning("identity templates not built: %s", exc)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @classmethod
     def open(cls, root: Path | str) -> Gallery:
@@ -172,10 +182,12 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
         with self.session() as s:
             return schema.get_meta(s, "threshold")
 
-    def set_threshold(self, value: float, source: str, report: dict | None = None) -> None:
+    def set_threshold(self, value: float, source: str, report: dict | None = None, extra: dict | None = None) -> None:
+        """Store a calibration: the threshold, where it came from, its report, and what else the
+        calibration decided (`extra`: the decision rule, the 1:1 threshold)."""
         with self.session() as s, s.begin():
             schema.set_meta(s, "threshold", {"value": float(value), "source": source,
-                                             "calibrated_at": time.time(), "report": report or {}})
+                                             "calibrated_at": time.time(), "report": report or {}, **(extra or {})})
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -300,6 +312,10 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
             labeled = count(select(func.count()).select_from(Face)
                             .where(Face.deleted.is_(False), Face.identity_id.is_not(None)))
             identities = count(select(func.count()).select_from(Identity))
+            low = count(select(func.count()).select_from(Face)
+                        .where(Face.deleted.is_(False), Face.quality_issue.is_not(None)))
+            unmeasured = count(select(func.count()).select_from(Face)
+                               .where(Face.deleted.is_(False), Face.q_size.is_(None)))
             failure_rows = s.execute(
                 select(Image.reason, func.count()).where(Image.status == "failed").group_by(Image.reason)
             ).all()
@@ -317,5 +333,6 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
         return GalleryInfo(
             path=str(self.root), model=stamp, dim=stamp["dim"] if stamp else None, photos=photos, faces=faces,
             deleted_faces=deleted, identities=identities, labeled_faces=labeled, failed=sum(failures.values()),
-            failures=failures, duplicates=duplicates, shards=shards, disk_bytes=disk,
+            failures=failures, duplicates=duplicates, shards=shards, disk_bytes=disk, low_quality_faces=low,
+            unmeasured_faces=unmeasured,
         )

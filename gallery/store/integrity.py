@@ -37,6 +37,7 @@ from gallery.store.erase import (
 )
 from gallery.store.schema import Face, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import SHARD_PREFIX, shard_face_ids
+from gallery.store.templates import build_all_templates, template_problems
 
 if TYPE_CHECKING:
     from gallery.store.gallery import Gallery
@@ -115,6 +116,13 @@ def check_store(gallery: Gallery, deep: bool = False) -> list[Finding]:
             findings.append(Finding("vectors", True, f"{n:,} embeddings finite and unit length"))
         except DamagedData as exc:
             findings.append(Finding("vectors", False, str(exc), f"gallery repair --gallery {root}"))
+        else:
+            problems = template_problems(gallery)
+            findings.append(Finding("templates", not problems,
+                                    "identity templates agree with their faces" if not problems else
+                                    f"{len(problems)} identity templates disagree with their faces "
+                                    f"({'; '.join(problems[:3])})", None if not problems else
+                                    f"gallery repair --gallery {root}"))
     return findings
 
 
@@ -149,35 +157,38 @@ def erasure_findings(gallery: Gallery, writer_running: bool) -> list[Finding]:
 
 
 def repair_store(gallery: Gallery) -> dict[str, Any]:
-    """Mend what check_store finds (see the module docstring); returns what was done and the face ids
-    dropped (for the index side)."""
+    """Mend what check_store finds (see the module docstring); returns what was done. The faces of a
+    dropped shard are recorded as a pending erasure, so the index and the re-rank file shed them too."""
     with gallery.writer_lock():
         damaged = damaged_shards(gallery)
         dropped: list[int] = []
         photos = shards_dropped = 0
         names = {r.shard_id: r.filename for r in gallery.shard_rows()}
-        for shard_id, problem in damaged.items():
-            with gallery.session() as s, s.begin():
-                keep_high_water(s)
+        # a shard that only holds erased vectors keeps its rows: the pending erasure rewrites the file
+        lost = [i for i, problem in damaged.items() if not (problem.startswith("holds") and "erased" in problem)]
+        # one transaction for every lost shard: the templates rebuilt below read only intact shards
+        with gallery.session() as s, s.begin():
+            keep_high_water(s)
+            for shard_id in lost:
                 faces = list(s.scalars(select(Face.face_id).where(Face.shard_id == shard_id)))
-                if problem.startswith("holds") and "erased" in problem:
-                    continue  # the rows are right; the file only needs the erasure finished
                 images = set(s.scalars(select(Face.image_id).where(Face.shard_id == shard_id)))
-                begin_pending(s, "repair", faces)  # the index and the re-rank file must shed them too
+                begin_pending(s, "repair", faces)
                 forget_faces_in_clusters(s, faces)
                 s.execute(delete(Face).where(Face.shard_id == shard_id))
                 # the photos' file records go, so that the next ingest reads them again
                 s.execute(delete(SourceFile).where(SourceFile.image_id.in_(images)))
                 s.execute(delete(Image).where(Image.image_id.in_(images)))
                 s.execute(delete(Shard).where(Shard.shard_id == shard_id))
+                dropped += faces
+                photos += len(images)
+                shards_dropped += 1
+        for shard_id in lost:
             (gallery.shards_dir / names[shard_id]).unlink(missing_ok=True)
-            dropped += faces
-            photos += len(images)
-            shards_dropped += 1
         removed = gallery.remove_orphan_shards()
         with gallery.session() as s, s.begin():
             closed = s.execute(update(Run).where(Run.status == "running")
                                .values(status="interrupted", finished_at=time.time())).rowcount
+        templates = build_all_templates(gallery, force=True)  # whatever happened before: right from here
     return {"shards_dropped": shards_dropped, "faces_dropped": len(dropped),
             "photos_to_reingest": photos, "leftover_files_removed": len(removed),
-            "stale_runs_closed": int(closed or 0)}
+            "stale_runs_closed": int(closed or 0), "templates_rebuilt": templates}

@@ -9,24 +9,26 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import Integer, case, func, select, text
+from sqlalchemy import Integer, case, func, select, text, update
 
 from gallery.errors import DamagedData
-from gallery.store.schema import Face, Identity, Image, PendingErasureId, Shard
+from gallery.store.schema import Face, Identity, IdentityTemplate, Image, Meta, PendingErasureId, Shard
 from gallery.store.shards import (
     check_embeddings,
     file_sha256,
     iter_shard_batches,
+    iter_shard_geometry,
     read_shard_embeddings,
     shard_num_rows,
 )
+from gallery.store.templates import template_rows
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -56,6 +58,8 @@ class FaceRecord:
     photo: str
     box: list[float]
     image_id: int
+    identity_id: int | None = None
+    quality_issue: str | None = None  # below the quality gate: why (gallery.faces.quality)
 
 
 @dataclass(frozen=True)
@@ -140,9 +144,9 @@ class GalleryQueries:
 
     # --- shards --------------------------------------------------------------------------------
 
-    def shard_rows(self, after_shard_id: int = 0) -> list[ShardRow]:
+    def shard_rows(self, after_shard_id: int = 0, session: Session | None = None) -> list[ShardRow]:
         """Committed shards in id order (files without a row are crash leftovers, never read)."""
-        with self.session() as s:
+        with nullcontext(session) if session is not None else self.session() as s:
             rows = s.execute(
                 select(Shard.shard_id, Shard.filename, Shard.n_faces, Shard.min_face_id, Shard.max_face_id,
                        Shard.bytes, Shard.sha256)
@@ -227,7 +231,54 @@ class GalleryQueries:
                 check_embeddings(x, f"shard {path}")
                 yield ids, x
 
+    def iter_face_geometry(self, rows: list[ShardRow] | None = None
+                           ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Stream (face ids, boxes, landmarks (n, 5, 2), detection scores) over committed shards (verified)."""
+        for row in rows if rows is not None else self.shard_rows():
+            self.verify_shard(row)
+            yield from iter_shard_geometry(self.shards_dir / row.filename)
+
     # --- faces ---------------------------------------------------------------------------------
+
+    def face_quality_rows(self, face_ids: Iterable[int] | None = None, unmeasured_only: bool = False,
+                          live_only: bool = True) -> dict[int, dict]:
+        """face id -> {image_id, path, width, height, q_size, q_inside, q_sharpness, q_pose, det_score,
+        quality_issue} for live faces (all, the given ones, or those never measured; `live_only=False`:
+        deleted ones too)."""
+        out: dict[int, dict] = {}
+        cols = (Face.face_id, Face.image_id, Image.path, Image.width, Image.height, Face.q_size, Face.q_inside,
+                Face.q_sharpness, Face.q_pose, Face.det_score, Face.quality_issue)
+        keys = [c.key for c in cols[1:]]
+        with self.session() as s:
+            base = select(*cols).join(Image, Image.image_id == Face.image_id)
+            if live_only:
+                base = base.where(Face.deleted.is_(False))
+            if unmeasured_only:
+                base = base.where(Face.q_size.is_(None))
+            if face_ids is None:
+                queries = [base]
+            else:
+                queries = [base.where(Face.face_id.in_(part)) for part in _chunks(sorted({int(i) for i in face_ids}))]
+            for q in queries:
+                for row in s.execute(q):
+                    out[int(row[0])] = dict(zip(keys, row[1:]))
+        return out
+
+    def unmeasured_face_count(self) -> int:
+        """Live faces without quality measures (a gallery from before they existed)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(Face)
+                                .where(Face.deleted.is_(False), Face.q_size.is_(None))) or 0)
+
+    def set_face_quality(self, rows: dict[int, dict]) -> int:
+        """Write quality columns (q_size, q_inside, q_sharpness, q_pose, quality_issue) of faces, one
+        transaction: templates of identities whose faces changed verdict are recomputed in it."""
+        if not rows:
+            return 0
+        with self.session() as s, s.begin():
+            s.execute(update(Face), [{"face_id": int(f), **values} for f, values in rows.items()])
+        return len(rows)
+
 
     def max_face_id(self) -> int:
         with self.session() as s:
@@ -289,8 +340,10 @@ class GalleryQueries:
                 q = q.where(Face.face_id > after_face_id)
             return int(s.scalar(q) or 0)
 
-    def live_faces(self, max_face_id: int | None = None, labeled_only: bool = False) -> FaceSet:
-        """Live faces in id order (up to `max_face_id`), with identity names."""
+    def live_faces(self, max_face_id: int | None = None, labeled_only: bool = False, good_only: bool = False
+                   ) -> FaceSet:
+        """Live faces in id order (up to `max_face_id`), with identity names; `good_only`: not below the
+        quality gate (faces never measured count as good)."""
         with self.session() as s:
             q = (
                 select(Face.face_id, Identity.name)
@@ -301,12 +354,24 @@ class GalleryQueries:
                 q = q.where(Face.face_id <= max_face_id)
             if labeled_only:
                 q = q.where(Face.identity_id.is_not(None))
+            if good_only:
+                q = q.where(Face.quality_issue.is_(None))
             rows = s.execute(q.order_by(Face.face_id)).all()
         return FaceSet(np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows])
 
-    def labeled_faces(self) -> FaceSet:
-        """Live faces that carry an identity label (calibration and identification benchmarks)."""
-        return self.live_faces(labeled_only=True)
+    def labeled_faces(self, good_only: bool = False) -> FaceSet:
+        """Live faces that carry an identity label (calibration and identification benchmarks);
+        `good_only`: only those not below the quality gate."""
+        return self.live_faces(labeled_only=True, good_only=good_only)
+
+    def face_identity_ids(self, face_ids: Iterable[int]) -> dict[int, int | None]:
+        """face id -> identity id (None: unlabeled) of the given faces."""
+        out: dict[int, int | None] = {}
+        with self.session() as s:
+            for part in _chunks(sorted({int(i) for i in face_ids})):
+                out.update((int(f), None if i is None else int(i)) for f, i in
+                           s.execute(select(Face.face_id, Face.identity_id).where(Face.face_id.in_(part))))
+        return out
 
     def labeled_counts(self) -> LabeledCounts:
         """How much labeled data the gallery has, counted in SQLite (one aggregate query, whatever the
@@ -330,14 +395,15 @@ class GalleryQueries:
         with self.session() as s:
             for part in _chunks(sorted(i for i in face_ids if 0 <= i < 2**63)):  # larger: no SQLite integer
                 rows = s.execute(
-                    select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id)
+                    select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id,
+                           Face.identity_id, Face.quality_issue)
                     .join(Image, Image.image_id == Face.image_id)
                     .outerjoin(Identity, Identity.identity_id == Face.identity_id)
                     .where(Face.face_id.in_(part), Face.deleted.is_(False))
                 )
-                for fid, name, path, x1, y1, x2, y2, image_id in rows:
+                for fid, name, path, x1, y1, x2, y2, image_id, identity_id, issue in rows:
                     box = [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)]
-                    out[fid] = FaceRecord(fid, name, path, box, image_id)
+                    out[fid] = FaceRecord(fid, name, path, box, image_id, identity_id, issue)
         return out
 
     def photos_by_content(self, sha256s: list[str]) -> dict[str, tuple[int | None, str, str | None]]:
@@ -358,15 +424,16 @@ class GalleryQueries:
                     out[sha] = (mains.get(sha), status, reason)
         return out
 
-    def read_embeddings(self, face_ids: np.ndarray | list[int]) -> np.ndarray:
-        """(n, D) float32 embeddings of the given faces, in the given order, reading only their shards."""
+    def read_embeddings(self, face_ids: np.ndarray | list[int], session: Session | None = None) -> np.ndarray:
+        """(n, D) float32 embeddings of the given faces, in the given order, reading only their shards.
+        `session`: look the faces up in that (open) transaction instead of a new one."""
         ids = [int(i) for i in face_ids]
         by_shard: dict[int, list[int]] = defaultdict(list)
-        with self.session() as s:
+        with nullcontext(session) if session is not None else self.session() as s:
             for part in _chunks(sorted(set(ids))):
                 for fid, shard_id in s.execute(select(Face.face_id, Face.shard_id).where(Face.face_id.in_(part))):
                     by_shard[shard_id].append(int(fid))
-        rows = {r.shard_id: r for r in self.shard_rows()}
+            rows = {r.shard_id: r for r in self.shard_rows(session=s)}
         found: dict[int, np.ndarray] = {}
         for shard_id, wanted in by_shard.items():
             self.verify_shard(rows[shard_id])
@@ -393,6 +460,47 @@ class GalleryQueries:
                 .order_by(func.count(Face.face_id).desc(), Identity.name)
             ).all()
         return [(int(i), name, int(n)) for i, name, n in rows]
+
+    def templates_version(self) -> tuple[int, int]:
+        """(change counter, number) of the identity templates: the counter moves with every change."""
+        with self.session() as s:
+            seq = s.scalar(select(Meta.value).where(Meta.key == "templates_seq"))
+            count = s.scalar(select(func.count()).select_from(IdentityTemplate))
+        return int(seq or 0), int(count or 0)
+
+    def all_templates(self) -> tuple[np.ndarray, np.ndarray]:
+        """(identity ids (K,), templates (K, D) float32 unit vectors) of every identity with a template."""
+        with self.session() as s:
+            rows = s.execute(select(IdentityTemplate.identity_id, IdentityTemplate.total)
+                             .order_by(IdentityTemplate.identity_id)).all()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        totals = np.stack([np.frombuffer(r[1], np.float64) for r in rows])
+        norms = np.maximum(np.linalg.norm(totals, axis=1, keepdims=True), 1e-12)
+        return ids, (totals / norms).astype(np.float32)
+
+    def identity_ids_by_name(self, names: Iterable[str]) -> dict[str, int]:
+        with self.session() as s:
+            out: dict[str, int] = {}
+            for part in _chunks(sorted(set(names))):  # type: ignore[arg-type]
+                out.update((n, int(i)) for n, i in s.execute(select(Identity.name, Identity.identity_id)
+                                                             .where(Identity.name.in_(part))))
+        return out
+
+    def identity_names(self, identity_ids: Iterable[int]) -> dict[int, str]:
+        with self.session() as s:
+            out: dict[int, str] = {}
+            for part in _chunks(sorted({int(i) for i in identity_ids})):
+                out.update((int(i), n) for i, n in s.execute(select(Identity.identity_id, Identity.name)
+                                                             .where(Identity.identity_id.in_(part))))
+        return out
+
+    def identity_templates(self, identity_ids: Iterable[int]) -> dict[int, tuple[int, np.ndarray]]:
+        """identity id -> (faces enrolled, float64 sum of their embeddings) for those with a template
+        (gallery.store.templates: the template is the sum renormalised)."""
+        with self.session() as s:
+            return template_rows(s, identity_ids)
 
     def identities(self) -> list[tuple[str, int]]:
         """(name, live face count) for every identity, most faces first."""

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     create_engine,
@@ -36,7 +37,11 @@ MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE faces ADD COLUMN ignored BOOLEAN NOT NULL DEFAULT 0"],
     2: ["ALTER TABLE shards ADD COLUMN sha256 VARCHAR(64)"],  # NULL: written before checksums (unverified)
     3: [],  # clusters, face_clusters, cluster_rejections, api_keys
-    4: [],  # pending_erasures, pending_erasure_ids
+    # face quality (NULL: not measured yet; see gallery.store.quality); new tables: identity templates,
+    # pending_erasures, pending_erasure_ids
+    4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
+        "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
+        "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
 }
 
 
@@ -142,6 +147,32 @@ class Face(Base):
     deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     # "not a face" / not a person of interest: deleted, and remembered so that nothing brings it back
     ignored: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # Quality measures (gallery.faces.quality); NULL: not measured (a gallery from before they existed).
+    q_size: Mapped[float | None] = mapped_column(Float, nullable=True)  # shorter box side, photo pixels
+    q_inside: Mapped[float | None] = mapped_column(Float, nullable=True)  # share of the face chip inside the photo
+    q_sharpness: Mapped[float | None] = mapped_column(Float, nullable=True)  # variance of the chip's Laplacian
+    q_pose: Mapped[float | None] = mapped_column(Float, nullable=True)  # nose off the eye-mouth axis / eye distance
+    # Below the quality gate: why (e.g. "blurred: sharpness 12 < 40"); NULL: passes (or not measured).
+    # Such a face stays searchable as a face but never enrols into its identity's template.
+    quality_issue: Mapped[str | None] = mapped_column(String, nullable=True)
+
+
+class IdentityTemplate(Base):
+    """An identity's template: the sum of its live, labeled, good-quality faces' unit embeddings (float64
+    bytes) and how many; the template is the sum renormalised. Kept by gallery.store.templates in the
+    transaction of every change to a face's label, deletion or quality."""
+
+    __tablename__ = "identity_templates"
+    identity_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    faces: Mapped[int] = mapped_column(Integer)
+    total: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class TemplateDirty(Base):
+    """Identities whose template a transaction must recompute before it commits (filled by triggers)."""
+
+    __tablename__ = "template_dirty"
+    identity_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
 
 
 class ErasureLog(Base):
@@ -237,6 +268,38 @@ class IndexBuild(Base):
     manifest: Mapped[str] = mapped_column(Text)
 
 
+# Any change to who a face is, whether it is live, or whether it passes the quality gate marks the
+# identities concerned; the same transaction recomputes their templates before it commits
+# (gallery.store.templates). Inserts are not marked: the writer adds new faces' embeddings itself.
+TEMPLATE_TRIGGERS = [
+    """CREATE TRIGGER IF NOT EXISTS faces_mark_templates_update
+       AFTER UPDATE OF identity_id, deleted, quality_issue ON faces
+       WHEN old.identity_id IS NOT new.identity_id OR old.deleted IS NOT new.deleted
+            OR old.quality_issue IS NOT new.quality_issue
+       BEGIN
+         INSERT OR IGNORE INTO template_dirty (identity_id) SELECT old.identity_id WHERE old.identity_id IS NOT NULL;
+         INSERT OR IGNORE INTO template_dirty (identity_id) SELECT new.identity_id WHERE new.identity_id IS NOT NULL;
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS faces_mark_templates_delete AFTER DELETE ON faces
+       WHEN old.identity_id IS NOT NULL
+       BEGIN
+         INSERT OR IGNORE INTO template_dirty (identity_id) VALUES (old.identity_id);
+       END""",
+    """CREATE TRIGGER IF NOT EXISTS identities_drop_template AFTER DELETE ON identities
+       BEGIN
+         DELETE FROM identity_templates WHERE identity_id = old.identity_id;
+         DELETE FROM template_dirty WHERE identity_id = old.identity_id;
+       END""",
+    # a counter that moves with every change to a template: a searcher holding the templates in memory
+    # reloads them only when it moved (search.templates)
+    "INSERT OR IGNORE INTO meta (key, value) VALUES ('templates_seq', '0')",
+    *(f"""CREATE TRIGGER IF NOT EXISTS identity_templates_seq_{event.lower()} AFTER {event} ON identity_templates
+       BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'templates_seq';
+       END""" for event in ("INSERT", "UPDATE", "DELETE")),
+]
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets searches read while an ingest writes; busy_timeout waits instead of failing on a lock."""
     cursor = dbapi_connection.cursor()
@@ -270,6 +333,8 @@ def init_db(engine: Engine, where: Path) -> None:
             row.value = json.dumps(version)  # type: ignore[union-attr]
     Base.metadata.create_all(engine)
     with Session(engine) as session, session.begin():
+        for statement in TEMPLATE_TRIGGERS:
+            session.execute(text(statement))
         row = session.get(Meta, "schema_version")
         if row is None:
             session.add(Meta(key="schema_version", value=json.dumps(SCHEMA_VERSION)))
@@ -281,8 +346,8 @@ def init_db(engine: Engine, where: Path) -> None:
             )
 
 
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: Engine, info: dict | None = None) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False, info=info)
 
 
 def get_meta(session: Session, key: str, default: Any = None) -> Any:

@@ -154,3 +154,14 @@ def rewrite_shard_without(path: Path, keep_ids: np.ndarray) -> tuple[int, int, s
 
 def shard_face_ids(path: Path) -> np.ndarray:
     return pq.read_table(path, columns=["face_id"]).column("face_id").to_numpy().astype(np.int64, copy=False)
+
+
+def iter_shard_geometry(path: Path, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                               np.ndarray]]:
+    """Stream (face_ids (n,), boxes (n, 4), landmarks (n, 5, 2), det_scores (n,)) of one shard."""
+    parquet = pq.ParquetFile(path)
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=["face_id", "box", "landmarks", "det_score"]):
+        ids = batch.column(0).to_numpy().astype(np.int64, copy=False)
+        boxes = embeddings_from_column(batch.column(1), 4)
+        landmarks = embeddings_from_column(batch.column(2), 10).reshape(-1, 5, 2)
+        yield ids, boxes, landmarks, batch.column(3).to_numpy().astype(np.float32, copy=False)

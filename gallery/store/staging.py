@@ -52,6 +52,7 @@ class StagedPhoto:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.float32))
     embeddings: np.ndarray | None = None  # (n, D) float32; None for a failure
+    sharpness: np.ndarray | None = None  # (n,) of each aligned chip (gallery.faces.quality); None: not measured
 
 
 def staged_name(keys: Sequence[tuple[str, int, int]]) -> str:
@@ -79,6 +80,8 @@ def write_staged(folder: Path, name: str, photos: Sequence[StagedPhoto], model_s
             raise DamagedData(f"{p.path}: embedding of dimension {e.shape[1]}, the gallery's model has {dim}")
         check_embeddings(np.asarray(e, np.float32), f"staged {name} ({p.path})")
     scores = [np.asarray(p.scores, np.float32) for p in photos]
+    sharp = [np.asarray(p.sharpness, np.float64) if p.sharpness is not None and len(p.sharpness) == len(s)
+             else np.full(len(s), np.nan) for p, s in zip(photos, scores)]
     offsets = np.concatenate([[0], np.cumsum([len(s) for s in scores])]).astype(np.int32)
     table = pa.table(
         {
@@ -96,6 +99,8 @@ def write_staged(folder: Path, name: str, photos: Sequence[StagedPhoto], model_s
             "det_score": pa.ListArray.from_arrays(
                 pa.array(offsets), pa.array(np.concatenate(scores) if scores else np.zeros(0, np.float32))),
             "embedding": _faces_column(embeddings, dim),
+            "sharpness": pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(np.concatenate(sharp) if sharp else np.zeros(0), pa.float64())),
         }
     ).replace_schema_metadata({b"face_gallery.model": json.dumps(model_stamp).encode()})
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,6 +132,8 @@ def read_staged(path: Path, model_stamp: dict) -> list[StagedPhoto]:
     _, landmarks = _split(table.column("landmarks"), 10)
     _, embeddings = _split(table.column("embedding"), dim)
     scores = table.column("det_score").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    sharp = (table.column("sharpness").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+             if "sharpness" in table.column_names else np.full(len(scores), np.nan))  # staged before it existed
     check_embeddings(embeddings, f"staged file {path.name}")
     out = []
     for i in range(table.num_rows):
@@ -137,6 +144,7 @@ def read_staged(path: Path, model_stamp: dict) -> list[StagedPhoto]:
             width=cols["width"][i], height=cols["height"][i], reason=reason, detail=cols["detail"][i],
             main=cols["main"][i], boxes=boxes[a:b], scores=scores[a:b].astype(np.float32, copy=False),
             landmarks=landmarks[a:b].reshape(-1, 5, 2), embeddings=None if reason else embeddings[a:b],
+            sharpness=sharp[a:b].astype(np.float64, copy=False),
         ))
     return out
 

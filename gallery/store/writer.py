@@ -18,13 +18,13 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gallery.store import schema
+from gallery.store import schema, templates
 from gallery.store.schema import Face, Identity, Image, Run, Shard, SourceFile
 from gallery.store.shards import ShardRows, shard_filename, write_shard
 
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from gallery.store.gallery import Gallery
+
+
+UNMEASURED = {"q_size": None, "q_inside": None, "q_sharpness": None, "q_pose": None, "quality_issue": None}
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,11 @@ class GalleryWriter:
         scores: np.ndarray,
         landmarks: np.ndarray,
         embeddings: np.ndarray,
+        quality: Sequence[dict] | None = None,
     ) -> None:
-        """A photo and its faces; the label goes to the main face (resolved to an id at commit)."""
+        """A photo and its faces; the label goes to the main face (resolved to an id at commit).
+        `quality`: per face, the columns of its quality measures and verdict (q_size, q_inside,
+        q_sharpness, q_pose, quality_issue; gallery.faces.quality)."""
         p = self._pending
         p.images.append(
             dict(image_id=image_id, sha256=file.sha256, path=file.path, width=width, height=height,
@@ -169,7 +175,8 @@ class GalleryWriter:
             x1, y1, x2, y2 = (float(v) for v in boxes[j])
             p.faces.append(
                 dict(face_id=self._next_face_id, image_id=image_id, identity_id=label if j == main else None,
-                     is_main=j == main, det_score=float(scores[j]), x1=x1, y1=y1, x2=x2, y2=y2, deleted=False)
+                     is_main=j == main, det_score=float(scores[j]), x1=x1, y1=y1, x2=x2, y2=y2, deleted=False,
+                     **(dict(quality[j]) if quality is not None else UNMEASURED))
             )
             self._next_face_id += 1
         p.embeddings.append(np.asarray(embeddings, np.float32))
@@ -218,6 +225,11 @@ class GalleryWriter:
                 conn.execute(insert(Image.__table__), p.images)
             if p.faces:
                 conn.execute(insert(Face.__table__), p.faces)
+                enrol = [i for i, f in enumerate(p.faces)
+                         if f["identity_id"] is not None and f["quality_issue"] is None]
+                if enrol:
+                    x = np.concatenate(p.embeddings)
+                    templates.add_faces(s, np.asarray([p.faces[i]["identity_id"] for i in enrol], np.int64), x[enrol])
             if p.files:
                 # A file seen again with a new size/mtime replaces its old record.
                 unique = {f["path"]: f for f in p.files}
@@ -318,12 +330,34 @@ def append_embedded_faces(
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (shard_id, filename, n, int(face_ids[0]), int(face_ids[-1]), size, time.time(), sha256),
         )
+        # no photo, no landmarks: the face counts as whole, frontal and sure (its size is the box's); its
+        # sharpness is unknown, which never fails a face
         cur.executemany(
-            "INSERT INTO faces (face_id, image_id, shard_id, identity_id, is_main, det_score, "
-            "x1, y1, x2, y2, deleted) VALUES (?, ?, ?, ?, 1, 1.0, ?, ?, ?, ?, 0)",
-            ((int(f), int(i), shard_id, ident, x1, y1, x2, y2) for f, i, ident in zip(face_ids, image_ids, ident_ids)),
+            "INSERT INTO faces (face_id, image_id, shard_id, identity_id, is_main, det_score, x1, y1, x2, y2, "
+            "deleted, q_size, q_inside, q_pose) VALUES (?, ?, ?, ?, 1, 1.0, ?, ?, ?, ?, 0, ?, 1.0, 0.0)",
+            ((int(f), int(i), shard_id, ident, x1, y1, x2, y2, float(min(x2 - x1, y2 - y1)))
+             for f, i, ident in zip(face_ids, image_ids, ident_ids)),
         )
+        labeled = [j for j, ident in enumerate(ident_ids) if ident is not None]
+        if labeled:  # the new faces join their identities' templates in the same transaction
+            added = templates.sums_by_identity(np.asarray([ident_ids[j] for j in labeled], np.int64),
+                                               np.asarray(embeddings, np.float32)[labeled])
+            marks = ",".join("?" * len(added))
+            old = {int(i): (int(n), np.frombuffer(t, np.float64)) for i, n, t in cur.execute(
+                f"SELECT identity_id, faces, total FROM identity_templates WHERE identity_id IN ({marks})",
+                list(added)).fetchall()} if len(added) <= 900 else _all_template_rows(cur)
+            rows = []
+            for identity_id, (n, total) in added.items():
+                n0, total0 = old.get(identity_id, (0, 0.0))
+                rows.append((identity_id, n + n0, np.asarray(total + total0, np.float64).tobytes()))
+            cur.executemany("INSERT OR REPLACE INTO identity_templates (identity_id, faces, total) VALUES (?, ?, ?)",
+                            rows)
         raw.commit()
     finally:
         raw.close()
     return face_ids
+
+
+def _all_template_rows(cur: Any) -> dict[int, tuple[int, np.ndarray]]:
+    return {int(i): (int(n), np.frombuffer(t, np.float64))
+            for i, n, t in cur.execute("SELECT identity_id, faces, total FROM identity_templates").fetchall()}

@@ -32,7 +32,7 @@ What one run does (`run_bench`):
    exact search is recommended over an IVF/PQ index it rebuilds the index as `IDMap2,Flat`.
 6. **Identification** (labeled galleries): leave-one-out through the real search path
    (`search.evaluation.leave_one_out`, as `gallery calibrate` does) at the recommended nprobe: rank-1
-   and rank-5 accuracy and FNIR at FPIR = 1%.
+   and rank-5 accuracy and FNIR at FPIR 0.1% and 1% with the gallery's decision rule and weight.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from indexer.choose import GPU_MAX_NPROBE
 from indexer.memory import memory_available
 from search.bench.metrics import METRICS, GroundTruth, K, evaluate, exact_ground_truth
 from search.bench.report import write_outputs
-from search.threshold import resolve_threshold
+from search.threshold import resolve_one_to_one
 
 if TYPE_CHECKING:
     from indexer import LoadedIndex
@@ -403,9 +403,11 @@ def apply_setting(gallery: Gallery, index_file: str, point: dict[str, Any]) -> d
 def identification_metrics(
     gallery_dir: Path, nprobe: int | None, probes: int = 1000, seed: int = 0, target_fpir: float = 0.01
 ) -> dict[str, Any]:
-    """Leave-one-out rank-1/rank-5 accuracy and FNIR at FPIR = target over labeled faces, through the
-    search path (`search.evaluation.leave_one_out`, shared with `gallery calibrate`)."""
-    from search.evaluation import fpir_fnir, leave_one_out, threshold_at_fpir
+    """Leave-one-out rank-1/rank-5 accuracy and FNIR at FPIR 0.1% and 1% over labeled faces with the
+    gallery's decision rule (its weight), through the search path (`search.evaluation.leave_one_out`,
+    shared with `gallery calibrate`)."""
+    from search.calibrate import fnir_report
+    from search.evaluation import fnir_at_fpir, leave_one_out, rule_scores
     from search.searcher import Searcher
 
     try:
@@ -414,28 +416,33 @@ def identification_metrics(
         return {"skipped": f"the search path cannot open this gallery: {exc}"}
     t0 = time.perf_counter()
     try:
-        loo = leave_one_out(searcher, max_probes=probes, seed=seed, ranks=(1, 5))
+        loo = leave_one_out(searcher, max_probes=probes, seed=seed)
     except CalibrationError as exc:
         return {"skipped": str(exc)}
     finally:
         searcher.close()
-    thr = threshold_at_fpir(loo.impostor, target_fpir)
-    fpir, fnir = fpir_fnir(loo, thr)
+    rule = searcher.rule
+    scores = rule_scores(loo, rule)
+    thr, fpir, fnir = fnir_at_fpir(scores, target_fpir)
     return {
         "probes": loo.probes,
         "mated_searches": loo.mated,
-        "nonmated_searches": int(loo.impostor.size),
+        "nonmated_searches": loo.probes,
         "identities": loo.identities,
         "nprobe": nprobe,
-        "rank1": round(loo.rank(1), 4) if loo.mated else None,
-        "rank5": round(loo.rank(5), 4) if loo.mated else None,
+        "rank1": round(scores.rank(1), 4) if loo.mated else None,
+        "rank5": round(scores.rank(5), 4) if loo.mated else None,
+        "rule": rule.as_dict(),
+        "weight": rule.weight,
         "target_fpir": target_fpir,
         "threshold_at_fpir": round(thr, 6),
         "fpir": round(fpir, 4),
         "fnir_at_fpir": round(fnir, 4) if loo.mated else None,
+        "fnir_at": fnir_report(loo, rule) if loo.mated else {},
         "seconds": round(time.perf_counter() - t0, 2),
-        "method": "leave-one-out over labeled faces: Searcher.neighbours (own face excluded) + rank_identities "
-        f"({searcher.aggregation}); non-mated score = best other identity",
+        "method": "leave-one-out over good-quality labeled faces: Searcher.neighbours (own face excluded) + "
+        f"identity templates (own face taken out), {searcher.aggregation} face score, decision rule "
+        f"{rule.describe()}; non-mated = the probe's identity held out",
     }
 
 
@@ -493,7 +500,7 @@ def run_bench(
         try:
             manifest = index.manifest
             max_id = int(manifest["max_face_id"])
-            thr, thr_source = resolve_threshold(gallery, threshold)
+            thr, thr_source = resolve_one_to_one(gallery, threshold)  # a face-to-face cosine: the 1:1 one
             indexed = gallery.live_faces(max_id).face_ids
             stale = gallery.live_face_count(after_face_id=max_id)
             if stale:

@@ -115,6 +115,7 @@ def cluster_gallery(
     *,
     rebuild: bool = False,
     include_labeled: bool | None = None,
+    include_low_quality: bool | None = None,
     threshold: float | None = None,
     floor: float | None = None,
     k: int | None = None,
@@ -130,7 +131,8 @@ def cluster_gallery(
         previous = g.clustering_settings()
         incremental = previous is not None and not rebuild
         settings = resolve_settings(stamp["name"], previous if incremental else None, threshold=threshold,
-                                    floor=floor, k=k, method=method, include_labeled=include_labeled)
+                                    floor=floor, k=k, method=method, include_labeled=include_labeled,
+                                    include_low_quality=include_low_quality)
         if incremental and (changed := changed_settings(previous, settings)):
             raise GalleryError(
                 f"This gallery was clustered with {', '.join(f'{c} {previous[c]}' for c in changed)}; new faces are "
@@ -141,6 +143,8 @@ def cluster_gallery(
         eligible = (faces.cluster_ids >= 0) | (faces.identity_ids < 0)
         if settings.include_labeled:
             eligible[:] = True
+        if not settings.include_low_quality and faces.low_quality is not None:
+            eligible &= ~faces.low_quality  # below the quality gate: they would join people through blur
         dim = int(stamp["dim"])
         record = {**settings.as_dict(), "model": stamp["name"], "at": time.time()}
         if incremental:

@@ -23,6 +23,8 @@ class ClusterSettings:
     k: int = DEFAULT_K
     method: str = "average"
     include_labeled: bool = False
+    # faces below the quality gate (blurred, cut off, tiny...) look alike across people: left out by default
+    include_low_quality: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +50,7 @@ def resolve_settings(
     k: int | None = None,
     method: str | None = None,
     include_labeled: bool | None = None,
+    include_low_quality: bool | None = None,
 ) -> ClusterSettings:
     """The settings of this run: what was asked, else those of the gallery's last clustering (so that an
     incremental run adds faces the way the clusters were made), else the model's measured defaults."""
@@ -64,7 +67,7 @@ def resolve_settings(
     else:
         base = ClusterSettings(threshold=threshold, floor=threshold if floor is None else floor)
     asked: dict[str, Any] = {"threshold": threshold, "floor": floor, "k": k, "method": method,
-                             "include_labeled": include_labeled}
+                             "include_labeled": include_labeled, "include_low_quality": include_low_quality}
     changes = {key: value for key, value in asked.items() if value is not None}
     if threshold is not None and floor is None and not previous and model in MODEL_DEFAULTS:
         # keep the default gap between single faces and large clusters

@@ -62,6 +62,10 @@ class ModelSpec:
     weights_sha256: str | None = None
     weights_path: Path | None = field(default=None, compare=False)  # where the bound file was found
 
+    # Flip test-time averaging: a face's embedding is the renormalised mean of its chip's and its mirror
+    # image's. A gallery keeps the setting it was built with (it is in the stamp when on).
+    flip: bool = False
+
     @property
     def needs_weights(self) -> bool:
         return self.pretrained
@@ -78,6 +82,8 @@ class ModelSpec:
             stamp["preset"] = self.preset
         if self.weights_sha256 is not None:
             stamp["weights_sha256"] = self.weights_sha256
+        if self.flip:
+            stamp["flip"] = True
         return stamp
 
     def template_array(self) -> np.ndarray:

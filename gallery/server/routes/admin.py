@@ -34,12 +34,14 @@ def status(request: Request, _key: Any = Depends(require("search"))) -> dict[str
     from gallery.errors import NoIndexError
     from indexer.manifest import read_manifest
     from search.tail import index_advice
-    from search.threshold import calibration_status, resolve_threshold
+    from search.threshold import calibration_status, resolve_decision, resolve_one_to_one
 
     state = request.app.state
     g = state.gallery
     info = g.info()
-    threshold, source = resolve_threshold(g)
+    decision = resolve_decision(g)
+    threshold, source = decision.threshold, decision.source
+    one, one_source = resolve_one_to_one(g)
     try:
         manifest = read_manifest(g.index_dir, g.root)
         index: dict[str, Any] | None = {
@@ -57,6 +59,9 @@ def status(request: Request, _key: Any = Depends(require("search"))) -> dict[str
         "model_stamp": info.model,
         "threshold": threshold,
         "threshold_source": source,
+        "rule": decision.rule.as_dict(),
+        "one_to_one_threshold": one,
+        "one_to_one_source": one_source,
         "calibration": asdict(calibration_status(g)),
         "index": index,
         "jobs_running": len(state.jobs.running()),

@@ -185,13 +185,13 @@ async def verify(request: Request, _key: Any = Depends(require("search"))) -> di
                     raise ApiError(404, "not_found", f"Identity '{identity}' has no live faces.")
                 scores = gallery.read_embeddings(ids) @ a.embedding
                 best = int(np.argmax(scores))
-                score = round(float(scores[best]), 4)
-                return {"photo_a": name_a, "identity": identity, "score": score, "threshold": s.threshold,
-                        "threshold_source": s.threshold_source, "same": score >= s.threshold,
+                score = float(scores[best])
+                return {"photo_a": name_a, "identity": identity, "score": score, "threshold": s.one_to_one,
+                        "threshold_source": s.one_to_one_source, "same": score >= s.one_to_one, "question": "1:1",
                         "model": s.spec.name, "box_a": a.box, "face_id": ids[best], "faces_compared": len(ids)}
             name_b, b = main_face(s, "file_b")
-            score = round(float(np.dot(a.embedding, b.embedding)), 4)
-            return VerifyResult(name_a, name_b, score, s.threshold, s.threshold_source, score >= s.threshold,
+            score = float(np.dot(a.embedding, b.embedding))
+            return VerifyResult(name_a, name_b, score, s.one_to_one, s.one_to_one_source, score >= s.one_to_one,
                                 s.spec.name, a.box, b.box).as_dict()
 
     return await run_in_threadpool(run)

@@ -73,10 +73,37 @@ async function searchPhoto(file) {
     await img.decode().catch(() => {});
     showAnswers(answer);
     const named = answer.results.filter((r) => !r.unknown).length;
-    say(`${answer.results.length} face(s): ${named} named, ${answer.results.length - named} unknown.`, true);
+    const poor = answer.results.filter((r) => r.too_poor).length;
+    say(`${answer.results.length} face(s): ${named} named, ${answer.results.length - named - poor} unknown` +
+        (poor ? `, ${poor} too poor to identify.` : "."), true);
   } catch (error) {
     say(String(error.message || error));
   }
+}
+
+// Enough decimals that two different numbers never print alike (a face just below the threshold must
+// not read "0.954 < 0.954").
+function apart(a, b) {
+  for (let d = 3; d <= 6; d++) if (a.toFixed(d) !== b.toFixed(d)) return d;
+  return 6;
+}
+
+function verdictText(r) {
+  if (r.too_poor) return `too poor to identify: ${r.too_poor}`;
+  if (r.mode === "faces" || r.statistic === null || r.statistic === undefined) {
+    if (r.score === null) return "unknown (no one to compare with)";
+    const d = apart(r.score, r.threshold);
+    return r.unknown ? `no match (best ${r.score.toFixed(d)} < 1:1 threshold ${r.threshold.toFixed(d)})`
+                     : `${r.identity ?? "match"} (${r.score.toFixed(d)} ≥ 1:1 threshold ${r.threshold.toFixed(d)})`;
+  }
+  const d = apart(r.statistic, r.threshold);
+  const runner = r.runner_up ? `; runner-up ${r.runner_up.identity}` : "";
+  if (r.unknown) {
+    return `unknown (statistic ${r.statistic.toFixed(d)} < threshold ${r.threshold.toFixed(d)}, ` +
+           `${(r.threshold - r.statistic).toFixed(d)} below; best face ${r.score.toFixed(3)}${runner})`;
+  }
+  return `${r.identity} (best face ${r.score.toFixed(3)}; statistic ${r.statistic.toFixed(d)} ≥ threshold ` +
+         `${r.threshold.toFixed(d)}${runner})`;
 }
 
 function showAnswers(answer) {
@@ -84,21 +111,21 @@ function showAnswers(answer) {
   const scale = img.clientWidth / (answer.photo.width || img.naturalWidth || 1);
   answer.results.forEach((r, i) => {
     const [x1, y1, x2, y2] = r.face.box;
-    const label = r.unknown ? "unknown" : r.identity;
+    const label = r.too_poor ? "too poor" : r.unknown ? "unknown" : r.identity;
     const box = el("div", { className: r.unknown ? "box unknown" : "box" }, el("span", { textContent: `${i + 1}. ${label}` }));
     Object.assign(box.style, { left: `${x1 * scale}px`, top: `${y1 * scale}px`, width: `${(x2 - x1) * scale}px`,
                                height: `${(y2 - y1) * scale}px` });
     box.dataset.identity = label;
     $("photo-frame").append(box);
-    const verdict = r.unknown ? `unknown (best ${r.score === null ? "-" : r.score.toFixed(3)} < threshold ${r.threshold.toFixed(3)})`
-                              : `${r.identity} (${r.score.toFixed(3)})`;
     const candidates = el("div", { className: "candidates" });
     for (const c of r.candidates) {
+      const template = c.template_score === null || c.template_score === undefined ? "" : `, template ${c.template_score.toFixed(3)}`;
       candidates.append(el("div", { className: "candidate" }, crop(c.face_id, 96),
-        el("div", { textContent: `${c.identity ?? "face " + c.face_id} ${c.score.toFixed(3)}` })));
+        el("div", { textContent: `${c.identity ?? "face " + c.face_id}: face ${c.score.toFixed(3)}${template}` })));
     }
     $("answers").append(el("li", { className: "answer" },
-      el("strong", { textContent: verdict }), el("div", { className: "muted", textContent: "nearest:" }), candidates));
+      el("strong", { textContent: verdictText(r) }),
+      el("div", { className: "muted", textContent: r.too_poor ? "" : "nearest:" }), candidates));
   });
 }
 
@@ -253,9 +280,13 @@ async function showIdentity(id, name) {
           showIdentity(id, name);
         } catch (error) { say(String(error.message || error)); }
       };
-      faces.append(el("div", { className: "face" }, crop(f.face_id, 96), reject));
+      const poor = f.quality && !f.quality.ok;
+      faces.append(el("div", { className: poor ? "face low-quality" : "face", title: poor ? f.quality.issue : "" },
+        crop(f.face_id, 96), reject, poor ? el("div", { className: "quality", textContent: "low quality" }) : ""));
     }
-    detail.replaceChildren(el("h3", { textContent: `${name}: ${p.faces.length} faces (✕ rejects a face)` }), faces);
+    const low = p.faces.filter((f) => f.quality && !f.quality.ok).length;
+    detail.replaceChildren(el("h3", { textContent: `${name}: ${p.faces.length} faces (✕ rejects a face)` +
+      (low ? `; ${low} below the quality gate (not in the template)` : "") }), faces);
     detail.hidden = false;
   } catch (error) { say(String(error.message || error)); }
 }
