@@ -117,6 +117,41 @@ def _print(row: dict[str, Any]) -> None:
           f"bF {row['bcubed_f']:.3f} | clusters {row['clusters']} single {row['singleton_rate']:.3f}", flush=True)
 
 
+def _doubtful_marks(x: np.ndarray, graph: Any, truth: np.ndarray, main: np.ndarray,
+                    settings: ClusterSettings) -> dict[str, Any]:
+    """How well review's marks (search.cluster.outliers, as `clusters show` computes them) find the faces
+    that are not their cluster's person (its most common one, among main faces) at `settings`."""
+    from collections import Counter
+
+    from search.cluster.outliers import outlyingness
+
+    labels = cluster_labels(x, graph, settings)
+    stricter = settings.stricter()
+    counts = Counter()
+    order = np.argsort(labels, kind="stable")
+    for members in np.split(order, np.flatnonzero(np.diff(labels[order])) + 1):
+        scored = main[members]
+        if members.size < 2 or not scored.any():
+            continue
+        found = outlyingness(x[members], stricter)
+        person = Counter(truth[members][scored].tolist()).most_common(1)[0][0]
+        wrong = scored & (truth[members] != person)
+        right = scored & ~wrong
+        counts["intruders"] += int(wrong.sum())
+        counts["intruders_marked"] += int((wrong & found.doubtful).sum())
+        counts["members"] += int(right.sum())
+        counts["members_marked"] += int((right & found.doubtful).sum())
+        # shown first: of a cluster's k intruders, how many are among its first k faces in review order
+        counts["intruders_in_first"] += int(wrong[found.order()[:int(wrong.sum())]].sum())
+    result = dict(counts)
+    for key in ("intruders", "members"):
+        result[f"{key}_marked_share"] = round(counts[f"{key}_marked"] / counts[key], 4) if counts[key] else None
+    print(f"review marks at the default: {counts['intruders_marked']} of {counts['intruders']} faces that are not "
+          f"their cluster's person marked, {counts['members_marked']} of {counts['members']} that are; "
+          f"{counts['intruders_in_first']} intruders among their clusters' first faces", flush=True)
+    return result
+
+
 def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None = None, half: int | None = None,
             seed: int = 0, sweep: bool = True) -> dict[str, Any]:
     with Gallery.open(gallery) as g:
@@ -208,6 +243,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
     def best(method: str, key: str) -> dict[str, Any]:
         return max((r for r in rows if r["method"] == method), key=lambda r: r[key])
 
+    marks = _doubtful_marks(x, graph, truth, main, default) if default is not None else None
     exact_best = best("exact average", "bcubed_f")
     verdict = {"pairwise_precision_at_least_0.95": product["pairwise_precision"] >= 0.95,
                "bcubed_f_not_below_exact_average_best": product["bcubed_f"] >= exact_best["bcubed_f"],
@@ -222,6 +258,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         "faces_clustered": int(face_ids.size), "faces_scored": int(main.sum()),
         "people": int(np.unique(truth[main]).size), "graph_seconds": round(graph_seconds, 3),
         "default": default.as_dict() if default else None, "product": product, "verdict": verdict,
+        "doubtful_marks": marks,
         "best": {m: {"pairwise_f": best(m, "pairwise_f"), "bcubed_f": best(m, "bcubed_f")}
                  for m in sorted({r["method"] for r in rows})},
         "rows": rows,
