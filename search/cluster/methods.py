@@ -25,6 +25,7 @@ import numpy as np
 from search.cluster.graph import KnnGraph
 
 METHODS = ("average", "single", "core")
+MARGIN_BLOCK = 1 << 20  # cluster pairs whose margins are computed at once
 log = logging.getLogger(__name__)
 
 
@@ -95,11 +96,15 @@ def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarra
     """How far each pair's average link is above what it needs: by size, a pair of single faces needs
     `threshold` and large clusters (steady means) approach `floor`; with a consistency check, also
     what the clusters' own cohesion asks (`coh`: per cluster, NaN below the check's size)."""
-    link = _pair_links(sums, counts, lo, hi)
-    margin = link - (floor + (threshold - floor) / np.sqrt(counts[lo].astype(np.float64) * counts[hi]))
-    if check is not None and coh is not None:
-        np.minimum(margin, link - _consistency_need(coh[lo], coh[hi], check), out=margin)
-    return margin.astype(np.float32)
+    out = np.empty(lo.shape[0], np.float32)
+    for start in range(0, lo.shape[0], MARGIN_BLOCK):  # bounded float64 temporaries at any pair count
+        a, b = lo[start:start + MARGIN_BLOCK], hi[start:start + MARGIN_BLOCK]
+        link = _pair_links(sums, counts, a, b)
+        margin = link - (floor + (threshold - floor) / np.sqrt(counts[a].astype(np.float64) * counts[b]))
+        if check is not None and coh is not None:
+            np.minimum(margin, link - _consistency_need(coh[a], coh[b], check), out=margin)
+        out[start:start + MARGIN_BLOCK] = margin
+    return out
 
 
 def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
