@@ -161,3 +161,43 @@ def test_a_person_whose_name_holds_a_slash_opens_on_the_people_page(site) -> Non
     sync_api.expect(page.locator("#identity-detail h3")).to_contain_text("Gore/Al: 3 faces")
     assert page.locator("#identity-detail .face").count() == 3
     page.close()
+
+
+def test_a_clusters_doubtful_faces_come_first_and_strict_naming_leaves_them(browser, tmp_path: Path) -> None:
+    """A group with one stranger in it (made-up embeddings, no photos: the crops are missing): the page
+    lists the stranger first, marked, and the Name button leaves it unnamed and shows it."""
+    from search.cluster import cluster_gallery
+    from tests.test_cluster_precision import SETTING, gallery_with_an_intruder
+
+    root = tmp_path / "g"
+    ids, stranger = gallery_with_an_intruder(root)
+    cluster_gallery(root, **SETTING)
+    server = Server(root, log=tmp_path / "serve.log")
+    try:
+        with server.client() as c:
+            [cluster] = c.get("/v1/clusters").json()
+            api_order = [f["face_id"] for f in c.get(f"/v1/clusters/{cluster['cluster']}").json()["faces"]]
+        assert api_order[0] == stranger
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(server.url + "/")
+        page.click("#tab-people")
+        card = page.locator(".card.cluster").first
+        card.locator("button", has_text="Faces").click()
+        faces = page.locator("#cluster-detail .face")
+        sync_api.expect(faces).to_have_count(9)
+        assert [int(v) for v in faces.evaluate_all("els => els.map(e => e.dataset.faceId)")] == api_order
+        assert faces.first.get_attribute("class") == "face doubtful"
+        assert page.locator("#cluster-detail .face.doubtful").count() == 1
+        assert "far from the rest" in faces.first.get_attribute("title")
+        sync_api.expect(page.locator("#cluster-detail h3")).to_contain_text("1 far from the rest first")
+        shoot(page, "issue30_doubtful_first.png")
+        card.locator("input.cluster-name").fill("Dana")
+        card.locator("button.name-cluster").click()
+        sync_api.expect(page.locator("#message")).to_contain_text("Named 8 faces 'Dana'")
+        sync_api.expect(page.locator("#message")).to_contain_text("1 face far from the rest of the group left unnamed")
+        sync_api.expect(page.locator("#cluster-detail .face.doubtful")).to_have_count(1)
+        with server.client() as c:
+            assert len(c.get("/v1/identities/Dana").json()["faces"]) == 8
+        page.close()
+    finally:
+        server.close()

@@ -75,7 +75,8 @@ def clusters_show(
     max_faces: Annotated[int, typer.Option(help="Faces on the contact sheet at most.", min=1)] = 64,
     as_json: JsonOpt = False,
 ) -> None:
-    """The faces of one cluster (face id, photo, box, label); --sheet draws them for a glance."""
+    """The faces of one cluster, those far from the rest first (? marks the faces a stricter split would
+    take out); --sheet draws them for a glance."""
     from search.cluster import contact_sheet, show_cluster
 
     detail = show_cluster(gallery, cluster)
@@ -86,26 +87,48 @@ def clusters_show(
     title = f"cluster {cluster}: {detail.size} faces" + (f", named {safe(detail.name)}" if detail.name else "")
     if detail.suggestion:
         title += f", looks like {safe(detail.suggestion['identity'])} ({detail.suggestion['score']:.3f})"
-    table = Table("face", Column("photo", overflow="fold"), "box", "identity", title=title)
+    if detail.doubtful:
+        title += f"; {detail.doubtful} doubtful (?) first"
+    table = Table("face", "", Column("to rest", justify="right"), Column("photo", overflow="fold"), "box",
+                  "identity", title=title)
     for f in detail.faces:
-        table.add_row(str(f["face_id"]), safe(f["photo"]), str(f["box"]), safe(f["identity"] or ""))
+        table.add_row(str(f["face_id"]), "?" if f["doubtful"] else "", f"{f['similarity']:.3f}", safe(f["photo"]),
+                      str(f["box"]), safe(f["identity"] or ""))
     out.print(table)
     if written:
         note(f"contact sheet: {written}")
+    if detail.doubtful:
+        note(f"faces marked ? are far from the rest: look at them before naming (not this person: gallery clusters "
+             f"reject {cluster} FACE_ID... --gallery {gallery})")
 
 
 @clusters_app.command("name")
-def clusters_name(cluster: ClusterArg, name: Annotated[str, typer.Argument(help="The person's name.")],
-                  gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
-    """Give all the cluster's faces a name (an existing name merges the cluster into that person)."""
+def clusters_name(
+    cluster: ClusterArg,
+    name: Annotated[str, typer.Argument(help="The person's name.")],
+    gallery: GalleryOpt,
+    strict: Annotated[bool, typer.Option("--strict", help="Leave the faces far from the rest of the cluster "
+                                         "without the name.", metavar="")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give the cluster's faces a name (an existing name merges the cluster into that person); faces far
+    from the rest of the cluster are listed (--strict leaves them unnamed)."""
     from search.cluster import name_cluster
 
-    result = name_cluster(gallery, cluster, name)
+    result = name_cluster(gallery, cluster, name, strict=strict)
     if as_json:
         _print_json(result.as_dict())
         return
     how = "merged into the existing" if result.merged else "named"
     out.print(safe(f"cluster {cluster}: {result.faces_labeled} faces {how} '{result.name}'"), highlight=False)
+    if result.far_faces:
+        ids = " ".join(str(f["face_id"]) for f in result.far_faces)
+        what = "left unnamed" if result.left_unnamed else "named too"
+        out.print(f"{len(result.far_faces)} faces far from the rest of the cluster ({what}): {ids}", highlight=False)
+        fix = (f"gallery clusters reject {cluster} FACE_ID... --gallery {gallery}" if result.left_unnamed else
+               f"gallery faces relabel FACE_ID... --unlabeled --gallery {gallery}")
+        note(f"look at them first in: gallery clusters show {cluster} --gallery {gallery} --sheet cluster{cluster}.jpg; "
+             f"those that are not {result.name}: {fix}")
 
 
 @clusters_app.command("split")
@@ -163,6 +186,13 @@ def register(app: GalleryTyper) -> None:
         floor: Annotated[float | None, typer.Option(
             help="Mean cosine two large clusters need to merge (default: keeps the model's gap below "
                  "--threshold).", callback=finite_threshold, show_default=False)] = None,
+        cohesion_gap: Annotated[float | None, typer.Option(
+            help="Consistency check: two clusters of 3+ faces merge only if their mean cosine is within this of "
+                 "the looser one's own inner mean (default: the model's measured setting; none for other models).",
+            callback=finite_threshold, show_default=False)] = None,
+        join_gap: Annotated[float | None, typer.Option(
+            help="Consistency check for a smaller group joining a cluster of 3+ faces (default: the model's).",
+            callback=finite_threshold, show_default=False)] = None,
         k: Annotated[int | None, typer.Option(help="Neighbours per face in the graph (default 30).", min=1,
                                               show_default=False)] = None,
         method: Annotated[str | None, typer.Option(help="average (default), single or core.",
@@ -180,7 +210,8 @@ def register(app: GalleryTyper) -> None:
 
         result = cluster_gallery(gallery, rebuild=rebuild, include_labeled=include_labeled,
                                  include_low_quality=include_low_quality, threshold=threshold,
-                                 floor=floor, k=k, method=method, progress=progress)
+                                 floor=floor, k=k, method=method, cohesion_gap=cohesion_gap, join_gap=join_gap,
+                                 progress=progress)
         if as_json:
             _print_json(result.as_dict())
             return

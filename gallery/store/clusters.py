@@ -182,9 +182,9 @@ class GalleryClusters:
             self._drop_empty_clusters(s)
         return ids
 
-    def name_cluster(self, cluster_id: int, name: str) -> tuple[int, bool]:
-        """Give every live face of the cluster the identity `name` (created, or merged into when it
-        exists). Returns (faces labeled, whether the name existed)."""
+    def name_cluster(self, cluster_id: int, name: str, except_faces: list[int] | None = None) -> tuple[int, bool]:
+        """Give every live face of the cluster but `except_faces` the identity `name` (created, or merged
+        into when it exists). Returns (faces labeled, whether the name existed)."""
         name = name.strip()
         if not name:
             raise GalleryError("A cluster's name cannot be empty.")
@@ -194,8 +194,16 @@ class GalleryClusters:
             existed = s.scalar(select(Identity.identity_id).where(Identity.name == name)) is not None
             identity_id = schema.get_or_create_identity(s, name)
             members = select(FaceCluster.face_id).where(FaceCluster.cluster_id == cluster_id)
-            n = s.execute(update(Face).where(Face.face_id.in_(members), Face.deleted.is_(False))
-                          .values(identity_id=identity_id)).rowcount
+            if except_faces:
+                skip = {int(f) for f in except_faces}
+                ids = [f for f in s.scalars(members) if f not in skip]
+                n = 0
+                for start in range(0, len(ids), BATCH):
+                    n += s.execute(update(Face).where(Face.face_id.in_(ids[start:start + BATCH]),
+                                                      Face.deleted.is_(False)).values(identity_id=identity_id)).rowcount
+            else:
+                n = s.execute(update(Face).where(Face.face_id.in_(members), Face.deleted.is_(False))
+                              .values(identity_id=identity_id)).rowcount
             # identities whose last face moved here disappear (as with relabel)
             self._drop_empty_identities(s)  # type: ignore[attr-defined]
         return int(n or 0), existed

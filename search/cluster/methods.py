@@ -1,10 +1,12 @@
 """Clustering methods on a k-NN graph: each returns one cluster label per face (0..c-1).
 
-- `average_link`: agglomerative average linkage, exact for every pair of clusters the graph connects.
+- `average_link`: agglomerative average linkage, exact for every pair of clusters the graph connects,
+  with a size-aware threshold and a consistency check against each cluster's own cohesion.
   A cluster pair's average cosine is (sum_A · sum_B) / (|A| |B|) for unit vectors, so it is computed
   from per-cluster vector sums, never from pair lists. Merges happen in rounds of reciprocal best pairs
-  (as in reciprocal agglomerative clustering, RAC): average linkage is reducible, so this gives the same
-  tree as merging one best pair at a time. Candidates are the cluster pairs joined by a graph edge of
+  (as in reciprocal agglomerative clustering, RAC): plain average linkage is reducible, so this gives
+  the same tree as merging one best pair at a time (with the size-aware threshold and the check, pairs
+  rank by how far they clear what they need). Candidates are the cluster pairs joined by a graph edge of
   similarity >= threshold (an average >= t needs at least one pair >= t).
 - `single_link`: connected components of the edges >= threshold (chains: one look-alike pair joins two
   people, so it is measured, not the default).
@@ -16,12 +18,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
 from search.cluster.graph import KnnGraph
 
 METHODS = ("average", "single", "core")
+MARGIN_BLOCK = 1 << 20  # cluster pairs whose margins are computed at once
 log = logging.getLogger(__name__)
 
 
@@ -49,12 +53,58 @@ def _pair_links(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.nda
     return out / (counts[lo].astype(np.float64) * counts[hi])
 
 
+@dataclass(frozen=True)
+class Consistency:
+    """The consistency check of a merge: a cluster of `min_size` or more faces has a steady inner mean
+    cosine (its cohesion); the link to a partner must come within a gap of it.
+
+    Two such clusters: link >= the looser one's cohesion - `gap` (the merged cluster is about as
+    consistent as its parts). A smaller group joining one: link >= its cohesion - `join_gap` (one face's
+    mean is noisier than a cluster's). The evidence does not weaken with size: a large cluster's
+    cohesion does not fall as it grows, so large clusters of two look-alike people stay apart."""
+
+    gap: float
+    join_gap: float
+    min_size: int = 3
+
+
+def cohesion(sums: np.ndarray, counts: np.ndarray, ids: np.ndarray | slice = slice(None),
+             min_size: int = 2) -> np.ndarray:
+    """Mean pairwise cosine inside each cluster, (|sum|^2 - n) / (n (n - 1)) for unit vectors (from the
+    vector sum: no pair list); NaN below `min_size` faces."""
+    n = counts[ids].astype(np.float64)
+    picked = sums[ids] if not isinstance(ids, slice) else sums
+    squared = np.empty(n.size, np.float64)
+    for start in range(0, n.size, 131_072):  # bounded temporaries, as in _pair_links
+        block = picked[start:start + 131_072].astype(np.float64)
+        squared[start:start + 131_072] = np.einsum("ij,ij->i", block, block)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inner = (squared - n) / (n * (n - 1))
+    return np.where(n >= max(2, min_size), inner, np.nan)
+
+
+def _consistency_need(coh_lo: np.ndarray, coh_hi: np.ndarray, check: Consistency) -> np.ndarray:
+    """The link each pair needs by the consistency check (-inf where neither side is large enough)."""
+    both = ~np.isnan(coh_lo) & ~np.isnan(coh_hi)
+    with np.errstate(invalid="ignore"):
+        need = np.where(both, np.minimum(coh_lo, coh_hi) - check.gap, np.fmax(coh_lo, coh_hi) - check.join_gap)
+    return np.where(np.isnan(need), -np.inf, need)
+
+
 def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float,
-             floor: float) -> np.ndarray:
-    """How far each pair's average link is above what its sizes need: a pair of single faces needs
-    `threshold`, large clusters (steady means) approach `floor`."""
-    need = floor + (threshold - floor) / np.sqrt(counts[lo].astype(np.float64) * counts[hi])
-    return (_pair_links(sums, counts, lo, hi) - need).astype(np.float32)
+             floor: float, check: Consistency | None = None, coh: np.ndarray | None = None) -> np.ndarray:
+    """How far each pair's average link is above what it needs: by size, a pair of single faces needs
+    `threshold` and large clusters (steady means) approach `floor`; with a consistency check, also
+    what the clusters' own cohesion asks (`coh`: per cluster, NaN below the check's size)."""
+    out = np.empty(lo.shape[0], np.float32)
+    for start in range(0, lo.shape[0], MARGIN_BLOCK):  # bounded float64 temporaries at any pair count
+        a, b = lo[start:start + MARGIN_BLOCK], hi[start:start + MARGIN_BLOCK]
+        link = _pair_links(sums, counts, a, b)
+        margin = link - (floor + (threshold - floor) / np.sqrt(counts[a].astype(np.float64) * counts[b]))
+        if check is not None and coh is not None:
+            np.minimum(margin, link - _consistency_need(coh[a], coh[b], check), out=margin)
+        out[start:start + MARGIN_BLOCK] = margin
+    return out
 
 
 def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,14 +122,16 @@ def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.n
 
 def average_link(
     vectors: np.ndarray, graph: KnnGraph, threshold: float, labels: np.ndarray | None = None,
-    frozen: np.ndarray | None = None, floor: float | None = None,
+    frozen: np.ndarray | None = None, floor: float | None = None, check: Consistency | None = None,
 ) -> np.ndarray:
     """Average-linkage clusters: two clusters of m and n faces merge while their mean pairwise cosine
-    is >= floor + (threshold - floor) / sqrt(m n) (floor None: plain average linkage at `threshold`).
+    is >= floor + (threshold - floor) / sqrt(m n) (floor None: plain average linkage at `threshold`)
+    and, with a `check`, while it passes the consistency check (see `Consistency`).
 
-    Why size-aware: the mean similarity of two large clusters of one person is a steady estimate that
-    sits well above any two people's, while a single pair is noisy. On LFW A–J it lifts pairwise F from
-    0.986 to 0.989 and BCubed F from 0.943 to 0.958 at a higher precision (benchmarks/cluster_quality.py).
+    Why size-aware: the mean similarity of two large clusters of one person is a steady estimate, while
+    a single pair is noisy. Why the check: that mean also sits high for two look-alike people whom the
+    embedding separates poorly, and a floor alone lets their clusters merge; each cluster's own cohesion
+    says how high a link between its faces and another person's can go (benchmarks/cluster_quality.py).
 
     `labels` starts from given clusters instead of singletons (incremental clustering); clusters
     marked in `frozen` (a boolean per starting label) never merge with each other, only absorb others.
@@ -96,7 +148,8 @@ def average_link(
         a, b = start[a], start[b]
     lo, hi = _unique_pairs(a, b, c)
     del a, b
-    margin = _margins(sums, counts, lo, hi, threshold, floor)
+    coh = cohesion(sums, counts, min_size=check.min_size) if check is not None else None
+    margin = _margins(sums, counts, lo, hi, threshold, floor, check, coh)
     parent = np.arange(c, dtype=np.int64)  # cluster id -> the cluster it was merged into
     changed = np.zeros(c, bool)
     rounds = 0
@@ -124,6 +177,8 @@ def average_link(
         counts[mb] = 0
         locked[ma] |= locked[mb]
         parent[mb] = ma
+        if coh is not None:
+            coh[ma] = cohesion(sums, counts, ma, min_size=check.min_size)  # type: ignore[union-attr]
         # pairs between clusters that did not change keep their margin; the others are recomputed
         changed[ma] = True
         lo, hi = parent[lo], parent[hi]  # merged ids never appear again: one step suffices
@@ -132,7 +187,7 @@ def average_link(
         new_lo, new_hi = _unique_pairs(lo[dirty], hi[dirty], c)
         lo = np.concatenate([keep_lo, new_lo])
         hi = np.concatenate([keep_hi, new_hi])
-        margin = np.concatenate([keep_margin, _margins(sums, counts, new_lo, new_hi, threshold, floor)])
+        margin = np.concatenate([keep_margin, _margins(sums, counts, new_lo, new_hi, threshold, floor, check, coh)])
         changed[ma] = False
         log.info("average linkage round %d: %d merges, %d candidate pairs left", rounds, ma.size, lo.size)
     while True:  # pointer jumping: every cluster id to the root of its merges

@@ -13,9 +13,11 @@ from gallery.errors import GalleryError
 from gallery.store import Gallery
 from gallery.store.clusters import ClusterRow, NewCluster
 from search.cluster.graph import knn_graph
+from search.cluster.outliers import Outlyingness, outlyingness
 from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, resolve_settings
 
 SHEET_TILE = 128
+DOUBTFUL_COLOUR = (230, 60, 60)
 SHEET_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 
@@ -35,7 +37,10 @@ class ClusterSummary:
 
 @dataclass
 class ClusterDetail(ClusterSummary):
-    faces: list[dict[str, Any]] = field(default_factory=list)  # face_id, photo, box, identity
+    # face_id, photo, box, identity, similarity (mean cosine to the cluster's other faces) and doubtful
+    # (a stricter split takes it out of the main part): doubtful faces first, then lowest similarity first
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    doubtful: int = 0
 
 
 @dataclass
@@ -44,6 +49,9 @@ class NameResult:
     name: str
     faces_labeled: int
     merged: bool  # the name existed: the cluster's faces joined that person
+    # faces a stricter split takes out of the cluster's main part ({"face_id", "similarity"}, lowest first)
+    far_faces: list[dict[str, Any]] = field(default_factory=list)
+    left_unnamed: int = 0  # of those, faces left without the name (strict naming)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,7 +123,17 @@ def list_clusters(gallery_dir: Path | str, *, min_size: int = 2, limit: int = 0,
     return summaries
 
 
+def _outliers(g: Gallery, face_ids: list[int]) -> tuple[np.ndarray, Outlyingness]:
+    """The cluster's faces in review order (doubtful first, then farthest from the rest) and their
+    outlyingness, with the stricter setting `clusters split` would use."""
+    ids = np.asarray(face_ids, np.int64)
+    found = outlyingness(g.read_embeddings(ids), _split_settings(g, None))
+    order = found.order()
+    return ids[order], Outlyingness(found.similarity[order], found.doubtful[order])
+
+
 def show_cluster(gallery_dir: Path | str, cluster_id: int, *, suggest: bool = True) -> ClusterDetail:
+    """One cluster and its faces, the doubtful ones first (a person sees them before naming)."""
     with Gallery.open(gallery_dir) as g:
         face_ids = g.cluster_face_ids(cluster_id)
         rows = g.cluster_rows([cluster_id])
@@ -123,17 +141,27 @@ def show_cluster(gallery_dir: Path | str, cluster_id: int, *, suggest: bool = Tr
         if suggest:
             _suggest(g, [summary])
         records = g.face_records(face_ids)
+        ordered, found = _outliers(g, [f for f in face_ids if f in records])
     detail = ClusterDetail(**asdict(summary))
-    detail.faces = [{"face_id": f, "photo": records[f].photo, "box": records[f].box, "identity": records[f].identity}
-                    for f in face_ids if f in records]
+    detail.faces = [{"face_id": f, "photo": records[f].photo, "box": records[f].box, "identity": records[f].identity,
+                     "similarity": round(float(sim), 4), "doubtful": bool(far)}
+                    for f, sim, far in zip(ordered.tolist(), found.similarity, found.doubtful)]
+    detail.doubtful = int(found.doubtful.sum())
     return detail
 
 
-def name_cluster(gallery_dir: Path | str, cluster_id: int, name: str) -> NameResult:
-    """All the cluster's faces get the identity `name`; an existing name merges the cluster into it."""
+def name_cluster(gallery_dir: Path | str, cluster_id: int, name: str, *, strict: bool = False) -> NameResult:
+    """All the cluster's faces get the identity `name`; an existing name merges the cluster into it.
+
+    The faces a stricter split would take out of the cluster's main part are reported (`far_faces`);
+    `strict` leaves them without the name (they stay in the cluster, for a person to look at)."""
     with Gallery.open(gallery_dir) as g, g.writer_lock():
-        n, existed = g.name_cluster(cluster_id, name)
-    return NameResult(cluster_id, name.strip(), n, existed)
+        ordered, found = _outliers(g, g.cluster_face_ids(cluster_id))
+        far = [{"face_id": int(f), "similarity": round(float(sim), 4)}
+               for f, sim, d in zip(ordered, found.similarity, found.doubtful) if d]
+        skip = [f["face_id"] for f in far] if strict else []
+        n, existed = g.name_cluster(cluster_id, name, except_faces=skip)
+    return NameResult(cluster_id, name.strip(), n, existed, far, len(skip))
 
 
 def reject_faces(gallery_dir: Path | str, cluster_id: int, face_ids: list[int]) -> RejectResult:
@@ -183,7 +211,8 @@ def split_cluster(gallery_dir: Path | str, cluster_id: int, *, threshold: float 
 def contact_sheet(gallery_dir: Path | str, cluster_id: int, out_path: Path | str, *, max_faces: int = 64,
                   tile: int = SHEET_TILE) -> Path:
     """A grid of the cluster's face crops, cut from the original photos, each captioned with its face
-    id (what `clusters reject` takes): a person judges the cluster at a glance."""
+    id (what `clusters reject` takes) and its similarity to the rest: a person judges the cluster at a
+    glance. Faces in review order (doubtful first, framed in red, then farthest from the rest)."""
     from PIL import Image, ImageDraw
 
     from gallery.faces.crop import crop_face
@@ -206,8 +235,12 @@ def contact_sheet(gallery_dir: Path | str, cluster_id: int, out_path: Path | str
         try:
             sheet.paste(crop_face(face["photo"], face["box"], margin=0.2, size=tile), (x, y))
         except GalleryError:
-            draw.text((x + 8, y + tile // 2), "photo missing", fill=(200, 80, 80))
-        draw.text((x + 4, y + tile + 2), f"{face['face_id']}", fill=(230, 230, 230))
+            draw.text((x + 8, y + tile // 2), "photo missing", fill=DOUBTFUL_COLOUR)
+        if face["doubtful"]:
+            draw.rectangle((x, y, x + tile - 1, y + tile - 1), outline=DOUBTFUL_COLOUR, width=4)
+        draw.text((x + 4, y + tile + 2), f"{face['face_id']}{' ?' if face['doubtful'] else ''}",
+                  fill=DOUBTFUL_COLOUR if face["doubtful"] else (230, 230, 230))
+        draw.text((x + tile - 40, y + tile + 2), f"{face['similarity']:.2f}", fill=(160, 160, 160))
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return out

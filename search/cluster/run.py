@@ -13,6 +13,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,9 @@ from search.cluster.graph import REFINE_FACTOR, KnnGraph, knn_graph
 from search.cluster.methods import average_link, core_points, single_link
 from search.cluster.settings import ClusterSettings, changed_settings, resolve_settings
 
+# faces to leave out: face ids, or (open gallery, sorted live face ids) -> boolean mask (True = out)
+FaceFilter = Collection[int] | np.ndarray | Callable[[Gallery, np.ndarray], np.ndarray]
+
 QUERY_BATCH = 1024
 STREAM_ABOVE = 20_000  # faces to read: above this, stream every shard instead of looking each up
 
@@ -35,7 +39,10 @@ class ClusterReport:
     threshold: float
     floor: float
     k: int
+    cohesion_gap: float | None  # the consistency check's gaps (None: no check)
+    join_gap: float | None
     faces: int  # faces taken into account
+    excluded: int  # live faces the caller's `exclude` left out
     new_faces: int  # faces no clustering had seen before this run
     clusters: int  # clusters of two or more faces after the run
     clustered_faces: int  # faces in those clusters
@@ -54,12 +61,26 @@ class ClusterReport:
 def cluster_labels(vectors: np.ndarray, graph: KnnGraph, settings: ClusterSettings, **kwargs: Any) -> np.ndarray:
     """One label per face with the settings' method (kwargs: starting labels/frozen, average only)."""
     if settings.method == "average":
-        return average_link(vectors, graph, settings.threshold, floor=settings.floor, **kwargs)
+        return average_link(vectors, graph, settings.threshold, floor=settings.floor, check=settings.consistency(),
+                            **kwargs)
     if kwargs:
         raise GalleryError(f"Method '{settings.method}' cannot add faces to existing clusters; use --rebuild.")
     if settings.method == "single":
         return single_link(graph, settings.threshold)
     return core_points(graph, settings.threshold)
+
+
+def excluded_mask(g: Gallery, face_ids: np.ndarray, exclude: FaceFilter | None) -> np.ndarray:
+    """Boolean mask over the sorted live `face_ids`: True where `exclude` leaves the face out."""
+    if exclude is None:
+        return np.zeros(face_ids.size, bool)
+    if callable(exclude):
+        mask = np.asarray(exclude(g, face_ids))
+        if mask.dtype != bool or mask.shape != face_ids.shape:
+            raise GalleryError(f"An exclude function must return one boolean per face ({face_ids.size}), got "
+                               f"{mask.dtype} of shape {mask.shape}.")
+        return mask
+    return np.isin(face_ids, np.fromiter((int(f) for f in exclude), np.int64))
 
 
 def representative(vectors: np.ndarray) -> int:
@@ -120,9 +141,17 @@ def cluster_gallery(
     floor: float | None = None,
     k: int | None = None,
     method: str | None = None,
+    cohesion_gap: float | None = None,
+    join_gap: float | None = None,
+    exclude: FaceFilter | None = None,
     progress: ProgressFn | None = None,
 ) -> ClusterReport:
-    """Cluster the gallery's faces (see the module docstring) and store the result."""
+    """Cluster the gallery's faces (see the module docstring) and store the result.
+
+    `exclude`: faces this run leaves out (a collection of face ids, or a function of the open gallery
+    and the sorted live face ids that returns a boolean mask, True = leave out). A left-out face joins
+    no cluster and is no neighbour of another face; a later run without it takes it in as a new face.
+    """
     started = time.perf_counter()
     with Gallery.open(gallery_dir) as g, g.writer_lock():
         stamp = g.model_stamp
@@ -132,7 +161,8 @@ def cluster_gallery(
         incremental = previous is not None and not rebuild
         settings = resolve_settings(stamp["name"], previous if incremental else None, threshold=threshold,
                                     floor=floor, k=k, method=method, include_labeled=include_labeled,
-                                    include_low_quality=include_low_quality)
+                                    include_low_quality=include_low_quality, cohesion_gap=cohesion_gap,
+                                    join_gap=join_gap)
         if incremental and (changed := changed_settings(previous, settings)):
             raise GalleryError(
                 f"This gallery was clustered with {', '.join(f'{c} {previous[c]}' for c in changed)}; new faces are "
@@ -145,6 +175,8 @@ def cluster_gallery(
             eligible[:] = True
         if not settings.include_low_quality and faces.low_quality is not None:
             eligible &= ~faces.low_quality  # below the quality gate: they would join people through blur
+        left_out = excluded_mask(g, faces.face_ids, exclude)
+        eligible &= ~left_out
         dim = int(stamp["dim"])
         record = {**settings.as_dict(), "model": stamp["name"], "at": time.time()}
         if incremental:
@@ -156,7 +188,8 @@ def cluster_gallery(
         clusters, clustered = int((sizes >= 2).sum()), int(sizes[sizes >= 2].sum())
     return ClusterReport(
         method=settings.method, threshold=settings.threshold, floor=settings.floor, k=settings.k,
-        faces=int(eligible.sum()), new_faces=result["new_faces"], clusters=clusters, clustered_faces=clustered,
+        cohesion_gap=settings.cohesion_gap, join_gap=settings.join_gap, faces=int(eligible.sum()),
+        excluded=int(left_out.sum()), new_faces=result["new_faces"], clusters=clusters, clustered_faces=clustered,
         new_clusters=result["new_clusters"], joined=result["joined"], named_joined=result["named_joined"],
         singletons=int(eligible.sum()) - clustered, seconds=round(time.perf_counter() - started, 3),
         rebuild=rebuild, incremental=incremental,
@@ -253,7 +286,7 @@ def _incremental(g: Gallery, faces: Any, eligible: np.ndarray, settings: Cluster
     nbr_pos = np.searchsorted(faces.face_ids, nbr_ids[nbr_ids >= 0])
     cluster_of = faces.cluster_ids
     touched = np.setdiff1d(np.unique(cluster_of[nbr_pos]), [ALONE, NEW])
-    members = np.flatnonzero(np.isin(cluster_of, touched))
+    members = np.flatnonzero(np.isin(cluster_of, touched) & eligible)
     local_pos = np.unique(np.concatenate([new_pos, members, nbr_pos]))
     local_ids = faces.face_ids[local_pos]
     # many faces (large clusters touched): one streamed pass over the shards beats per-face lookups

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gallery.errors import GalleryError
+from search.cluster.methods import METHODS, Consistency
 
 DEFAULT_K = 30
 SPLIT_STEP = 0.01  # `clusters split` without --threshold: this much stricter than the gallery's setting
@@ -16,7 +17,11 @@ SPLIT_STEP = 0.01  # `clusters split` without --threshold: this much stricter th
 class ClusterSettings:
     """Average linkage with a size-aware threshold: two clusters of m and n faces merge when their
     mean pairwise cosine is at least floor + (threshold - floor) / sqrt(m * n). Two single faces need
-    `threshold`; large clusters, whose mean is a steady estimate, need only `floor`."""
+    `threshold`; large clusters, whose mean is a steady estimate, need only `floor`.
+
+    And, when `cohesion_gap` is set, a consistency check (search.cluster.methods.Consistency): between
+    two clusters of 3+ faces the mean cosine must come within `cohesion_gap` of the looser one's own
+    inner mean; a smaller group joining a cluster of 3+, within `join_gap` of that cluster's."""
 
     threshold: float
     floor: float
@@ -25,19 +30,26 @@ class ClusterSettings:
     include_labeled: bool = False
     # faces below the quality gate (blurred, cut off, tiny...) look alike across people: left out by default
     include_low_quality: bool = False
+    cohesion_gap: float | None = None  # None: no consistency check (galleries clustered before it)
+    join_gap: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def consistency(self) -> Consistency | None:
+        if self.cohesion_gap is None:
+            return None
+        return Consistency(self.cohesion_gap, self.cohesion_gap if self.join_gap is None else self.join_gap)
 
     def stricter(self, threshold: float | None = None) -> ClusterSettings:
         t = self.threshold + SPLIT_STEP if threshold is None else threshold
         return replace(self, threshold=t, floor=min(t, self.floor + (t - self.threshold)))
 
 
-# Measured on LFW A–J main faces (product ingest, dlib-resnet), see the README's clustering figures:
-# pairwise precision 0.993, pairwise F 0.989, BCubed F 0.958.
+# Tuned on half of the LFW A–J people (product ingest, dlib-resnet) with at most 6 and at most 20
+# photos per person, checked on the other half (benchmarks/cluster_quality.py, the README's figures).
 MODEL_DEFAULTS: dict[str, ClusterSettings] = {
-    "dlib-resnet": ClusterSettings(threshold=0.94, floor=0.925),
+    "dlib-resnet": ClusterSettings(threshold=0.9425, floor=0.9275, cohesion_gap=0.016, join_gap=0.026),
 }
 
 
@@ -51,6 +63,8 @@ def resolve_settings(
     method: str | None = None,
     include_labeled: bool | None = None,
     include_low_quality: bool | None = None,
+    cohesion_gap: float | None = None,
+    join_gap: float | None = None,
 ) -> ClusterSettings:
     """The settings of this run: what was asked, else those of the gallery's last clustering (so that an
     incremental run adds faces the way the clusters were made), else the model's measured defaults."""
@@ -67,7 +81,8 @@ def resolve_settings(
     else:
         base = ClusterSettings(threshold=threshold, floor=threshold if floor is None else floor)
     asked: dict[str, Any] = {"threshold": threshold, "floor": floor, "k": k, "method": method,
-                             "include_labeled": include_labeled, "include_low_quality": include_low_quality}
+                             "include_labeled": include_labeled, "include_low_quality": include_low_quality,
+                             "cohesion_gap": cohesion_gap, "join_gap": join_gap}
     changes = {key: value for key, value in asked.items() if value is not None}
     if threshold is not None and floor is None and not previous and model in MODEL_DEFAULTS:
         # keep the default gap between single faces and large clusters
@@ -76,10 +91,11 @@ def resolve_settings(
     if not (-1.0 <= settings.floor <= settings.threshold <= 1.0):
         raise GalleryError(f"Need -1 <= floor <= threshold <= 1 (got floor {settings.floor}, "
                            f"threshold {settings.threshold}).")
+    if any(gap is not None and not 0 <= gap <= 1 for gap in (settings.cohesion_gap, settings.join_gap)):
+        raise GalleryError(f"Consistency gaps are cosines between 0 and 1 (got {settings.cohesion_gap}, "
+                           f"{settings.join_gap}).")
     if settings.k < 1:
         raise GalleryError("k must be at least 1.")
-    from search.cluster.methods import METHODS
-
     if settings.method not in METHODS:
         raise GalleryError(f"Unknown clustering method '{settings.method}' (one of: {', '.join(METHODS)}).")
     return settings

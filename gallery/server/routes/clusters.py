@@ -27,6 +27,7 @@ def cluster_api() -> Any:
 
 class Name(BaseModel):
     name: str = Field(min_length=1)
+    strict: bool = Field(False, description="Leave the faces far from the rest of the cluster without the name.")
 
 
 class Split(BaseModel):
@@ -48,16 +49,18 @@ def list_clusters(request: Request, min_size: int = Query(2, ge=1, le=MAX_ID), l
     return [c.as_dict() for c in api.list_clusters(request.app.state.config.gallery, min_size=min_size, limit=limit)]
 
 
-@router.get("/clusters/{cluster_id}", summary="One cluster and its faces")
+@router.get("/clusters/{cluster_id}", summary="One cluster and its faces, those far from the rest first")
 def show_cluster(request: Request, cluster_id: int = ClusterId,
                  _key: Any = Depends(require("search"))) -> dict[str, Any]:
     return cluster_api().show_cluster(request.app.state.config.gallery, cluster_id).as_dict()
 
 
-@router.post("/clusters/{cluster_id}/name", summary="Name a cluster: its faces become that identity")
+@router.post("/clusters/{cluster_id}/name", summary="Name a cluster: its faces become that identity; "
+             "faces far from the rest are listed (far_faces), and left unnamed with strict")
 def name_cluster(body: Name, request: Request, cluster_id: int = ClusterId,
                  _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
-    return cluster_api().name_cluster(request.app.state.config.gallery, cluster_id, body.name).as_dict()
+    gallery = request.app.state.config.gallery
+    return cluster_api().name_cluster(gallery, cluster_id, body.name, strict=body.strict).as_dict()
 
 
 @router.post("/clusters/{cluster_id}/split", summary="Split a cluster at a stricter threshold")

@@ -178,9 +178,13 @@ function clusterCard(c) {
     const value = input.value.trim() || (c.suggestion ? c.suggestion.identity : "");
     if (!value) return say("Type a name first.");
     try {
-      const r = await api(`/v1/clusters/${c.cluster}/name`, { method: "POST", json: { name: value } });
-      say(`Named ${r.faces_labeled} faces '${r.name}'${r.merged ? " (joined the existing person)" : ""}.`, true);
+      // strict: faces far from the rest of the group keep no name until a person has looked at them
+      const r = await api(`/v1/clusters/${c.cluster}/name`, { method: "POST", json: { name: value, strict: true } });
+      const far = r.left_unnamed ? ` ${r.left_unnamed} face${r.left_unnamed === 1 ? "" : "s"} far from the rest ` +
+                                   `of the group left unnamed: check them below.` : "";
+      say(`Named ${r.faces_labeled} faces '${r.name}'${r.merged ? " (joined the existing person)" : ""}.${far}`, true);
       await loadPeople();
+      if (r.left_unnamed) await showCluster(c.cluster);
     } catch (error) { say(String(error.message || error)); }
   };
   const show = el("button", { textContent: "Faces" });
@@ -196,7 +200,7 @@ function clusterCard(c) {
 async function showCluster(id) {
   const detail = $("cluster-detail");
   try {
-    const c = await api(`/v1/clusters/${id}`);
+    const c = await api(`/v1/clusters/${id}`);  // doubtful faces first, then farthest from the rest
     const faces = el("div", { className: "faces" });
     for (const f of c.faces) {
       const reject = el("button", { textContent: "✕", title: "not this person" });
@@ -207,7 +211,13 @@ async function showCluster(id) {
           showCluster(id);
         } catch (error) { say(String(error.message || error)); }
       };
-      faces.append(el("div", { className: "face" }, crop(f.face_id, 96), reject));
+      const face = el("div", { className: f.doubtful ? "face doubtful" : "face",
+                               title: `face ${f.face_id}: similarity to the rest ${f.similarity.toFixed(3)}` +
+                                      (f.doubtful ? " (far from the rest: is it the same person?)" : "") },
+                      crop(f.face_id, 96), reject,
+                      el("div", { className: "similarity", textContent: f.similarity.toFixed(2) }));
+      face.dataset.faceId = f.face_id;
+      faces.append(face);
     }
     const split = el("button", { textContent: "Split this group" });
     split.onclick = async () => {
@@ -217,7 +227,9 @@ async function showCluster(id) {
         loadPeople();
       } catch (error) { say(String(error.message || error)); }
     };
-    detail.replaceChildren(el("h3", { textContent: `Group ${id}: ${c.size} faces (✕ takes a face out)` }), faces, split);
+    const doubtful = c.doubtful ? `, ${c.doubtful} far from the rest first (red)` : "";
+    detail.replaceChildren(el("h3", { textContent: `Group ${id}: ${c.size} faces${doubtful} (✕ takes a face out)` }),
+                           faces, split);
     detail.hidden = false;
   } catch (error) { say(String(error.message || error)); }
 }
