@@ -35,6 +35,7 @@ class ErasureReport:
     shards_rewritten: int
     index: str  # "patched", "rebuilt", "none" (no index yet)
     seconds: float
+    kept_out: int = 0  # erased photos that ingest and sync keep out from now on
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +64,7 @@ def erase(gallery: Gallery | str | Path, selection: ErasureSelection, command: s
             shards = purge_unreferenced_vectors(g)
             index = _patch_index(g, result.face_ids) if result.face_ids.size else "none"
         return ErasureReport(command, int(result.face_ids.size), result.photos, result.identities, shards, index,
-                             round(time.perf_counter() - t0, 3))
+                             round(time.perf_counter() - t0, 3), result.kept_out)
     finally:
         if owned:
             g.close()

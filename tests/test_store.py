@@ -127,14 +127,15 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
         con.execute("ALTER TABLE faces DROP COLUMN ignored")
         con.execute("ALTER TABLE shards DROP COLUMN sha256")
         con.execute("DROP TABLE erasure_log")
-        for table in ("face_clusters", "cluster_rejections", "clusters", "api_keys"):  # new in version 4
+        for table in ("face_clusters", "cluster_rejections", "clusters", "api_keys", "kept_out"):  # new in 4, 5
             con.execute(f"DROP TABLE {table}")
         con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:
         assert g.delete_faces([1], ignore=True) == 1 and g.live_face_count() == 2
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
     assert con.execute("SELECT count(*) FROM face_clusters").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM kept_out").fetchone() == (0,)
     assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()

@@ -17,6 +17,7 @@ from gallery.cli.common import (
     human_bytes,
     note,
     out,
+    plural,
     safe,
 )
 
@@ -89,11 +90,12 @@ def build_cmd(
         note(f"Building the index of {gallery} ...")
     manifest = build_index(gallery, factory=factory, memory_budget=memory_budget, rerank=rerank, device=device,
                            nprobe=nprobe, seed=seed)
-    manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
+        manifest["calibration"] = auto_calibrate(gallery, quiet=True)
         _print_json(manifest)
-    else:
-        _table(f"Index built for {gallery}", _summary_rows(manifest))
+        return
+    _table(f"Index built for {gallery}", _summary_rows(manifest))
+    auto_calibrate(gallery)  # says so, after the table it follows from
 
 
 @index_app.command("update")
@@ -102,17 +104,18 @@ def update_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     from indexer import update_index
 
     manifest = update_index(gallery)
-    manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
+        manifest["calibration"] = auto_calibrate(gallery, quiet=True)
         _print_json(manifest)
-    else:
-        added = manifest.get("added", 0)
-        out.print(
-            f"Added {added:,} faces; the index now holds {manifest['ntotal']:,} (vector ids up to "
-            f"{manifest['max_face_id']})."
-            if added
-            else "The index is up to date: no new faces."
-        )
+        return
+    added = manifest.get("added", 0)
+    out.print(
+        f"Added {plural(added, 'face')}; the index now holds {manifest['ntotal']:,} (vector ids up to "
+        f"{manifest['max_face_id']})."
+        if added
+        else "The index is up to date: no new faces."
+    )
+    auto_calibrate(gallery)
 
 
 @index_app.command("info")

@@ -25,9 +25,11 @@ from gallery.cli.common import (
     ThresholdOpt,
     WeightsOpt,
     err,
+    exit_without_teardown,
     fail,
     note,
     out,
+    plural,
     safe,
     warn,
 )
@@ -80,6 +82,19 @@ def _csv_row(record: dict) -> dict:
         "error": record.get("error"),
         "detail": record.get("detail"),
     }
+
+
+def _verdict(record: dict) -> str:
+    """The answer of one query face, for the table's title: the person, "unknown", or with --faces
+    how many of the nearest faces clear the threshold (a face has no name to give)."""
+    if record.get("mode") == "faces":
+        above = sum(1 for c in record["candidates"] if c["above_threshold"])
+        if not above:
+            return "[bold yellow]no gallery face above the threshold[/]"
+        return f"[bold green]{plural(above, 'gallery face')} above the threshold[/]"
+    if record["unknown"]:
+        return "[bold yellow]unknown[/]"
+    return f"[bold green]{safe(record['identity'])}[/]"
 
 
 def register(app: GalleryTyper) -> None:
@@ -147,6 +162,7 @@ def register(app: GalleryTyper) -> None:
             warnings = searcher.warnings
         finally:
             searcher.close()
+            exit_without_teardown()
         for r in records:
             r["warnings"] = warnings
         for w in warnings:
@@ -169,14 +185,13 @@ def register(app: GalleryTyper) -> None:
                 if r.get("error"):
                     continue
                 face = r["face"]
-                verdict = f"[bold green]{safe(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
                 table = Table(
                     "rank",
                     "identity" if not faces else "face",
                     "score",
                     "faces",
                     Column("photo", overflow="fold"),
-                    title=f"{safe(r['query'])} · face {face['index']} {face['box']} → {verdict}"
+                    title=f"{safe(r['query'])} · face {face['index']} {face['box']} → {_verdict(r)}"
                     f" (threshold {r['threshold']:.3f})",
                 )
                 for rank, c in enumerate(r["candidates"], 1):
@@ -246,6 +261,7 @@ def register(app: GalleryTyper) -> None:
         from search.verify import verify as run_verify
 
         result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights, preset)
+        exit_without_teardown()
         if as_json:
             print(json.dumps(result.as_dict()))
             return

@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, or_, select, text, update
 from gallery.errors import NotInGallery
 from gallery.store.clusters import forget_faces_in_clusters
 from gallery.store.edits import image_ids_at_paths
+from gallery.store.keep_out import keep_out_content
 from gallery.store.schema import ErasureLog, Face, Identity, Image, Run, Shard, SourceFile, keep_high_water
 from gallery.store.shards import rewrite_shard_without, shard_face_ids
 
@@ -38,6 +39,7 @@ class ErasureSelection:
     face_ids: list[int] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     identity: str | None = None
+    keep_out: bool = False  # ingest and sync keep the erased photos out (a keyed fingerprint each: keep_out.py)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class ErasureResult:
     photos: int
     identities: int
     shards_rewritten: int = 0
+    kept_out: int = 0  # erased photos kept out of future ingests
 
 
 def erase_rows(gallery: Gallery, selection: ErasureSelection, command: str) -> ErasureResult:
@@ -83,6 +86,8 @@ def erase_rows(gallery: Gallery, selection: ErasureSelection, command: str) -> E
         image_ids |= touched - remaining
         paths = set(s.scalars(select(SourceFile.path).where(SourceFile.image_id.in_(image_ids))))
         paths |= set(s.scalars(select(Image.path).where(Image.image_id.in_(image_ids))))
+        kept_out = (keep_out_content(s, s.scalars(select(Image.sha256).where(Image.image_id.in_(image_ids))))
+                    if selection.keep_out else 0)
         forget_faces_in_clusters(s, face_ids)
         s.execute(delete(Face).where(Face.face_id.in_(face_ids)))
         s.execute(delete(SourceFile).where(SourceFile.image_id.in_(image_ids)))
@@ -101,7 +106,8 @@ def erase_rows(gallery: Gallery, selection: ErasureSelection, command: str) -> E
         s.add(ErasureLog(erased_at=time.time(), command=command, faces=len(face_ids), photos=len(image_ids),
                          identities=erased_identities, shards_rewritten=0))
     checkpoint(gallery)
-    return ErasureResult(np.asarray(sorted(face_ids), np.int64), len(image_ids), erased_identities)
+    return ErasureResult(np.asarray(sorted(face_ids), np.int64), len(image_ids), erased_identities,
+                         kept_out=kept_out)
 
 
 def purge_unreferenced_vectors(gallery: Gallery) -> int:

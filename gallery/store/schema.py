@@ -29,13 +29,14 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # version -> SQL that brings a gallery of that version to the next one (run in one transaction);
 # tables that are new in a version need no statement: create_all adds them after the migration
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE faces ADD COLUMN ignored BOOLEAN NOT NULL DEFAULT 0"],
     2: ["ALTER TABLE shards ADD COLUMN sha256 VARCHAR(64)"],  # NULL: written before checksums (unverified)
     3: [],  # clusters, face_clusters, cluster_rejections, api_keys
+    4: [],  # kept_out
 }
 
 
@@ -154,6 +155,15 @@ class ErasureLog(Base):
     photos: Mapped[int] = mapped_column(Integer)
     identities: Mapped[int] = mapped_column(Integer)
     shards_rewritten: Mapped[int] = mapped_column(Integer)
+
+
+class KeptOut(Base):
+    """Photo content that ingest and sync must not read in again (erased photos still in the archive):
+    a keyed fingerprint of the content only, never the photo, its path or whose it was (see
+    gallery.store.keep_out)."""
+
+    __tablename__ = "kept_out"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class Cluster(Base):

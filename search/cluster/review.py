@@ -115,6 +115,12 @@ def list_clusters(gallery_dir: Path | str, *, min_size: int = 2, limit: int = 0,
     return summaries
 
 
+def count_clusters(gallery_dir: Path | str, *, min_size: int = 2) -> int:
+    """How many clusters `list_clusters` would list without a limit."""
+    with Gallery.open(gallery_dir) as g:
+        return len(g.cluster_rows(min_size=max(1, min_size)))
+
+
 def show_cluster(gallery_dir: Path | str, cluster_id: int, *, suggest: bool = True) -> ClusterDetail:
     with Gallery.open(gallery_dir) as g:
         face_ids = g.cluster_face_ids(cluster_id)
