@@ -107,7 +107,7 @@ def register(app: GalleryTyper) -> None:
             with Progress(SpinnerColumn(), TextColumn("[bold]ingest"), BarColumn(),
                           TextColumn("{task.fields[message]}"), TimeElapsedColumn(),
                           console=err, transient=True) as progress:
-                task = progress.add_task("ingest", total=None, message="scanning ...")
+                task = progress.add_task("ingest", total=None, message="starting ...")
 
                 def on_progress(event: Event) -> None:
                     progress.update(task, completed=event.done, total=event.total, message=event.message)

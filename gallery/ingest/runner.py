@@ -104,6 +104,8 @@ class Ingestor:
         self._scanned = scanned
         self._rate = RateMeter()
         self._kept_out = KeptOutSet(None, set())  # loaded when the run starts
+        self._on_progress: ProgressFn | None = None
+        self._reader: PhotoReader | None = None
 
     def _check_device(self) -> None:
         """A GPU asked for and missing is an error now, not at the first photo."""
@@ -113,6 +115,7 @@ class Ingestor:
     def run(self, on_progress: ProgressFn | None = None) -> IngestSummary:
         o = self.options
         started = time.perf_counter()
+        self._on_progress = on_progress
         with self.gallery.writer_lock():
             self.summary.orphans_removed = len(self.gallery.remove_orphan_shards())
             if self.gallery.model_stamp is None:
@@ -121,8 +124,8 @@ class Ingestor:
                 self.spec = self._load_pipeline().spec
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
             self._kept_out = KeptOutSet.load(self.gallery)
-            reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size,
-                                 o.max_file_size, self._scanned)
+            reader = self._reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side,
+                                                2 * o.detect_batch_size, o.max_file_size, self._scanned)
             status = "interrupted"
             last_commit = time.monotonic()
             try:
@@ -207,6 +210,8 @@ class Ingestor:
         if self.pipeline is None:
             from gallery.faces.pipeline import FacePipeline
 
+            # seconds to minutes (torch, the weights, a download): said, so a still bar is not a hang
+            self._report(self._on_progress, "loading the face detector and the embedding model ...")
             o = self.options
             self.pipeline = FacePipeline(self.spec, o.device, o.weights, o.min_face_size, o.det_threshold,
                                          o.max_side, o.detect_batch_size, o.embed_batch_size)
@@ -238,12 +243,21 @@ class Ingestor:
         stages = Counter(reader.seconds) + Counter(self.pipeline.seconds if self.pipeline else {})
         stages["write"] = self._write_seconds
         s.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
+        self._report(on_progress)
+
+    def _report(self, on_progress: ProgressFn | None, doing: str | None = None) -> None:
+        """done/total photos, faces, rate and time left; `doing` says what a long pause is (model load)."""
         if on_progress is None:
             return
+        s, reader = self.summary, self._reader
         # done: every file whose fate is known (skipped unread, duplicate, failed, or its faces stored);
         # the rate counts only files really read, so a resume's skipped files do not inflate it
         worked = s.photos_with_faces + s.failed + s.duplicates + s.kept_out
-        done, total = reader.skipped + worked, reader.total
+        done = (reader.skipped if reader else 0) + worked
+        total = reader.total if reader else None
+        if doing is not None:
+            on_progress(Progress("ingest", done, total, doing))
+            return
         rate, eta = self._rate.update(worked, None if total is None else total - done)
         on_progress(Progress("ingest", done, total, progress_line(done, total, s.faces, rate, eta), rate, eta))
 
