@@ -76,7 +76,7 @@ try:
 except SystemExit as done:
     code = done.code
 heavy = sorted(m for m in sys.modules
-               if m.split(".")[0] in ("torchvision", "facenet_pytorch") or m.startswith("torch._dynamo"))
+               if m.split(".")[0] in ("torchvision", "facenet_pytorch", "pyarrow") or m.startswith("torch._dynamo"))
 print("PROBE " + json.dumps({"code": code, "heavy": heavy, "torch": "torch" in sys.modules,
                              "nms_ran": nms._nms is not None}), file=sys.stderr)
 """
@@ -106,7 +106,8 @@ def _dlib_gallery(root: Path) -> Path:
 
 def test_a_photo_search_imports_no_torchvision_and_no_compiler_stack(tmp_path: Path) -> None:
     """Behaviour, not time: the process that answers `gallery search PHOTO` loads the detector and the
-    model (torch) but never imports the torchvision package, facenet_pytorch or torch._dynamo."""
+    model (torch) but never imports the torchvision package, facenet_pytorch or torch._dynamo, nor
+    pyarrow when its index holds every face (no shard to read)."""
     from PIL import Image
 
     query = tmp_path / "noise.png"
@@ -132,3 +133,25 @@ def test_nms_needs_no_torchvision_import() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_console_command_ends_without_teardown_and_loses_no_output(tmp_path: Path) -> None:
+    """`gallery search` skips the interpreter's teardown once done: its exit code and every line it
+    wrote (stdout, and a file of --output) are there all the same."""
+    from PIL import Image
+
+    gallery = _dlib_gallery(tmp_path / "g")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(
+            photos / f"{i}.png")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = [sys.executable, "-m", "gallery.cli", "search", str(photos), "--gallery", str(gallery)]
+    done = subprocess.run([*base, "--json"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 1  # no face in any: reported, exit 1
+    assert [json.loads(line)["error"] for line in done.stdout.splitlines()] == ["no_face"] * 3
+    out = tmp_path / "answers.csv"
+    done = subprocess.run([*base, "--output", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 1 and "wrote 3 records for 3 photos" in done.stderr
+    assert out.read_text().count("\n") == 4 and out.read_text().endswith("\n")
