@@ -216,6 +216,7 @@ class ErasureReport:
     detail: str | None = None
     enrolled_files_removed: int = 0
     places: dict[str, Any] = field(default_factory=dict)  # what each place reached did (counts, states)
+    kept_out: int = 0  # erased photos that ingest and sync keep out from now on
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,7 +267,7 @@ def erase(gallery: Gallery | str | Path, selection: ErasureSelection, command: s
             status="pending" if outcome.pending else "done", pending=dict(outcome.blocked) if outcome.pending else {},
             finished_earlier=sum(1 for r in outcome.finished if r.erasure_id != mine and r.command != "repair"),
             detail=detail, enrolled_files_removed=int(outcome.facts.get("enrolled_files_removed", 0)),
-            places=outcome.facts)
+            places=outcome.facts, kept_out=recorded.kept_out if recorded else 0)
     finally:
         if owned:
             g.close()

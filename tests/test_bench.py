@@ -128,12 +128,16 @@ def test_apply_changes_the_default_nprobe(galleries, tmp_path: Path) -> None:
         assert index.nprobe == default
 
 
-def test_cli_table_and_errors(galleries, tmp_path: Path) -> None:
+def test_cli_table_and_errors(galleries, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["bench", "--gallery", str(galleries["ivf"]), "--queries", "50",
                                  "--latency-queries", "5", "--nprobe", "2,64", "--no-identification"])
     assert result.exit_code == 0, result.output
     assert "recommended" in result.output and "nprobe 64" in result.output and "why:" in result.output
     assert "exact flat" in result.output and "IVF64,Flat" in result.output
+    # the plot is written without --output, and its path said (on stdout, after the answer)
+    assert sorted(p.name for p in (tmp_path / "bench-ivf").iterdir()) == ["bench.csv", "bench.json", "bench.png"]
+    assert "the plot: bench-ivf/bench.png" in result.stdout and "stale" not in result.output
     missing = runner.invoke(app, ["bench", "--gallery", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "No gallery" in missing.output
     bad = runner.invoke(app, ["bench", "--gallery", str(galleries["ivf"]), "--nprobe", "a,b"])
@@ -292,3 +296,34 @@ def test_small_real_gallery_recommends_exact_search_and_apply_switches_back(tmp_
     again = json.loads(runner.invoke(app, args).stdout)
     assert len(again["points"]) == 1 and again["recommended"]["label"] == "exact flat"
     assert "already exact search" in again["why"]
+
+
+def test_cli_says_first_that_the_index_is_stale(galleries, tmp_path: Path) -> None:
+    from gallery.store import Gallery, append_embedded_faces
+
+    shutil.copytree(galleries["flat"], tmp_path / "g")
+    with Gallery.open(tmp_path / "g") as g:
+        append_embedded_faces(g, SPEC.stamp(), unit_vectors(7, SPEC.dim, seed=9))
+    result = runner.invoke(app, ["bench", "--gallery", str(tmp_path / "g"), "--queries", "30",
+                                 "--latency-queries", "3", "--no-identification", "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    first = result.output.strip().splitlines()[0]
+    assert "the index is stale: 7 live faces are newer than the index" in first
+    assert result.output.count("the index is stale") == 1  # said first, not again with the notes
+    data = json.loads(runner.invoke(app, ["bench", "--gallery", str(tmp_path / "g"), "--queries", "30",
+                                          "--latency-queries", "3", "--no-identification", "--json"]).stdout)
+    assert any(n.startswith("the index is stale: 7") for n in data["notes"]) and data["files"] == {}
+
+
+def test_plot_legend_never_lists_a_line_that_is_not_drawn(tmp_path: Path) -> None:
+    from search.bench import plot_curves
+
+    point = {"method": "IVF4,Flat", "rerank": False, "nprobe": 4, "p50_ms": 0.2, "mate_recall": 0.9,
+             "recall@1": 0.95}
+    entries = plot_curves({"IVF4,Flat": [point]}, tmp_path / "one.png", title="one point")
+    assert entries and all(kind == "point" for _, kind in entries), entries
+    assert any("one setting" in label for label, _ in entries)
+    two = [point, {**point, "nprobe": 8, "p50_ms": 0.4, "mate_recall": 0.97, "recall@1": 0.99}]
+    entries = plot_curves({"IVF4,Flat": two}, tmp_path / "two.png", title="two points")
+    assert ("IVF4,Flat, no rerank", "line") in entries and ("mate recall", "line") in entries
+    assert (tmp_path / "one.png").stat().st_size > 10_000

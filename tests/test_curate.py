@@ -115,7 +115,7 @@ def test_ignore_crop_and_labels_round_trip(gallery, tmp_path: Path) -> None:
     with open(exported, "w", newline="") as fh:
         csv.writer(fh).writerows(edited)
     counts = cli("labels", "import", str(exported), "--gallery", g)
-    assert counts == {"relabeled": 37, "unlabeled": 1}
+    assert counts == {"relabeled": 10, "unlabeled": 1, "unchanged": 27}  # changes counted, not rows
     names = {i["identity"]: i["faces"] for i in cli("identities", "--gallery", g)}
     assert names["Robert"] == 10 and "bob" not in names
     # a photo path labels its main face; a row naming nothing changes nothing
@@ -124,7 +124,7 @@ def test_ignore_crop_and_labels_round_trip(gallery, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["labels", "import", str(path_rows), "--gallery", g])
     assert bad.exit_code == 2 and "nothing was changed" in bad.output
     path_rows.write_text(f"{rows[5][1]},Someone\n")
-    assert cli("labels", "import", str(path_rows), "--gallery", g) == {"relabeled": 1, "unlabeled": 0}
+    assert cli("labels", "import", str(path_rows), "--gallery", g) == {"relabeled": 1, "unlabeled": 0, "unchanged": 0}
     unbalanced = tmp_path / "broken.csv"
     unbalanced.write_text('5,"Ann\n6,Bob\n')
     broken = runner.invoke(app, ["labels", "import", str(unbalanced), "--gallery", g])

@@ -128,7 +128,8 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
         con.execute("ALTER TABLE faces DROP COLUMN ignored")
         con.execute("ALTER TABLE shards DROP COLUMN sha256")
         con.execute("DROP TABLE erasure_log")
-        for table in ("face_clusters", "cluster_rejections", "clusters", "api_keys"):  # new in version 4
+        for table in ("face_clusters", "cluster_rejections", "clusters", "api_keys", "kept_out",
+                      "pending_erasure_ids", "pending_erasures"):  # new in 4, 5
             con.execute(f"DROP TABLE {table}")
         for trigger in ("faces_mark_templates_update", "faces_mark_templates_delete", "identities_drop_template",
                         "identity_templates_seq_insert", "identity_templates_seq_update",
@@ -147,5 +148,6 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert con.execute("SELECT count(*) FROM face_clusters").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM pending_erasures").fetchone() == (0,)  # new in version 5
+    assert con.execute("SELECT count(*) FROM kept_out").fetchone() == (0,)
     assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()

@@ -11,11 +11,13 @@ mismatch, bad option); 130 interrupted (committed work is kept).
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Annotated
 
 import typer
 
-from gallery.cli import bench, cluster, curate, info, ingest, keys, search, serve
+from gallery.cli import bench, cluster, common, curate, info, ingest, keys, search, serve
 from gallery.cli.common import GalleryTyper
 from gallery.cli.index import index_app
 
@@ -48,7 +50,18 @@ app.add_typer(index_app, name="index")
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        if not common.wants_exit_without_teardown():
+            raise
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, ThresholdOpt, WeightsOpt, err, out
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, ThresholdOpt, WeightsOpt, err, hint, out, safe, warn
 
 
 def _int_list(text: str | None, what: str, minimum: int = 0) -> list[int] | None:
@@ -74,16 +74,27 @@ def register(app: GalleryTyper) -> None:
                          help="Store the recommended nprobe/depth as the index's default, or rebuild the index as "
                               "exact search (flat) when exact search is recommended."),
         ] = False,
-        output: Annotated[Path | None, typer.Option(help="Folder for bench.csv, bench.json, bench.png.")] = None,
+        output: Annotated[Path | None, typer.Option(
+            help="Folder for bench.csv, bench.json, bench.png (default: ./bench-GALLERYNAME; with --json, none).",
+            show_default=False)] = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Recall against exact search vs latency for every search setting of the gallery's index and for
         exact search itself; recommends (and with --apply stores) the cheapest one that meets the recall
         target, exact search included, and says why."""
+        from indexer import index_info
         from search.bench import run_bench
+        from search.bench.sweep import stale_index_note
 
         nprobes = _int_list(nprobe, "--nprobe", minimum=1)
         depths = _int_list(rerank_depth, "--rerank-depth")
+        # said first, not after minutes of measuring: faces the index does not hold are not benchmarked
+        stale = index_info(gallery)["stale_faces"]
+        said = stale_index_note(stale, gallery) if stale else None
+        if said and not as_json:
+            warn(said)
+        if output is None and not as_json:  # the plot is for a person: written unless asked otherwise
+            output = Path(f"bench-{gallery.resolve().name}")
         quiet = as_json or not err.is_terminal
         status = err.status("benchmarking ...") if not quiet else None
         try:
@@ -169,6 +180,8 @@ def register(app: GalleryTyper) -> None:
                 + f" (runner-up weight {ident['weight']:g})"
             )
         for note in report.notes:
-            err.print(f"[yellow]note:[/] {note}")
+            if note != said:
+                err.print(f"[yellow]note:[/] {safe(note)}")
         if report.files:
-            err.print("wrote " + ", ".join(report.files.values()))
+            hint(f"wrote {', '.join(report.files.values())} (the plot: {report.files['png']}; --output DIR to "
+                 "write elsewhere)")

@@ -18,9 +18,11 @@ from gallery.cli.common import (
     JsonOpt,
     OptionalGalleryOpt,
     finite_threshold,
+    hint,
     listing_gallery,
     note,
     out,
+    plural,
     safe,
 )
 
@@ -49,7 +51,7 @@ def clusters_list(
     if ctx.invoked_subcommand is not None:
         return
     gallery = listing_gallery(gallery)
-    from search.cluster import list_clusters
+    from search.cluster import count_clusters, list_clusters
 
     rows = list_clusters(gallery, min_size=min_size, limit=limit, suggest=suggest)
     if as_json:
@@ -58,8 +60,11 @@ def clusters_list(
     if not rows:
         note(f"No clusters yet: run gallery cluster --gallery {gallery}")
         return
+    total = count_clusters(gallery, min_size=min_size) if limit and len(rows) == limit else len(rows)
+    shown = (f"showing {len(rows):,} of {total:,} clusters (--limit 0 for all)" if total > len(rows)
+             else plural(total, "cluster"))
     table = Table("cluster", "faces", "name", "suggestion", Column("representative photo", overflow="fold"),
-                  title=f"{len(rows)} clusters (largest first)")
+                  title=f"{shown}, largest first")
     for r in rows:
         hint = f"{safe(r.suggestion['identity'])} ({r.suggestion['score']:.3f})" if r.suggestion else ""
         table.add_row(str(r.cluster), str(r.size), safe(r.name or "-"), hint, safe(r.representative_photo or ""))
@@ -84,7 +89,8 @@ def clusters_show(
     if as_json:
         _print_json({**detail.as_dict(), "sheet": str(written) if written else None})
         return
-    title = f"cluster {cluster}: {detail.size} faces" + (f", named {safe(detail.name)}" if detail.name else "")
+    title = f"cluster {cluster}: {plural(detail.size, 'face')}"
+    title += f", named {safe(detail.name)}" if detail.name else ""
     if detail.suggestion:
         title += f", looks like {safe(detail.suggestion['identity'])} ({detail.suggestion['score']:.3f})"
     if detail.doubtful:
@@ -120,11 +126,11 @@ def clusters_name(
         _print_json(result.as_dict())
         return
     how = "merged into the existing" if result.merged else "named"
-    out.print(safe(f"cluster {cluster}: {result.faces_labeled} faces {how} '{result.name}'"), highlight=False)
+    out.print(safe(f"cluster {cluster}: {plural(result.faces_labeled, 'face')} {how} '{result.name}'"), highlight=False)
     if result.far_faces:
         ids = " ".join(str(f["face_id"]) for f in result.far_faces)
         what = "left unnamed" if result.left_unnamed else "named too"
-        out.print(f"{len(result.far_faces)} faces far from the rest of the cluster ({what}): {ids}", highlight=False)
+        out.print(f"{plural(len(result.far_faces), 'face')} far from the rest of the cluster ({what}): {ids}", highlight=False)
         fix = (f"gallery clusters reject {cluster} FACE_ID... --gallery {gallery}" if result.left_unnamed else
                f"gallery faces relabel FACE_ID... --unlabeled --gallery {gallery}")
         note(f"look at them first in: gallery clusters show {cluster} --gallery {gallery} --sheet cluster{cluster}.jpg; "
@@ -164,7 +170,7 @@ def clusters_reject(
     if as_json:
         _print_json(result.as_dict())
         return
-    out.print(f"cluster {cluster}: {result.rejected} faces taken out")
+    out.print(f"cluster {cluster}: {plural(result.rejected, 'face')} taken out")
 
 
 def register(app: GalleryTyper) -> None:
@@ -223,4 +229,4 @@ def register(app: GalleryTyper) -> None:
                 if result.incremental else f"clustered {result.faces:,} faces")
         out.print(f"{what}; {result.clusters:,} clusters hold {result.clustered_faces:,} faces, "
                   f"{result.singletons:,} faces alone ({result.seconds:.1f} s)")
-        note(f"next: gallery clusters --gallery {gallery}")
+        hint(f"next: gallery clusters --gallery {gallery}")

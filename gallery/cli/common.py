@@ -25,6 +25,22 @@ from rich.markup import escape
 out = Console()
 err = Console(stderr=True)
 
+_exit_without_teardown = False
+
+
+def exit_without_teardown() -> None:
+    """Called by a one-shot command (search, verify) once it has closed everything it opened: the
+    console entry point then ends the process at once instead of running the interpreter's teardown,
+    which with torch loaded takes about half a second on a 2-core CPU and finishes nothing a done
+    command needs. Only the console entry point acts on it (never a test's CliRunner)."""
+    global _exit_without_teardown
+    _exit_without_teardown = True
+
+
+def wants_exit_without_teardown() -> bool:
+    return _exit_without_teardown
+
+
 def finite_threshold(value: float | None) -> float | None:
     """--threshold: a cosine similarity, so a finite number in [-1, 1]."""
     if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
@@ -83,6 +99,17 @@ def listing_gallery(gallery: Path | None) -> Path:
     if gallery is None:
         fail("Missing option '--gallery' / '-g'.")
     return gallery  # type: ignore[return-value]
+
+
+def hint(message: str) -> None:
+    """What to run next, as part of the command's answer: on stdout, after the answer. (On stderr it
+    would be read, in a captured shell line, after the answers of the commands that follow.)"""
+    out.print(safe(message), style="dim", highlight=False, soft_wrap=True)
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """`1 face`, `2 faces`, `1 identity`, `3 identities` (thousands separated)."""
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
 def warn(message: str) -> None:
@@ -185,7 +212,7 @@ def auto_calibrate(gallery: Path, quiet: bool = False) -> dict | None:
     if report is None:
         return None
     if not quiet:
-        note(f"calibrated the match threshold automatically: {report.threshold:.4f} with runner-up weight "
+        hint(f"calibrated the match threshold automatically: {report.threshold:.4f} with runner-up weight "
              f"{report.rule['weight']:g} (FPIR {report.fpir:.2%}, FNIR {report.fnir:.2%}, {report.identities} "
              "identities); see `gallery info`")
     return report.as_dict()

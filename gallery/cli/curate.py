@@ -20,9 +20,12 @@ from gallery.cli.common import (
     OptionalGalleryOpt,
     err,
     fail,
+    hint,
     listing_gallery,
     out,
+    plural,
     safe,
+    warn,
 )
 
 identities_app = GalleryTyper(help="List, show, rename, merge and delete the people of a gallery.")
@@ -30,7 +33,8 @@ faces_app = GalleryTyper(help="Relabel, delete, ignore or cut out single faces (
                          "their quality.",
                          no_args_is_help=True)
 labels_app = GalleryTyper(help="Bulk labels from and to CSV (path or face id, identity).", no_args_is_help=True)
-photos_app = GalleryTyper(help="Remove or erase single photos (paths as ingested).", no_args_is_help=True)
+photos_app = GalleryTyper(help="Remove or erase single photos (paths as ingested); keep photos out of future "
+                                "ingests, or admit them again.", no_args_is_help=True)
 
 MAX_ID = 2**63 - 1  # the largest id SQLite can hold
 FaceIds = Annotated[list[int], typer.Argument(help="Face ids (see `gallery identities show NAME`).", min=1,
@@ -53,9 +57,12 @@ def identities_list(
     ctx: typer.Context,
     gallery: OptionalGalleryOpt = None,
     limit: Annotated[int, typer.Option(help="Show at most this many (0 = all).", min=0)] = 0,
+    show_all: Annotated[bool, typer.Option("--all", help="Also list the names left with no live face.",
+                                           metavar="")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """List identities with their face counts, most faces first (or run a subcommand)."""
+    """List identities with their face counts, most faces first (or run a subcommand). Names whose
+    faces were all deleted (a removed photo, a sync, a repair) are counted apart; --all lists them."""
     if ctx.invoked_subcommand is not None:
         return
     gallery = listing_gallery(gallery)
@@ -63,14 +70,28 @@ def identities_list(
 
     with Gallery.open(gallery) as g:
         rows = g.identities()
-    rows = rows[:limit] if limit else rows
-    if as_json:
-        print(json.dumps([{"identity": name, "faces": n} for name, n in rows]))
+    live = [(name, n) for name, n in rows if n]
+    empty = [name for name, n in rows if not n]
+    if as_json:  # every name with its live count (0 for the names left without faces), as before
+        print(json.dumps([{"identity": name, "faces": n} for name, n in (rows[:limit] if limit else rows)]))
         return
-    table = Table("identity", "faces", title=f"{len(rows)} identities")
-    for name, n in rows:
+    shown = live[:limit] if limit else live
+    table = Table("identity", "faces", title=plural(len(live), "identity", "identities"))
+    for name, n in shown:
         table.add_row(safe(name), str(n))
     out.print(table)
+    if len(shown) < len(live):
+        hint(f"showing {len(shown):,} of {len(live):,} identities (--limit 0 for all)")
+    if empty and show_all:
+        out.print(f"{plural(len(empty), 'name')} with no live face left (deleted faces, or photos removed by sync "
+                  "or repair):", highlight=False)
+        table = Table("identity")
+        for name in empty:
+            table.add_row(safe(name))
+        out.print(table)
+    elif empty:
+        hint(f"{plural(len(empty), 'more name')} with no live face left (deleted faces, or photos removed by "
+             "sync or repair): --all lists them")
 
 
 @identities_app.command("show")
@@ -89,7 +110,7 @@ def identities_show(
         return
     low = sum(1 for f in faces if f.quality and not f.quality["ok"])
     table = Table("face", Column("photo", overflow="fold"), "box", "score", "main", Column("quality", overflow="fold"),
-                  title=f"{safe(name)}: {len(faces)} faces" + (f" ({low} below the quality gate: not in the "
+                  title=f"{safe(name)}: {plural(len(faces), 'face')}" + (f" ({low} below the quality gate: not in the "
                                                                "template)" if low else ""))
     for f in faces:
         table.add_row(str(f.face_id), safe(f.photo), str(f.box), f"{f.det_score:.3f}", "yes" if f.is_main else "",
@@ -157,7 +178,7 @@ def identities_rename(
 
     with Gallery.open(gallery) as g:
         n = g.rename_identity(old, new)
-    _done(as_json, {"renamed": old, "to": new, "faces": n}, f"renamed '{old}' to '{new}' ({n} faces)")
+    _done(as_json, {"renamed": old, "to": new, "faces": n}, f"renamed '{old}' to '{new}' ({plural(n, 'face')})")
 
 
 @identities_app.command("merge")
@@ -172,7 +193,8 @@ def identities_merge(
 
     with Gallery.open(gallery) as g:
         n = g.merge_identities(names, into)
-    _done(as_json, {"merged": names, "into": into, "faces": n}, f"merged {', '.join(names)} into '{into}' ({n} faces)")
+    _done(as_json, {"merged": names, "into": into, "faces": n},
+          f"merged {', '.join(names)} into '{into}' ({plural(n, 'face')})")
 
 
 @identities_app.command("delete")
@@ -184,7 +206,8 @@ def identities_delete(
 
     with Gallery.open(gallery) as g:
         n = g.delete_identity(name)
-    _done(as_json, {"deleted": name, "faces_unlabeled": n}, f"deleted '{name}'; its {n} faces are now unlabeled")
+    _done(as_json, {"deleted": name, "faces_unlabeled": n},
+          f"deleted '{name}'; its {plural(n, 'face')} {'is' if n == 1 else 'are'} now unlabeled")
 
 
 @faces_app.command("relabel")
@@ -202,7 +225,8 @@ def faces_relabel(
         fail("Give exactly one of --name NAME or --unlabeled.")
     with Gallery.open(gallery) as g:
         n = g.relabel_faces(face_ids, None if unlabeled else name)
-    _done(as_json, {"relabeled": n, "identity": name}, f"{n} faces now {'unlabeled' if unlabeled else repr(name)}")
+    _done(as_json, {"relabeled": n, "identity": name},
+          f"{plural(n, 'face')} now {'unlabeled' if unlabeled else repr(name)}")
 
 
 @faces_app.command("delete")
@@ -212,7 +236,7 @@ def faces_delete(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = Fals
 
     with Gallery.open(gallery) as g:
         n = g.delete_faces(face_ids)
-    _done(as_json, {"deleted": n}, f"deleted {n} faces")
+    _done(as_json, {"deleted": n}, f"deleted {plural(n, 'face')}")
 
 
 @faces_app.command("ignore")
@@ -222,7 +246,7 @@ def faces_ignore(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = Fals
 
     with Gallery.open(gallery) as g:
         n = g.delete_faces(face_ids, ignore=True)
-    _done(as_json, {"ignored": n}, f"ignored {n} faces")
+    _done(as_json, {"ignored": n}, f"ignored {plural(n, 'face')}")
 
 
 @faces_app.command("crop")
@@ -263,10 +287,10 @@ def labels_export(
     with Gallery.open(gallery) as g:
         faces = g.face_details()
     with open(output, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
+        writer = csv.writer(fh, lineterminator="\n")  # the csv module's default is CRLF
         writer.writerow(["face_id", "path", "identity"])
         writer.writerows([f.face_id, f.photo, f.identity or ""] for f in faces)
-    _done(as_json, {"faces": len(faces), "output": str(output)}, f"wrote {len(faces)} faces to {output}")
+    _done(as_json, {"faces": len(faces), "output": str(output)}, f"wrote {plural(len(faces), 'face')} to {output}")
 
 
 @labels_app.command("import")
@@ -283,49 +307,106 @@ def labels_import(
     rows = read_label_rows(source)
     with Gallery.open(gallery) as g:
         counts = g.apply_labels(rows, source=str(source))
-    _done(as_json, counts, f"{counts['relabeled']} faces relabeled, {counts['unlabeled']} made unlabeled")
+    _done(as_json, counts, f"{plural(counts['relabeled'], 'face')} relabeled, {counts['unlabeled']:,} made unlabeled, "
+                           f"{counts['unchanged']:,} unchanged")
 
 
-def _erase(gallery: Path, as_json: bool, command: str, wait: float, **selection: object) -> None:
+KeepOutOpt = Annotated[bool, typer.Option(
+    "--keep-out/--no-keep-out",
+    help="Keep the erased photos out of future ingests and syncs of the archive (only a keyed fingerprint of "
+         "each is kept: not the photo, its path or the name).")]
+
+
+def _erase(gallery: Path, as_json: bool, command: str, wait: float, keep_out: bool, **selection: object) -> None:
     from gallery.store.erase import ErasureSelection
     from indexer.erasure import erase
 
-    report = erase(gallery, ErasureSelection(**selection), command, lock_wait_s=wait)  # type: ignore[arg-type]
+    report = erase(gallery, ErasureSelection(**selection, keep_out=keep_out), command,  # type: ignore[arg-type]
+                   lock_wait_s=wait)
     if as_json:
         print(json.dumps(report.as_dict()))
     elif report.status == "pending":
         err.print(f"[bold yellow]{safe(report.message(gallery))}[/]", highlight=False, soft_wrap=True)
     else:
         out.print(safe(report.message(gallery)), highlight=False, soft_wrap=True)
+    if not as_json and report.photos:
+        # Erasure never touches the photo archive: say what the next ingest or sync of it would do.
+        if keep_out:
+            hint(f"Your photo archive is not touched: the erased {plural(report.photos, 'photo')} may still be there, "
+                 "and ingest and sync now keep them out (by a keyed fingerprint of their content). "
+                 "`gallery photos admit PATH...` lets a photo in again.")
+        else:
+            hint(f"Your photo archive is not touched: if it still holds the erased {plural(report.photos, 'photo')}, "
+                 "the next `gallery sync` or `ingest` of it reads them in again. Delete them there, or keep them out "
+                 "with `gallery photos keep-out PATH...`.")
     if report.status == "pending":
         raise typer.Exit(3)
 
 
 @identities_app.command("erase")
 def identities_erase(
-    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, as_json: JsonOpt = False,
-    wait: WaitOpt = 30.0,
+    name: Annotated[str, typer.Argument(help="Identity name.")], gallery: GalleryOpt, keep_out: KeepOutOpt = True,
+    as_json: JsonOpt = False, wait: WaitOpt = 30.0,
 ) -> None:
     """Erase a person for good: their name, faces and labeled photos, from SQLite, shards, index and
     every other file of the gallery (exit 3 while the erasure is pending; the same command finishes it)."""
-    _erase(gallery, as_json, "identities erase", wait, identity=name)
+    _erase(gallery, as_json, "identities erase", wait, keep_out, identity=name)
 
 
 @faces_app.command("erase")
-def faces_erase(face_ids: FaceIds, gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
+def faces_erase(face_ids: FaceIds, gallery: GalleryOpt, keep_out: KeepOutOpt = True, as_json: JsonOpt = False,
+                wait: WaitOpt = 30.0) -> None:
     """Erase faces from every file of the gallery (a photo left without faces goes too)."""
-    _erase(gallery, as_json, "faces erase", wait, face_ids=list(face_ids))
+    _erase(gallery, as_json, "faces erase", wait, keep_out, face_ids=list(face_ids))
 
 
 @photos_app.command("erase")
 def photos_erase(
     paths: Annotated[list[Path], typer.Argument(help="Photo paths, as ingested.")],
     gallery: GalleryOpt,
+    keep_out: KeepOutOpt = True,
     as_json: JsonOpt = False,
     wait: WaitOpt = 30.0,
 ) -> None:
     """Erase photos and every face in them from every file of the gallery."""
-    _erase(gallery, as_json, "photos erase", wait, paths=[str(p.resolve()) for p in paths])
+    _erase(gallery, as_json, "photos erase", wait, keep_out, paths=[str(p.resolve()) for p in paths])
+
+
+PhotoPaths = Annotated[list[Path], typer.Argument(help="Photo files or folders of photos (in the archive).")]
+
+
+def _keep_out(gallery: Path, paths: list[Path], as_json: bool, admit: bool) -> None:
+    """`photos keep-out` and `photos admit`: one read of the files, then the result (or JSON)."""
+    from gallery.ingest.keep_out import admit_photos, keep_out_photos
+
+    result = (admit_photos if admit else keep_out_photos)(gallery, paths)
+    for path, why in result.unreadable.items():
+        warn(f"{path}: not read ({why})")
+    if as_json:
+        print(json.dumps(result.as_dict()))
+    elif admit:
+        out.print(f"{plural(result.photos, 'photo')} read: {result.changed:,} let in again (the next ingest or sync "
+                  f"reads them), {result.photos - result.changed:,} were not kept out", highlight=False)
+    else:
+        out.print(f"{plural(result.photos, 'photo')} read: {result.changed:,} newly kept out of future ingests and "
+                  f"syncs, {result.photos - result.changed:,} already", highlight=False)
+        held = len(result.in_gallery)
+        if held:
+            hint(f"{plural(held, 'photo')} of these {'is' if held == 1 else 'are'} in the gallery already and "
+                 "stay until erased: gallery photos erase PATH...")
+
+
+@photos_app.command("keep-out")
+def photos_keep_out(paths: PhotoPaths, gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    """Keep photos out of future ingests and syncs (e.g. an erased person's photos still in the archive):
+    only a keyed fingerprint of each photo's content is recorded."""
+    _keep_out(gallery, paths, as_json, admit=False)
+
+
+@photos_app.command("admit")
+def photos_admit(paths: PhotoPaths, gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
+    """Let kept-out photos in again: the next ingest or sync of their folder reads them."""
+    _keep_out(gallery, paths, as_json, admit=True)
 
 
 @photos_app.command("remove")
@@ -339,7 +420,7 @@ def photos_remove(
 
     with Gallery.open(gallery) as g:
         n = g.delete_photos([str(p.resolve()) for p in paths])
-    _done(as_json, {"faces_deleted": n}, f"removed {len(paths)} photos ({n} faces)")
+    _done(as_json, {"faces_deleted": n}, f"removed {plural(len(paths), 'photo')} ({plural(n, 'face')})")
 
 
 def register(app: GalleryTyper) -> None:

@@ -18,6 +18,7 @@ from gallery.cli.common import (
     human_bytes,
     note,
     out,
+    plural,
     safe,
 )
 
@@ -91,11 +92,12 @@ def build_cmd(
     manifest = build_index(gallery, factory=factory, memory_budget=memory_budget, rerank=rerank, device=device,
                            nprobe=nprobe, seed=seed)
     manifest["erasures"] = finish_erasures(gallery, quiet=as_json)  # type: ignore[typeddict-unknown-key]
-    manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
+        manifest["calibration"] = auto_calibrate(gallery, quiet=True)
         _print_json(manifest)
-    else:
-        _table(f"Index built for {gallery}", _summary_rows(manifest))
+        return
+    _table(f"Index built for {gallery}", _summary_rows(manifest))
+    auto_calibrate(gallery)  # says so, after the table it follows from
 
 
 @index_app.command("update")
@@ -105,17 +107,18 @@ def update_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
 
     manifest = update_index(gallery)
     manifest["erasures"] = finish_erasures(gallery, quiet=as_json)  # type: ignore[typeddict-unknown-key]
-    manifest["calibration"] = auto_calibrate(gallery, quiet=as_json)
     if as_json:
+        manifest["calibration"] = auto_calibrate(gallery, quiet=True)
         _print_json(manifest)
-    else:
-        added = manifest.get("added", 0)
-        out.print(
-            f"Added {added:,} faces; the index now holds {manifest['ntotal']:,} (vector ids up to "
-            f"{manifest['max_face_id']})."
-            if added
-            else "The index is up to date: no new faces."
-        )
+        return
+    added = manifest.get("added", 0)
+    out.print(
+        f"Added {plural(added, 'face')}; the index now holds {manifest['ntotal']:,} (vector ids up to "
+        f"{manifest['max_face_id']})."
+        if added
+        else "The index is up to date: no new faces."
+    )
+    auto_calibrate(gallery)
 
 
 @index_app.command("info")

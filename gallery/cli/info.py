@@ -11,7 +11,21 @@ from dataclasses import asdict
 
 from rich.table import Table
 
-from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, human_bytes, out, safe, warn
+from gallery.cli.common import GalleryOpt, GalleryTyper, JsonOpt, human_bytes, out, plural, safe, warn
+
+
+def _model_text(stamp: dict) -> str:
+    """The model stamp for a person: name, dimension, input, preprocessing, weights (`--json`: as stored)."""
+    known = ("name", "dim", "input_size", "preset", "preprocessing", "weights_sha256")
+    lines = [f"[bold]{safe(stamp.get('name'))}[/], {stamp.get('dim')}-d embeddings"
+             + (f", {stamp['input_size']} px input" if stamp.get("input_size") else "")
+             + (f", preset {safe(stamp['preset'])}" if stamp.get("preset") else "")]
+    if stamp.get("preprocessing"):
+        lines.append(f"preprocessing {safe(stamp['preprocessing'])}")
+    if stamp.get("weights_sha256"):
+        lines.append(f"weights SHA-256 {safe(stamp['weights_sha256'])}")
+    lines += [f"{safe(k)}: {safe(json.dumps(v))}" for k, v in stamp.items() if k not in known]
+    return "\n".join(lines)
 
 
 def register(app: GalleryTyper) -> None:
@@ -19,6 +33,7 @@ def register(app: GalleryTyper) -> None:
     def info(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
         """Summarise a gallery: model, photos, faces, identities, failures, shards, disk size, threshold."""
         from gallery.store import Gallery
+        from gallery.store.keep_out import kept_out_count
         from search.threshold import calibration_record, calibration_status, resolve_decision, resolve_one_to_one
 
         with Gallery.open(gallery) as g:
@@ -29,6 +44,7 @@ def register(app: GalleryTyper) -> None:
             calibration = calibration_status(g)
             report = (calibration_record(g) or {}).get("report") or {}
             problems = g.quick_problems()
+            kept_out = kept_out_count(g)
         identification = {"rule": decision.rule.as_dict(), "weight": decision.rule.weight,
                           "fnir_at": report.get("fnir_at"), "rank1": report.get("rank1")}
         if as_json:
@@ -36,17 +52,21 @@ def register(app: GalleryTyper) -> None:
             data.update(model=summary.model["name"] if summary.model else None, model_stamp=summary.model,
                         threshold=threshold, threshold_source=source, one_to_one_threshold=one,
                         one_to_one_source=one_source, identification=identification, calibration=asdict(calibration),
-                        problems=problems)
+                        problems=problems, kept_out=kept_out)
             print(json.dumps(data))
             return
         table = Table(title=f"Gallery {safe(str(gallery))}", show_header=False)
-        table.add_row("model", safe(json.dumps(summary.model)) if summary.model else "(none yet)")
+        table.add_column()
+        table.add_column(overflow="fold")  # a weights hash wraps rather than being cut
+        table.add_row("model", _model_text(summary.model) if summary.model else "(none yet)")
         table.add_row("photos", str(summary.photos))
         table.add_row("faces", f"{summary.faces} ({summary.labeled_faces} labeled, {summary.deleted_faces} deleted)")
         table.add_row("identities", str(summary.identities))
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
         table.add_row("failed photos", f"{summary.failed} ({failures})")
         table.add_row("duplicate files", str(summary.duplicates))
+        if kept_out:
+            table.add_row("kept out", f"{plural(kept_out, 'photo')} (erased): ingest and sync do not read them in")
         table.add_row("shards", str(summary.shards))
         table.add_row("disk size", human_bytes(summary.disk_bytes))
         if summary.low_quality_faces:

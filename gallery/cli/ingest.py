@@ -22,6 +22,7 @@ from gallery.cli.common import (
     err,
     fail,
     finish_erasures,
+    hint,
     note,
     out,
     warn,
@@ -110,13 +111,14 @@ def register(app: GalleryTyper) -> None:
         elif quiet or as_json or not err.is_terminal:
             summary = run_ingest(source, gallery, options)
         else:
+            # a pulse until the scan's count is known, then done/total with the rate and the time left
             with Progress(SpinnerColumn(), TextColumn("[bold]ingest"), BarColumn(),
-                          TextColumn("{task.completed} photos · {task.fields[message]}"), TimeElapsedColumn(),
+                          TextColumn("{task.fields[message]}"), TimeElapsedColumn(),
                           console=err, transient=True) as progress:
-                task = progress.add_task("ingest", total=None, message="")
+                task = progress.add_task("ingest", total=None, message="starting ...")
 
                 def on_progress(event: Event) -> None:
-                    progress.update(task, completed=event.done, message=event.message)
+                    progress.update(task, completed=event.done, total=event.total, message=event.message)
 
                 summary = run_ingest(source, gallery, options, on_progress=on_progress)
         from gallery.store import Gallery
@@ -125,8 +127,8 @@ def register(app: GalleryTyper) -> None:
         erasures = finish_erasures(gallery, quiet=as_json)
         with Gallery.open(gallery) as g:
             advice = index_advice(g)
-        calibration = auto_calibrate(gallery, quiet=as_json)
         if as_json:
+            calibration = auto_calibrate(gallery, quiet=True)
             print(json.dumps({**summary.as_dict(), "next": advice, "calibration": calibration, "erasures": erasures}))
             return
         if model is None and summary.warning:
@@ -138,13 +140,17 @@ def register(app: GalleryTyper) -> None:
         table.add_row("new photos read", str(summary.photos))
         table.add_row("faces found", f"{summary.faces} ({summary.labeled_faces} labeled)")
         table.add_row("duplicate files (same content)", str(summary.duplicates))
+        if summary.kept_out:
+            table.add_row("kept out (erased earlier)", f"{summary.kept_out} (not read in; `gallery photos admit` "
+                                                      "lets a photo in again)")
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
         table.add_row("failed photos", f"{summary.failed} ({failures})")
         table.add_row("throughput", f"{summary.photos_per_s:.1f} photos/s, {summary.faces_per_s:.1f} faces/s")
         table.add_row("time", f"{summary.seconds:.1f} s")
         out.print(table)
+        auto_calibrate(gallery)
         if advice:
-            note(f"next: {advice}")
+            hint(f"next: {advice}")
 
 
 def register_sync(app: GalleryTyper) -> None:
@@ -170,15 +176,18 @@ def register_sync(app: GalleryTyper) -> None:
                                                                max_file_size=max_file_size * 2**20),
                            retry_failed=retry_failed)
         erasures = finish_erasures(gallery, quiet=as_json)
-        calibration = auto_calibrate(gallery, quiet=as_json)
         if as_json:
-            print(json.dumps({**summary.as_dict(), "calibration": calibration, "erasures": erasures}))
+            print(json.dumps({**summary.as_dict(), "calibration": auto_calibrate(gallery, quiet=True),
+                              "erasures": erasures}))
             return
         ing = summary.ingest
         out.print(
             f"synced {source}: {summary.added} new, {summary.changed} changed, {summary.removed} removed, "
             f"{summary.retried} retried, {summary.moved} moved ({summary.relabeled} relabeled), "
-            f"{summary.unchanged} unchanged (not read); {ing.get('faces', 0)} faces added, "
+            f"{summary.unchanged} unchanged (not read)"
+            + (f", {summary.kept_out} kept out (erased earlier)" if summary.kept_out else "")
+            + f"; {ing.get('faces', 0)} faces added, "
             f"{summary.faces_removed} faces removed, {ing.get('seconds', 0):.1f} s",
             highlight=False,
         )
+        auto_calibrate(gallery)

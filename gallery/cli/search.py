@@ -25,10 +25,12 @@ from gallery.cli.common import (
     ThresholdOpt,
     WeightsOpt,
     err,
+    exit_without_teardown,
     fail,
     fpir_range,
     note,
     out,
+    plural,
     safe,
     warn,
 )
@@ -162,6 +164,7 @@ def register(app: GalleryTyper) -> None:
             warnings = searcher.warnings
         finally:
             searcher.close()
+            exit_without_teardown()
         for r in records:
             r["warnings"] = warnings
         for w in warnings:
@@ -259,6 +262,7 @@ def register(app: GalleryTyper) -> None:
         from search.verify import verify as run_verify
 
         result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights, preset)
+        exit_without_teardown()
         if as_json:
             print(json.dumps(result.as_dict()))
             return
@@ -277,8 +281,10 @@ def _verdict(r: dict) -> str:
     """The decision in words: a name, "unknown" or "too poor to identify", with the numbers behind it."""
     if r.get("too_poor"):
         return f"[bold yellow]too poor to identify[/] ({safe(r['too_poor'])})"
-    if r.get("mode") == "faces":
-        found = f"[bold green]{safe(r['identity'] or 'a match')}[/]" if not r["unknown"] else "[bold yellow]no match[/]"
+    if r.get("mode") == "faces":  # a face has no name to give: how many of the nearest clear the threshold
+        above = sum(1 for c in r["candidates"] if c["above_threshold"])
+        found = (f"[bold green]{plural(above, 'gallery face')} above the threshold[/]" if above else
+                 "[bold yellow]no gallery face above the threshold[/]")
         return f"{found} (1:1 threshold {r['threshold']:.3f})"
     name = f"[bold green]{safe(r['identity'])}[/]" if not r["unknown"] else "[bold yellow]unknown[/]"
     if r.get("statistic") is None:

@@ -107,6 +107,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def content_sha256(path: str, max_bytes: int = MAX_FILE_BYTES) -> tuple[str | None, str | None]:
+    """(the SHA-256 of a file's content as ingest computes it, None), or (None, why it was not read)."""
+    try:
+        data = read_regular_file(path, max_bytes)
+    except _Refused as refused:
+        return None, refused.args[1]
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc.strerror or exc}"
+    if not data:
+        return None, "an empty file"
+    return hashlib.sha256(data).hexdigest(), None
+
+
 def draft_size(width: int, height: int, max_side: int) -> tuple[int, int] | None:
     """The size to ask a JPEG decoder for (it returns at least that, scaled by 1/2, 1/4 or 1/8), or
     None when no such scaling keeps the photo within DRAFT_SLACK of max_side."""

@@ -1,9 +1,10 @@
 """MTCNN run on a whole batch at once: one P-Net pass over every photo's pyramid, one R-Net and one
 O-Net pass over every candidate of every photo, no Python loop over boxes.
 
-Same networks and weights as facenet-pytorch's `MTCNN` (P/R/O-Net from the installed package, never
-downloaded) and the same arithmetic as its `detect_face`, so the boxes, scores and landmarks are
-those of `MTCNN.detect` on each photo alone (tests/test_detect_batched.py, benchmarks/detector_compare.py).
+Same networks and weights as facenet-pytorch's `MTCNN` (P/R/O-Net as gallery.faces.mtcnn_nets defines
+them, with the weights that ship inside the installed facenet-pytorch, never downloaded) and the same
+arithmetic as its `detect_face`, so the boxes, scores and landmarks are those of `MTCNN.detect` on each
+photo alone (tests/test_detect_batched.py, benchmarks/detector_compare.py).
 What changes is how the work is batched:
 
 - **Pyramid packing, not buckets or letterboxing.** Every photo gets its own pyramid (its own size and
@@ -18,10 +19,11 @@ What changes is how the work is batched:
   and `interpolate(mode="area")`s each box in a Python loop). Here one summed-area table per photo
   gives every output cell of every crop of every photo by four gathers: the exact area average
   (integer sums), where `roi_align` would resample bilinearly and move the results.
-- **Vectorised NMS.** Per-level and per-photo NMS are `torchvision.ops.batched_nms`; the final
-  "Min"-overlap NMS (not in torchvision) is a matrix fixed point: a box is kept unless a kept,
-  higher-scoring box of the same photo overlaps it; iterated to convergence (as many rounds as the
-  longest chain of suppressions, not as many as boxes).
+- **Vectorised NMS.** Per-level and per-photo NMS are torchvision's `batched_nms` (gallery.faces.nms:
+  its compiled kernel, without importing the torchvision package); the final "Min"-overlap NMS (not
+  in torchvision) is a matrix fixed point: a box is kept unless a kept, higher-scoring box of the same
+  photo overlaps it; iterated to convergence (as many rounds as the longest chain of suppressions,
+  not as many as boxes).
 
 One deliberate difference: facenet-pytorch skips crops that fall entirely outside the photo without
 dropping their boxes, which misaligns the boxes and scores of that batch; such boxes are dropped here.
@@ -36,7 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+
+from gallery.faces.mtcnn_nets import ONet, PNet, RNet
+from gallery.faces.nms import batched_nms
 
 FACTOR = 0.709
 STAGE_THRESHOLDS = (0.6, 0.7, 0.7)
@@ -203,8 +207,6 @@ class BatchedMTCNN:
 
     def __init__(self, device: torch.device | str = "cpu", thresholds: Sequence[float] = STAGE_THRESHOLDS,
                  factor: float = FACTOR, canvas_pixels: int | None = None) -> None:
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # weights ship inside the package
-
         self.device = torch.device(device)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.factor = float(factor)

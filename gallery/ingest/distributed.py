@@ -43,10 +43,11 @@ from gallery.errors import DamagedData, DeviceUnavailable, GalleryError
 from gallery.faces.decode import DecodedPhoto, decode_photo
 from gallery.faces.models import ModelSpec
 from gallery.ingest.reader import PhotoReader
-from gallery.ingest.runner import IngestOptions, Ingestor, IngestSummary
+from gallery.ingest.runner import IngestOptions, Ingestor, IngestSummary, progress_line
 from gallery.ingest.scan import FoundFile
 from gallery.progress import ProgressFn, report
 from gallery.store import FileRecord, Gallery, GalleryWriter
+from gallery.store.keep_out import KeptOutSet
 from gallery.store.staging import (
     StagedPhoto,
     read_staged,
@@ -279,7 +280,9 @@ class RayIngestor(Ingestor):
                 self.pipeline = None
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source),
                                    {**asdict(o), "engine": "ray", **asdict(self.ray_options)})
-            reader = PhotoReader(self.source, writer.known_files, 0, o.max_side, 1, o.max_file_size, self._scanned)
+            self._kept_out = KeptOutSet.load(self.gallery)
+            reader = PhotoReader(self.source, writer.known_files, 0, o.max_side, 1, o.max_file_size, self._scanned,
+                                 count_in_background=False)  # the whole scan is read at once below
             self._todo = {str(f.path): f for f in reader.new_files()}
             self.summary.files_seen, self.summary.skipped = reader.files_seen, reader.skipped
             status = "interrupted"
@@ -432,8 +435,10 @@ class RayIngestor(Ingestor):
         stages = Counter(self._seconds)
         stages["write"] = self._write_seconds
         s.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
-        report(on_progress, "ingest", s.photos + s.duplicates, self._total,
-               f"{s.faces} faces · {s.photos_per_s:.1f} photos/s · {s.faces_per_s:.1f} faces/s")
+        worked = s.photos + s.duplicates + s.kept_out
+        rate, eta = self._rate.update(worked, self._total - worked)
+        report(on_progress, "ingest", s.skipped + worked, s.skipped + self._total,
+               progress_line(s.skipped + worked, s.skipped + self._total, s.faces, rate, eta), rate, eta)
 
 
 def _job_failure(exc: BaseException) -> GalleryError:

@@ -16,7 +16,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto, decode_photo, timed_decode
-from gallery.ingest.scan import FoundFile, scan_photos
+from gallery.ingest.scan import FoundFile, PhotoCount, scan_photos
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RESUME_CHUNK = 500  # files looked up in SQLite at once by the resume filter
@@ -55,6 +55,7 @@ class PhotoReader:
         window: int,
         max_file_bytes: int = MAX_FILE_BYTES,
         scanned: list[FoundFile] | None = None,
+        count_in_background: bool = True,
     ) -> None:
         self.source = source
         self.known_files = known_files
@@ -65,10 +66,33 @@ class PhotoReader:
         self.window = max(window, 4 * self.workers)
         self.files_seen = 0
         self.skipped = 0
+        self.count_in_background = count_in_background and scanned is None
+        self._count: PhotoCount | None = None
+        self._scan_done = False
         self.seconds: Counter[str] = Counter()  # decode (summed over workers), wait_decode
+
+    @property
+    def total(self) -> int | None:
+        """Photo files in the source, once known: from the files a caller scanned, the end of this
+        scan, or the count running beside it (None until then)."""
+        if self.scanned is not None:
+            return len(self.scanned)
+        if self._scan_done:
+            return self.files_seen
+        return self._count.total if self._count is not None else None
 
     def new_files(self) -> Iterator[FoundFile]:
         """Scanned files not already recorded with the same size and mtime (a resume skips them)."""
+        if self.count_in_background:
+            self._count = PhotoCount(self.source)
+        try:
+            yield from self._new_files()
+            self._scan_done = True
+        finally:
+            if self._count is not None:
+                self._count.stop()
+
+    def _new_files(self) -> Iterator[FoundFile]:
         chunk: list[FoundFile] = []
 
         def flush() -> Iterator[FoundFile]:

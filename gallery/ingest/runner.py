@@ -22,8 +22,9 @@ from gallery.faces.quality import measure_faces
 from gallery.ingest.labels import make_label_fn
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.scan import FoundFile
-from gallery.progress import ProgressFn, report
+from gallery.progress import Progress, ProgressFn, RateMeter, format_seconds
 from gallery.store import FileRecord, Gallery, GalleryWriter
+from gallery.store.keep_out import KeptOutSet
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,6 +66,7 @@ class IngestSummary:
     labeled_faces: int = 0
     low_quality_faces: int = 0  # stored, but below the quality gate (gallery.faces.quality)
     duplicates: int = 0  # files whose content was already ingested (same sha256)
+    kept_out: int = 0  # files whose content is kept out (erased earlier): not read in, not recorded
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     shards_written: int = 0
@@ -112,6 +114,10 @@ class Ingestor:
         self._seen_hashes: dict[str, int] = {}  # sha256 -> image_id, this run, committed or not
         self._write_seconds = 0.0
         self._scanned = scanned
+        self._rate = RateMeter()
+        self._kept_out = KeptOutSet(None, set())  # loaded when the run starts
+        self._on_progress: ProgressFn | None = None
+        self._reader: PhotoReader | None = None
 
     def _check_device(self) -> None:
         """A GPU asked for and missing is an error now, not at the first photo."""
@@ -121,6 +127,7 @@ class Ingestor:
     def run(self, on_progress: ProgressFn | None = None) -> IngestSummary:
         o = self.options
         started = time.perf_counter()
+        self._on_progress = on_progress
         with self.gallery.writer_lock():
             self.summary.orphans_removed = len(self.gallery.remove_orphan_shards())
             if self.gallery.model_stamp is None:
@@ -128,8 +135,9 @@ class Ingestor:
                 # the weights file the model was loaded from (its SHA-256).
                 self.spec = self._load_pipeline().spec
             writer = GalleryWriter(self.gallery, self.spec.stamp(), str(self.source), asdict(o))
-            reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side, 2 * o.detect_batch_size,
-                                 o.max_file_size, self._scanned)
+            self._kept_out = KeptOutSet.load(self.gallery)
+            reader = self._reader = PhotoReader(self.source, writer.known_files, o.workers, o.max_side,
+                                                2 * o.detect_batch_size, o.max_file_size, self._scanned)
             status = "interrupted"
             last_commit = time.monotonic()
             try:
@@ -148,6 +156,7 @@ class Ingestor:
                     self._progress(reader, started, on_progress)
                 if batch:
                     self._process(batch, writer)
+                    self._progress(reader, started, on_progress)
                 self._commit(writer)
                 status = "done"
             finally:
@@ -171,8 +180,12 @@ class Ingestor:
     def _claim(self, file: FileRecord, writer: GalleryWriter,
                committed: Mapping[str, int] | None = None) -> tuple[bool, int | None]:
         """(is new content, image id). Content seen earlier in this run or committed before is recorded
-        as a duplicate of its image; new content gets an image id now (None for an unread file).
+        as a duplicate of its image; new content gets an image id now (None for an unread file); content
+        kept out (erased earlier, still in the archive) is not recorded at all, so nothing of it stays.
         `committed` is a prefetched sha256 → image id answer (one query per staged file, not per photo)."""
+        if self._kept_out.holds(file.sha256):
+            self.summary.kept_out += 1
+            return False, None
         if file.sha256 is not None:
             image_id = self._seen_hashes.get(file.sha256)
             if image_id is None:
@@ -215,6 +228,8 @@ class Ingestor:
         if self.pipeline is None:
             from gallery.faces.pipeline import FacePipeline
 
+            # seconds to minutes (torch, the weights, a download): said, so a still bar is not a hang
+            self._report(self._on_progress, "loading the face detector and the embedding model ...")
             o = self.options
             self.pipeline = FacePipeline(self.spec, o.device, o.weights, o.min_face_size, o.det_threshold,
                                          o.max_side, o.detect_batch_size, o.embed_batch_size)
@@ -246,8 +261,37 @@ class Ingestor:
         stages = Counter(reader.seconds) + Counter(self.pipeline.seconds if self.pipeline else {})
         stages["write"] = self._write_seconds
         s.stage_seconds = {k: round(v, 3) for k, v in stages.items()}
-        report(on_progress, "ingest", s.photos, None,
-               f"{s.faces} faces · {s.photos_per_s:.1f} photos/s · {s.faces_per_s:.1f} faces/s")
+        self._report(on_progress)
+
+    def _report(self, on_progress: ProgressFn | None, doing: str | None = None) -> None:
+        """done/total photos, faces, rate and time left; `doing` says what a long pause is (model load)."""
+        if on_progress is None:
+            return
+        s, reader = self.summary, self._reader
+        # done: every file whose fate is known (skipped unread, duplicate, failed, or its faces stored);
+        # the rate counts only files really read, so a resume's skipped files do not inflate it
+        worked = s.photos_with_faces + s.failed + s.duplicates + s.kept_out
+        done = (reader.skipped if reader else 0) + worked
+        total = reader.total if reader else None
+        if doing is not None:
+            on_progress(Progress("ingest", done, total, doing))
+            return
+        rate, eta = self._rate.update(worked, None if total is None else total - done)
+        on_progress(Progress("ingest", done, total, progress_line(done, total, s.faces, rate, eta), rate, eta))
+
+
+def progress_line(done: int, total: int | None, faces: int, rate: float | None, eta: float | None) -> str:
+    """One line for a person: `1,234 of 10,000 photos (12%) · 1,480 faces · 4.8 photos/s · 31 min 05 s left`."""
+    if total is None:
+        parts = [f"{done:,} photos (counting the rest)"]
+    else:
+        parts = [f"{done:,} of {total:,} photos ({done / total:.0%})" if total else "0 photos"]
+    parts.append(f"{faces:,} faces")
+    if rate is not None:
+        parts.append(f"{rate:.1f} photos/s")
+        if eta is not None:
+            parts.append(f"{format_seconds(eta)} left")
+    return " · ".join(parts)
 
 
 def ingest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,32 @@ def scan_photos(source: Path, within: Sequence[Path] | None = None,
             except OSError:
                 continue  # a dangling symlink or a vanished file: nothing to ingest
         stack.extend(reversed(subfolders))
+
+
+class PhotoCount:
+    """Counts the photo files under a source in a background thread, by the same walk as
+    `scan_photos`, so that a progress display has a total (done/total, time left) while the reading
+    has already begun. It holds no list of files: an archive of millions costs no memory here.
+    `total` is None until the count is finished (or when the walk failed)."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = Path(source)
+        self.total: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._count, name="photo count", daemon=True)
+        self._thread.start()
+
+    def _count(self) -> None:
+        n = 0
+        try:
+            for _ in scan_photos(self.source):
+                if self._stop.is_set():
+                    return
+                n += 1
+        except OSError:
+            return
+        self.total = n
+
+    def stop(self) -> None:
+        """Stop counting (the run ended first); the thread ends at its next file."""
+        self._stop.set()

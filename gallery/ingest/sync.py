@@ -32,6 +32,7 @@ class SyncSummary:
     unchanged: int = 0
     faces_removed: int = 0  # faces of photos no file holds any more
     relabeled: int = 0  # main faces given the label of their new path
+    kept_out: int = 0  # new or changed files whose content is kept out (erased earlier): not read in
     ingest: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def sync(
         after = gallery.files_under(str(root))
         held = {image for _, _, image, _ in after.values() if image is not None}
         summary.moved = sum(1 for p in new_paths if after.get(p, (0, 0, None, ""))[2] in before_images)
-        summary.added = len(new_paths) - summary.moved
+        summary.added = sum(1 for p in new_paths if p in after) - summary.moved  # kept out: not recorded
+        summary.kept_out = ingested.kept_out
         summary.removed = sum(1 for p in gone if known[p][2] not in held)
         label_fn = make_label_fn(opts.labels, root)
         for image_id, path, main in gallery.moved_photos(before_images):

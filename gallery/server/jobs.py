@@ -88,8 +88,7 @@ class Jobs:
 
         def on_progress(event: Progress) -> None:
             nonlocal last
-            record["progress"] = {"stage": event.stage, "done": event.done, "total": event.total,
-                                  "message": event.message}
+            record["progress"] = event.as_dict()  # stage, done, total, message, rate, eta_seconds
             now = time.monotonic()
             if now - last >= 0.5:  # a file write per half second at most
                 last = now

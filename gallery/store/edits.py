@@ -318,14 +318,24 @@ class GalleryEdits:
                 "was changed. Rows need a face id or the path of an ingested photo (as `gallery labels export` "
                 "writes them)."
             )
+        final = dict(targets)  # a face named twice (by id and by its photo's path): the last row wins
         with self.session() as s, s.begin():
+            current: dict[int, str | None] = {}
+            ids = sorted(final)
+            for start in range(0, len(ids), 900):
+                current.update(s.execute(
+                    select(Face.face_id, Identity.name).outerjoin(Identity, Identity.identity_id == Face.identity_id)
+                    .where(Face.face_id.in_(ids[start : start + 900]))).all())
+            changes = {face_id: name for face_id, name in final.items() if current.get(face_id) != name}
             cache: dict[str, int] = {}
-            for face_id, name in targets:
+            for face_id, name in changes.items():
                 identity_id = schema.get_or_create_identity(s, name, cache) if name else None
                 s.execute(update(Face).where(Face.face_id == face_id).values(identity_id=identity_id))
             _photo_labels_follow_main_faces(s, [face_id for face_id, _ in targets])
             self._drop_empty_identities(s)
-        return {"relabeled": sum(1 for _, n in targets if n), "unlabeled": sum(1 for _, n in targets if not n)}
+        # changes counted, not rows: importing an unchanged export reports 0 and 0
+        named = sum(1 for n in changes.values() if n)
+        return {"relabeled": named, "unlabeled": len(changes) - named, "unchanged": len(final) - len(changes)}
 
     @staticmethod
     def _drop_empty_identities(s: Session) -> None:

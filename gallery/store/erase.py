@@ -40,6 +40,7 @@ from gallery.errors import NotInGallery
 from gallery.fsutil import lock_held
 from gallery.store.clusters import forget_faces_in_clusters
 from gallery.store.edits import image_ids_at_paths
+from gallery.store.keep_out import keep_out_content
 from gallery.store.schema import (
     ErasureLog,
     Face,
@@ -74,6 +75,7 @@ class ErasureSelection:
     face_ids: list[int] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     identity: str | None = None
+    keep_out: bool = False  # ingest and sync keep the erased photos out (a keyed fingerprint each: keep_out.py)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class RecordedErasure:
     faces: int
     photos: int
     identities: int
+    kept_out: int = 0  # erased photos kept out of future ingests
 
 
 @dataclass
@@ -178,6 +181,9 @@ def record_erasure(gallery: Gallery, selection: ErasureSelection, command: str) 
             identities.add(identity_id)
         paths = {r[0] for r in _select_in(s, SourceFile.image_id, sorted(image_ids), SourceFile.path)}
         paths |= {r[0] for r in _select_in(s, Image.image_id, sorted(image_ids), Image.path)}
+        kept_out = 0
+        if selection.keep_out:  # before the photo rows (and their content hashes) go
+            kept_out = keep_out_content(s, (r[0] for r in _select_in(s, Image.image_id, sorted(image_ids), Image.sha256)))
 
         erasure_id = begin_pending(s, command, face_ids, image_ids, identities)
         forget_faces_in_clusters(s, face_ids)
@@ -193,7 +199,7 @@ def record_erasure(gallery: Gallery, selection: ErasureSelection, command: str) 
         s.flush()
         s.execute(update(PendingErasure).where(PendingErasure.erasure_id == erasure_id)
                   .values(log_entry_id=log.entry_id))
-    return RecordedErasure(erasure_id, len(face_ids), len(image_ids), erased_identities)
+    return RecordedErasure(erasure_id, len(face_ids), len(image_ids), erased_identities, kept_out=kept_out)
 
 
 def begin_pending(s: Session, command: str, face_ids: Iterable[int], image_ids: Iterable[int] = (),

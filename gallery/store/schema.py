@@ -38,7 +38,7 @@ MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE shards ADD COLUMN sha256 VARCHAR(64)"],  # NULL: written before checksums (unverified)
     3: [],  # clusters, face_clusters, cluster_rejections, api_keys
     # face quality (NULL: not measured yet; see gallery.store.quality); new tables: identity templates,
-    # pending_erasures, pending_erasure_ids
+    # pending_erasures, pending_erasure_ids, kept_out
     4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
         "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
         "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
@@ -209,6 +209,15 @@ class PendingErasureId(Base):
     erasure_id: Mapped[int] = mapped_column(ForeignKey("pending_erasures.erasure_id"), primary_key=True)
     kind: Mapped[str] = mapped_column(String, primary_key=True)
     item_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, index=True)
+
+
+class KeptOut(Base):
+    """Photo content that ingest and sync must not read in again (erased photos still in the archive):
+    a keyed fingerprint of the content only, never the photo, its path or whose it was (see
+    gallery.store.keep_out)."""
+
+    __tablename__ = "kept_out"
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class Cluster(Base):

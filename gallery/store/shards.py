@@ -12,19 +12,24 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from gallery.errors import DamagedData
 from gallery.fsutil import atomic_write
+
+# pyarrow is imported by the functions that read or write a shard: a search that reads none (its
+# index answers) starts without it.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SHARD_PREFIX = "shard-"
 
 
 def shard_schema(dim: int, model_stamp: dict | None = None) -> pa.Schema:
+    import pyarrow as pa
+
     fields = [
         pa.field("face_id", pa.int64(), nullable=False),
         pa.field("image_id", pa.int64(), nullable=False),
@@ -38,6 +43,8 @@ def shard_schema(dim: int, model_stamp: dict | None = None) -> pa.Schema:
 
 
 def _fixed_list(values: np.ndarray, width: int) -> pa.FixedSizeListArray:
+    import pyarrow as pa
+
     flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), width)
 
@@ -88,6 +95,9 @@ def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) ->
 
     Returns the shard's size in bytes and its sha256 (recorded in SQLite, checked on every read).
     """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     check_embeddings(np.asarray(rows.embedding, np.float32), f"shard {path.name} (not written)")
     dim = int(rows.embedding.shape[1])
     table = pa.Table.from_arrays(
@@ -108,6 +118,8 @@ def write_shard(path: Path, rows: ShardRows, model_stamp: dict | None = None) ->
 
 def embeddings_from_column(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     """Zero-copy where possible view of a fixed_size_list<float32> column as an (n, dim) array."""
+    import pyarrow as pa
+
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False)
@@ -116,6 +128,10 @@ def embeddings_from_column(column: pa.ChunkedArray | pa.Array, dim: int) -> np.n
 
 def read_shard_embeddings(path: Path, face_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(face ids, (n, D) embeddings) of the rows of one shard whose face id is in `face_ids`."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path, columns=["face_id", "embedding"])
     table = table.filter(pc.is_in(table.column("face_id"), value_set=pa.array(list(face_ids), type=pa.int64())))
     dim = table.schema.field("embedding").type.list_size
@@ -130,6 +146,8 @@ def iter_shard_batches(
 
     Memory stays at one batch, whatever the gallery size: this is what index building streams over.
     """
+    import pyarrow.parquet as pq
+
     for path in paths:
         parquet = pq.ParquetFile(path)
         dim = parquet.schema_arrow.field("embedding").type.list_size
@@ -139,12 +157,17 @@ def iter_shard_batches(
 
 
 def shard_num_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
     return pq.ParquetFile(path).metadata.num_rows
 
 
 def rewrite_shard_without(path: Path, keep_ids: np.ndarray) -> tuple[int, int, str]:
     """Rewrite a shard keeping only the rows whose face id is in `keep_ids` (atomically, the schema
     and its model metadata unchanged). Returns (rows kept, new size in bytes, new sha256)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path)
     keep = np.isin(table.column("face_id").to_numpy(), keep_ids)
     kept = table.filter(pa.array(keep))
@@ -153,6 +176,8 @@ def rewrite_shard_without(path: Path, keep_ids: np.ndarray) -> tuple[int, int, s
 
 
 def shard_face_ids(path: Path) -> np.ndarray:
+    import pyarrow.parquet as pq
+
     return pq.read_table(path, columns=["face_id"]).column("face_id").to_numpy().astype(np.int64, copy=False)
 
 

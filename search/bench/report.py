@@ -85,12 +85,13 @@ def plot_curves(
     target: tuple[str, float] | None = None,
     highlight: dict[str, Any] | None = None,
     highlight_label: str = "recommended",
-) -> None:
+) -> list[tuple[str, str]]:
     """One panel: recall against single-query p50 latency (log x, plain-number ticks), one colour per
     line (a method at one re-rank depth or efConstruction, along its nprobe/efSearch sweep), mate
     recall solid and recall@1 dashed; a single-point method (exact search) is a labelled star; the
-    highlighted point (the recommendation) is ringed and labelled. Recall axis within [0, 1].
-    Agg backend: no display needed."""
+    highlighted point (the recommendation) is ringed and labelled. Recall axis within [0, 1]. A line
+    of one point is drawn (and shown in the legend) as a point, never as a line that is not there.
+    Agg backend: no display needed. Returns the legend's entries, (label, "line" or "point")."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,6 +109,7 @@ def plot_curves(
     line_handles = []
     ci = 0
     exact_seen = 0
+    any_line = False  # a metric is drawn as a line somewhere (else its legend entry is a point too)
     for name, pts in series.items():
         groups: dict[str | None, list[dict[str, Any]]] = {}
         for p in pts:
@@ -132,14 +134,20 @@ def plot_curves(
                 continue
             colour = colours[ci % len(colours)]
             ci += 1
+            single = len(g) == 1
+            any_line = any_line or not single
             for m in metrics:
                 ys = [p.get(m) for p in g]
                 if any(y is None for y in ys):
                     continue
                 ls, mk = styles.get(m, ("-", "o"))
-                ax.plot(xs, ys, linestyle=ls, marker=mk, markersize=4, color=colour, clip_on=False)
+                ax.plot(xs, ys, linestyle=ls, marker=mk, markersize=8 if single else 4, color=colour, clip_on=False)
                 lows += ys
-            line_handles.append(Line2D([], [], color=colour, linewidth=2, label=label))
+            if single:  # one setting: a point, and the legend shows a point
+                line_handles.append(Line2D([], [], color=colour, marker="o", markersize=7, linestyle="none",
+                                           label=f"{label} (one setting)"))
+            else:
+                line_handles.append(Line2D([], [], color=colour, linewidth=2, label=label))
     if highlight is not None:
         m0 = next((m for m in metrics if highlight.get(m) is not None), None)
         if m0 is not None:
@@ -166,7 +174,7 @@ def plot_curves(
     ax.set_xlabel("single-query latency, p50 (ms, log scale)")
     ax.set_ylabel("recall against exact search")
     ax.grid(True, which="major", alpha=0.35)
-    metric_handles = [Line2D([], [], color="grey", linestyle=styles.get(m, ("-", "o"))[0],
+    metric_handles = [Line2D([], [], color="grey", linestyle=styles.get(m, ("-", "o"))[0] if any_line else "none",
                              marker=styles.get(m, ("-", "o"))[1], label=names.get(m, m)) for m in metrics]
     # legends outside the axes: they never hide a point
     first = ax.legend(handles=line_handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
@@ -179,3 +187,5 @@ def plot_curves(
     # the legends outside the axes are part of the picture
     fig.savefig(path, dpi=120, bbox_inches="tight", bbox_extra_artists=[first, second])
     plt.close(fig)
+    return [(h.get_label(), "line" if h.get_linestyle() not in ("None", "none", "") else "point")
+            for h in [*line_handles, *metric_handles]]

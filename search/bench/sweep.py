@@ -467,6 +467,12 @@ def _index_description(index: LoadedIndex) -> dict[str, Any]:
     }
 
 
+def stale_index_note(stale: int, root: Path | str) -> str:
+    """What a benchmark of an index that misses the newest faces must say (first, in the CLI)."""
+    return (f"the index is stale: {stale:,} live faces are newer than the index and not benchmarked; "
+            f"run `gallery index update --gallery {root}` first to include them")
+
+
 def run_bench(
     gallery_dir: Path | str,
     queries: int = 1000,
@@ -504,10 +510,7 @@ def run_bench(
             indexed = gallery.live_faces(max_id).face_ids
             stale = gallery.live_face_count(after_face_id=max_id)
             if stale:
-                notes.append(
-                    f"{stale:,} live faces are newer than the index and not benchmarked: "
-                    f"run `gallery index update --gallery {root}` first to include them"
-                )
+                notes.append(stale_index_note(stale, root))
             if indexed.size < 2:
                 raise BenchError(f"Gallery '{root}' needs at least 2 indexed faces to benchmark.")
 

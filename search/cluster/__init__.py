@@ -14,6 +14,7 @@ _EXPORTS = {
     "ClusterSettings": "search.cluster.settings",
     "cluster_gallery": "search.cluster.run",
     "list_clusters": "search.cluster.review",
+    "count_clusters": "search.cluster.review",
     "show_cluster": "search.cluster.review",
     "name_cluster": "search.cluster.review",
     "split_cluster": "search.cluster.review",

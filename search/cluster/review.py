@@ -132,6 +132,12 @@ def _outliers(g: Gallery, face_ids: list[int]) -> tuple[np.ndarray, Outlyingness
     return ids[order], Outlyingness(found.similarity[order], found.doubtful[order])
 
 
+def count_clusters(gallery_dir: Path | str, *, min_size: int = 2) -> int:
+    """How many clusters `list_clusters` would list without a limit."""
+    with Gallery.open(gallery_dir) as g:
+        return len(g.cluster_rows(min_size=max(1, min_size)))
+
+
 def show_cluster(gallery_dir: Path | str, cluster_id: int, *, suggest: bool = True) -> ClusterDetail:
     """One cluster and its faces, the doubtful ones first (a person sees them before naming)."""
     with Gallery.open(gallery_dir) as g:

@@ -198,8 +198,9 @@ def load_dlib_resnet_module(weights: Path | None = None) -> tuple[DlibResNet, tu
         state = state_dict_from_dlib(net)
     except DlibFormatError as exc:
         raise ModelWeightsMissing(f"{path} is not dlib's face descriptor network ({DAT_FILENAME}): {exc}") from exc
-    module = DlibResNet()
-    module.load_state_dict(state, strict=True)
+    with torch.device("meta"):  # no random initialisation of weights about to be replaced
+        module = DlibResNet()
+    module.load_state_dict(state, strict=True, assign=True)
     attrs = net.input_attrs
     means = (float(attrs["avg_red"]), float(attrs["avg_green"]), float(attrs["avg_blue"]))
     return module.eval(), means

@@ -68,8 +68,14 @@ def _fused_once(spec: ModelSpec, module: nn.Module) -> nn.Module:
     key = (spec.name, spec.dim, spec.weights_sha256, type(module).__name__, fingerprint)
     with _FUSE_LOCK:
         if key not in _FUSED:
-            _FUSED[key] = _fuse_conv_bn(module).to(memory_format=torch.channels_last)
+            # nothing to fold (dlib's affines are folded at load): no trace, which costs a search's start-up
+            fused = _fuse_conv_bn(module) if _has_batch_norm(module) else module
+            _FUSED[key] = fused.to(memory_format=torch.channels_last)
         return _FUSED[key]
+
+
+def _has_batch_norm(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def _fuse_conv_bn(module: nn.Module) -> nn.Module:

@@ -1,0 +1,72 @@
+"""Whole-process wall time of one `gallery search PHOTO` (from the command to the answer), paired.
+
+Each variant is a checkout of the code (put first on PYTHONPATH) and a gallery it can read; the runs
+alternate A B A B ... so that load from other work hits every variant alike, and the median of each
+is reported, with `python -c "import torch"` alone in the same rotation as the floor no search can
+go under:
+
+    python benchmarks/search_startup.py --query PHOTO --runs 7 \\
+        --variant before=/path/to/old/checkout,/tmp/gallery-old --variant after=.,/tmp/gallery-new
+
+A gallery is opened (and migrated forward) by the code that reads it: give each variant its own copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--query", type=Path, required=True, help="The photo searched.")
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=CODE_DIR,GALLERY",
+                        help="A checkout and the gallery it searches (repeat; the first is A).")
+    parser.add_argument("--runs", type=int, default=7, help="Runs of each variant (pairs).")
+    parser.add_argument("--python", default=sys.executable, help="The interpreter (its venv's packages).")
+    parser.add_argument("--output", type=Path, help="Write the figures as JSON too.")
+    args = parser.parse_args()
+
+    variants = []
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        code, _, gallery = rest.partition(",")
+        variants.append((name, Path(code).resolve(), Path(gallery).resolve()))
+    base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    commands = [(name, [args.python, "-m", "gallery.cli", "search", str(args.query), "--gallery", str(gallery)],
+                 {**base_env, "PYTHONPATH": str(code)}) for name, code, gallery in variants]
+    commands.append(("import torch alone", [args.python, "-c", "import torch"], base_env))
+    for _, command, env in commands:  # warm the page cache: the first run of a cold venv reads ~GBs
+        timed(command, env)
+    times: dict[str, list[float]] = {name: [] for name, _, _ in commands}
+    for _ in range(args.runs):
+        for name, command, env in commands:
+            times[name].append(timed(command, env))
+    result = {"query": str(args.query), "runs": args.runs, "load_avg_after": os.getloadavg(),
+              "seconds": {name: {"median": round(statistics.median(t), 3), "min": round(min(t), 3),
+                                 "max": round(max(t), 3), "all": [round(x, 3) for x in t]}
+                          for name, t in times.items()}}
+    for name, t in times.items():
+        print(f"{name:>20}: median {statistics.median(t):.2f} s (min {min(t):.2f}, max {max(t):.2f}, {len(t)} runs)")
+    print(f"load average after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.output:
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
