@@ -104,7 +104,12 @@ def test_a_gallery_from_a_brought_weights_file_works_end_to_end(kind: str, tmp_p
     assert "Weights mismatch" in refused
     # The original file, given again, is accepted.
     again = json_lines(run("search", query, "--gallery", gallery, "--weights", weights, "--json"))
-    assert [a["candidates"] for a in again] == [a["candidates"] for a in answers]
+    # the same neighbours and scores (the calibration above changed the rule, so not the statistic)
+    def found(lines: list[dict]) -> list[list[tuple]]:
+        return [[(c["identity"], c["face_id"], c["score"], c["template_score"]) for c in a["candidates"]]
+                for a in lines]
+
+    assert found(again) == found(answers)
 
 
 @requires_lfw

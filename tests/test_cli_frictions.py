@@ -133,13 +133,15 @@ def test_ingest_says_what_next_on_stdout_after_its_summary(tmp_path: Path) -> No
 # --- search --faces, plurals, info ---------------------------------------------------------------
 
 def test_search_titles_say_what_was_found() -> None:
-    faces_mode = {"mode": "faces", "identity": None, "unknown": False,
+    faces_mode = {"mode": "faces", "identity": None, "unknown": False, "threshold": 0.91,
                   "candidates": [{"above_threshold": True}, {"above_threshold": False}]}
     assert "1 gallery face above the threshold" in _verdict(faces_mode) and "None" not in _verdict(faces_mode)
     faces_mode["candidates"] = [{"above_threshold": False}]
     assert "no gallery face above the threshold" in _verdict(faces_mode)
-    assert "Ann" in _verdict({"mode": "identities", "identity": "Ann", "unknown": False, "candidates": []})
-    assert "unknown" in _verdict({"mode": "identities", "identity": None, "unknown": True, "candidates": []})
+    assert "Ann" in _verdict({"mode": "identities", "identity": "Ann", "unknown": False, "candidates": [],
+                              "threshold": 0.5, "statistic": 0.6})
+    assert "unknown" in _verdict({"mode": "identities", "identity": None, "unknown": True, "candidates": [],
+                                  "threshold": 0.5, "statistic": 0.4})
 
 
 DIM = 16
@@ -281,20 +283,3 @@ def test_erasing_without_keep_out_says_the_next_sync_brings_them_back(tmp_path: 
     report = json.loads(runner.invoke(app, ["sync", str(tmp_path / "archive"), "--gallery", g, "--workers", "0",
                                             "--json"]).stdout)
     assert report["added"] == 0 and report["kept_out"] == 1
-
-
-def test_a_version_4_gallery_gains_the_kept_out_table(tmp_path: Path) -> None:
-    with Gallery.open_or_create(tmp_path / "g") as g:
-        append_embedded_faces(g, stamp(4), unit_vectors(3, 4, seed=0))
-    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    with con:
-        con.execute("DROP TABLE kept_out")
-        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    con.close()
-    with Gallery.open(tmp_path / "g") as g:
-        from gallery.store.keep_out import kept_out_count
-
-        assert kept_out_count(g) == 0 and g.live_face_count() == 3
-    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
-    con.close()

@@ -23,8 +23,9 @@ QUERY = ("Colin_Powell", 1)
 def cli_json(*args: str) -> dict | list:
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.splitlines()[-1]) if args[0] != "search" else \
-        [json.loads(line) for line in result.stdout.splitlines()]
+    if args[0] == "search":  # one JSON object per line and query face
+        return [json.loads(line) for line in result.stdout.splitlines()]
+    return json.loads(result.stdout)  # one JSON document (index build prints it indented)
 
 
 @pytest.fixture(scope="module")

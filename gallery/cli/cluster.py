@@ -130,11 +130,12 @@ def clusters_name(
     if result.far_faces:
         ids = " ".join(str(f["face_id"]) for f in result.far_faces)
         what = "left unnamed" if result.left_unnamed else "named too"
-        out.print(f"{plural(len(result.far_faces), 'face')} far from the rest of the cluster ({what}): {ids}", highlight=False)
+        out.print(f"{plural(len(result.far_faces), 'face')} far from the rest of the cluster ({what}): {ids}",
+                  highlight=False)
         fix = (f"gallery clusters reject {cluster} FACE_ID... --gallery {gallery}" if result.left_unnamed else
                f"gallery faces relabel FACE_ID... --unlabeled --gallery {gallery}")
-        note(f"look at them first in: gallery clusters show {cluster} --gallery {gallery} --sheet cluster{cluster}.jpg; "
-             f"those that are not {result.name}: {fix}")
+        note(f"look at them first in: gallery clusters show {cluster} --gallery {gallery} "
+             f"--sheet cluster{cluster}.jpg; those that are not {result.name}: {fix}")
 
 
 @clusters_app.command("split")

@@ -297,7 +297,7 @@ class RayIngestor(Ingestor):
                         for name in names:
                             self._take(self.staging / name, writer, from_cluster=True)
                             self._maybe_commit(writer)
-                            self._report(started, on_progress)
+                            self._report_run(started, on_progress)
                 self._commit(writer)
                 if self._todo:  # staged results that were damaged, or files that changed while being read
                     note = (f"{len(self._todo)} photo(s) were not ingested (their staged results were damaged or "
@@ -307,7 +307,7 @@ class RayIngestor(Ingestor):
                 remove_staging_if_empty(self.staging)
                 status = "done"
             finally:
-                self._report(started, None)
+                self._report_run(started, None)
                 writer.finish(status, self.summary.run_counts())
                 log.info("ray ingest %s of %s: %s", status, self.source, self.summary.as_dict())
         return self.summary
@@ -426,7 +426,7 @@ class RayIngestor(Ingestor):
 
                 ray.shutdown()
 
-    def _report(self, started: float, on_progress: ProgressFn | None) -> None:
+    def _report_run(self, started: float, on_progress: ProgressFn | None) -> None:
         s = self.summary
         elapsed = max(1e-9, time.perf_counter() - started)
         s.seconds = round(elapsed, 3)

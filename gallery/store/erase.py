@@ -183,7 +183,8 @@ def record_erasure(gallery: Gallery, selection: ErasureSelection, command: str) 
         paths |= {r[0] for r in _select_in(s, Image.image_id, sorted(image_ids), Image.path)}
         kept_out = 0
         if selection.keep_out:  # before the photo rows (and their content hashes) go
-            kept_out = keep_out_content(s, (r[0] for r in _select_in(s, Image.image_id, sorted(image_ids), Image.sha256)))
+            hashes = _select_in(s, Image.image_id, sorted(image_ids), Image.sha256)
+            kept_out = keep_out_content(s, (r[0] for r in hashes))
 
         erasure_id = begin_pending(s, command, face_ids, image_ids, identities)
         forget_faces_in_clusters(s, face_ids)
