@@ -45,16 +45,18 @@ TARGET_FMR = 0.001  # 1:1 verification: false match rate of the calibrated 1:1 t
 RULE_VERSION = 2  # calibrations from before the decision rule (a best-face threshold) are recalibrated
 
 # Per model: the decision rule an uncalibrated gallery uses, and (identities enrolled, threshold on its
-# statistic) at which a never-enrolled face is named with probability <= 1%, measured on LFW A–J by
-# `python benchmarks/open_set.py GALLERY --defaults` (random K-identity galleries, every other person's faces
-# as strangers, through search.decision; the 99th percentile of the strangers' statistic, pooled over draws).
+# statistic) at which a never-enrolled face is named with probability <= 1%, measured on LFW A–J (flip
+# averaging on, as new galleries are built) by `python benchmarks/open_set.py defaults GALLERY --draws-small 6
+# --draws 1 --seed 1` (random K-identity galleries, every other person's faces as strangers, through the
+# product's Searcher; the 99th percentile of the strangers' statistic, pooled over draws, made monotone in K).
+# Checked on as many fresh draws: FPIR 1.18% at K=1, 0.56% at 3, 0.40% at 10, 0.07-0.20% from 30 to 1,000.
 # Between the points the threshold is interpolated in log K; past the last point the last one holds.
 DEFAULT_RULES: dict[str, DecisionRule] = {
     "dlib-resnet": DecisionRule(template_share=0.5, weight=0.4, runner_up_prior=0.85),
 }
 CONSERVATIVE: dict[str, list[tuple[int, float]]] = {
-    "dlib-resnet": [(1, 0.5347), (3, 0.5330), (10, 0.5330), (30, 0.5330), (100, 0.5330), (300, 0.5330),
-                    (1000, 0.5330)],
+    "dlib-resnet": [(1, 0.5688), (3, 0.5852), (10, 0.5852), (30, 0.5852), (100, 0.5852), (300, 0.5852),
+                    (1000, 0.5852)],
 }
 
 NO_ONE = 1.0 + 1e-6  # above any cosine similarity (and any statistic): the answer is always "unknown"
