@@ -15,6 +15,8 @@ quality: an LFW A–J gallery ingested by the product (labels are not used: the 
     --half H    only the people whose sha256("SEED:FOLDER NAME"), first 8 bytes as a big-endian
                 integer, is H modulo 2 (0: the tuning half, 1: the held-out half; all: everyone);
     --seed S    the seed of both (default 0).
+    Faces below the quality gate are left out of every method, as `gallery cluster` leaves them out (a
+    main face below it is scored as a face of its own); --include-low-quality clusters them too.
 
     python benchmarks/cluster_quality.py quality --gallery /tmp/lfwg --cap 6 --half 1 --output q.json
 
