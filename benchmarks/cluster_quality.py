@@ -61,9 +61,10 @@ AVERAGE_THRESHOLDS = [0.92, 0.925, 0.93, 0.935, 0.94, 0.945, 0.95]
 FLOORS = [None, 0.91, 0.915, 0.92, 0.925, 0.93]
 LINK_THRESHOLDS = [0.93, 0.94, 0.945, 0.95, 0.955, 0.96, 0.97]
 # the size-aware rule with the consistency check: (threshold, floor) x cohesion gap x join gap
-CONSISTENT_SETTINGS = [(0.94, 0.93), (0.9425, 0.925), (0.9425, 0.9275), (0.9425, 0.93), (0.945, 0.9275)]
-COHESION_GAPS = [0.012, 0.016, 0.02]
-JOIN_GAPS = [0.022, 0.026, 0.03]
+CONSISTENT_SETTINGS = [(0.94, 0.93), (0.9425, 0.925), (0.9425, 0.9275), (0.9425, 0.93), (0.945, 0.9275),
+                       (0.945, 0.93), (0.9475, 0.9275), (0.9475, 0.93), (0.9475, 0.9325), (0.95, 0.93), (0.95, 0.9325)]
+COHESION_GAPS = [0.008, 0.012, 0.016, 0.02]
+JOIN_GAPS = [0.018, 0.022, 0.026, 0.03, 0.034]
 EXACT_THRESHOLDS = _grid(list(np.arange(0.92, 0.9501, 0.0025)))
 WHISPERS_THRESHOLDS = [0.94, 0.945, 0.95, 0.955, 0.96]
 PREVIOUS_DEFAULT = ClusterSettings(threshold=0.94, floor=0.925)  # the default before the consistency check
