@@ -51,7 +51,7 @@ from search.cluster.graph import knn_graph  # noqa: E402
 from search.cluster.methods import core_points, single_link  # noqa: E402
 from search.cluster.metrics import score_clustering  # noqa: E402
 from search.cluster.run import cluster_gallery, cluster_labels, vectors_of  # noqa: E402
-from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings  # noqa: E402
+from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, defaults_key  # noqa: E402
 
 def _grid(values: list[float]) -> list[float]:
     return [round(float(v), 4) for v in values]
@@ -159,6 +159,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
             seed: int = 0, sweep: bool = True, include_low_quality: bool = False) -> dict[str, Any]:
     with Gallery.open(gallery) as g:
         model = (g.model_stamp or {}).get("name")
+        key = defaults_key(g.model_stamp)  # the default `gallery cluster` uses (flip or not)
         dim = int((g.model_stamp or {})["dim"])
         all_ids, all_truth, all_main, all_photo = _truth(g)
         all_x = vectors_of(g, all_ids, dim)
@@ -184,7 +185,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         out[in_run] = labels
         return out
 
-    default = MODEL_DEFAULTS.get(model or "")
+    default = MODEL_DEFAULTS.get(key)
     rows: list[dict[str, Any]] = []
 
     def add(row: dict[str, Any]) -> None:
