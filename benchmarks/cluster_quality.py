@@ -14,7 +14,7 @@ quality: an LFW A–J gallery ingested by the product (labels are not used: the 
                 first N kept (every face of a kept photo is clustered; its main face is scored);
     --half H    only the people whose sha256("SEED:FOLDER NAME"), first 8 bytes as a big-endian
                 integer, is H modulo 2 (0: the tuning half, 1: the held-out half; all: everyone);
-    --seed S    the seed of both (default 0).
+    --seed S    the seed of both (default 0); --photo-seed P redraws only the photos (same halves).
     Faces below the quality gate are left out of every method, as `gallery cluster` leaves them out (a
     main face below it is scored as a face of its own); --include-low-quality clusters them too.
 
@@ -92,7 +92,7 @@ def _hash(text: str) -> int:
 
 
 def protocol_faces(person: np.ndarray, is_main: np.ndarray, photo: np.ndarray, cap: int | None,
-                   half: int | None, seed: int = 0) -> np.ndarray:
+                   half: int | None, seed: int = 0, photo_seed: int | None = None) -> np.ndarray:
     """Boolean mask of the faces a protocol clusters (module docstring: --cap, --half, --seed)."""
     people = {p for p in np.unique(person[is_main]) if half is None or _hash(f"{seed}:{p}") % 2 == half}
     photos: dict[str, set[str]] = {}
@@ -101,7 +101,7 @@ def protocol_faces(person: np.ndarray, is_main: np.ndarray, photo: np.ndarray, c
             photos.setdefault(p, set()).add(name)
     kept: set[tuple[str, str]] = set()
     for p, names in photos.items():
-        ranked = sorted(names, key=lambda name: _hash(f"{seed}:{name}"))
+        ranked = sorted(names, key=lambda name: _hash(f"{seed if photo_seed is None else photo_seed}:{name}"))
         kept.update((p, name) for name in (ranked if cap is None else ranked[:cap]))
     return np.array([(p, name) in kept for p, name in zip(person.tolist(), photo.tolist())], bool)
 
@@ -156,7 +156,8 @@ def _doubtful_marks(x: np.ndarray, graph: Any, truth: np.ndarray, main: np.ndarr
 
 
 def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None = None, half: int | None = None,
-            seed: int = 0, sweep: bool = True, include_low_quality: bool = False) -> dict[str, Any]:
+            seed: int = 0, sweep: bool = True, include_low_quality: bool = False,
+            photo_seed: int | None = None) -> dict[str, Any]:
     with Gallery.open(gallery) as g:
         model = (g.model_stamp or {}).get("name")
         key = defaults_key(g.model_stamp)  # the default `gallery cluster` uses (flip or not)
@@ -165,7 +166,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         all_x = vectors_of(g, all_ids, dim)
         low = g.clustering_faces().low_quality
     all_low = np.zeros(all_ids.size, bool) if low is None or include_low_quality else np.asarray(low, bool)
-    chosen = protocol_faces(all_truth, all_main, all_photo, cap, half, seed)
+    chosen = protocol_faces(all_truth, all_main, all_photo, cap, half, seed, photo_seed)
     if faces_scope == "main":
         chosen &= all_main
     face_ids, truth, main = all_ids[chosen], all_truth[chosen], all_main[chosen]
@@ -276,7 +277,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
           f"{verdict['bcubed_f_not_below_exact_average_best']})", flush=True)
     return {
         "gallery": str(gallery), "model": model, "k": k,
-        "protocol": {"cap": cap, "half": half, "seed": seed, "faces": faces_scope,
+        "protocol": {"cap": cap, "half": half, "seed": seed, "photo_seed": photo_seed, "faces": faces_scope,
                      "quality_gate": not include_low_quality},
         "faces_chosen": int(face_ids.size), "faces_clustered": int(in_run.sum()),
         "faces_below_gate": int((~in_run).sum()), "faces_scored": int(main.sum()),
@@ -393,6 +394,8 @@ def main() -> None:
     q.add_argument("--half", choices=("all", "0", "1"), default="all",
                    help="the people of one half (0: tuning, 1: held out) or all")
     q.add_argument("--seed", type=int, default=0, help="seed of the photo ranking and of the halves")
+    q.add_argument("--photo-seed", type=int, default=None,
+                   help="another draw of the photos with the same halves (default: --seed)")
     q.add_argument("--include-low-quality", action="store_true",
                    help="cluster the faces below the quality gate too (the product leaves them out by default)")
     q.add_argument("--no-sweep", dest="sweep", action="store_false",
@@ -418,7 +421,7 @@ def main() -> None:
     if args.what == "quality":
         result = quality(args.gallery, args.k, args.faces, args.work, cap=args.cap or None,
                          half=None if args.half == "all" else int(args.half), seed=args.seed, sweep=args.sweep,
-                         include_low_quality=args.include_low_quality)
+                         include_low_quality=args.include_low_quality, photo_seed=args.photo_seed)
     else:
         result = scale([int(v) for v in args.sizes.split(",")], args.work, args.dim, args.threshold, args.floor_gap,
                        args.cohesion_gap, args.join_gap, args.keep)
