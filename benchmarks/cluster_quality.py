@@ -14,7 +14,9 @@ quality: an LFW A–J gallery ingested by the product (labels are not used: the 
                 first N kept (every face of a kept photo is clustered; its main face is scored);
     --half H    only the people whose sha256("SEED:FOLDER NAME"), first 8 bytes as a big-endian
                 integer, is H modulo 2 (0: the tuning half, 1: the held-out half; all: everyone);
-    --seed S    the seed of both (default 0).
+    --seed S    the seed of both (default 0); --photo-seed P redraws only the photos (same halves).
+    Faces below the quality gate are left out of every method, as `gallery cluster` leaves them out (a
+    main face below it is scored as a face of its own); --include-low-quality clusters them too.
 
     python benchmarks/cluster_quality.py quality --gallery /tmp/lfwg --cap 6 --half 1 --output q.json
 
@@ -49,7 +51,7 @@ from search.cluster.graph import knn_graph  # noqa: E402
 from search.cluster.methods import core_points, single_link  # noqa: E402
 from search.cluster.metrics import score_clustering  # noqa: E402
 from search.cluster.run import cluster_gallery, cluster_labels, vectors_of  # noqa: E402
-from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings  # noqa: E402
+from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, defaults_key  # noqa: E402
 
 
 def _grid(values: list[float]) -> list[float]:
@@ -60,9 +62,10 @@ AVERAGE_THRESHOLDS = [0.92, 0.925, 0.93, 0.935, 0.94, 0.945, 0.95]
 FLOORS = [None, 0.91, 0.915, 0.92, 0.925, 0.93]
 LINK_THRESHOLDS = [0.93, 0.94, 0.945, 0.95, 0.955, 0.96, 0.97]
 # the size-aware rule with the consistency check: (threshold, floor) x cohesion gap x join gap
-CONSISTENT_SETTINGS = [(0.94, 0.93), (0.9425, 0.925), (0.9425, 0.9275), (0.9425, 0.93), (0.945, 0.9275)]
-COHESION_GAPS = [0.012, 0.016, 0.02]
-JOIN_GAPS = [0.022, 0.026, 0.03]
+CONSISTENT_SETTINGS = [(0.94, 0.93), (0.9425, 0.925), (0.9425, 0.9275), (0.9425, 0.93), (0.945, 0.9275),
+                       (0.945, 0.93), (0.9475, 0.9275), (0.9475, 0.93), (0.9475, 0.9325), (0.95, 0.93), (0.95, 0.9325)]
+COHESION_GAPS = [0.008, 0.012, 0.016, 0.02]
+JOIN_GAPS = [0.018, 0.022, 0.026, 0.03, 0.034]
 EXACT_THRESHOLDS = _grid(list(np.arange(0.92, 0.9501, 0.0025)))
 WHISPERS_THRESHOLDS = [0.94, 0.945, 0.95, 0.955, 0.96]
 PREVIOUS_DEFAULT = ClusterSettings(threshold=0.94, floor=0.925)  # the default before the consistency check
@@ -90,7 +93,7 @@ def _hash(text: str) -> int:
 
 
 def protocol_faces(person: np.ndarray, is_main: np.ndarray, photo: np.ndarray, cap: int | None,
-                   half: int | None, seed: int = 0) -> np.ndarray:
+                   half: int | None, seed: int = 0, photo_seed: int | None = None) -> np.ndarray:
     """Boolean mask of the faces a protocol clusters (module docstring: --cap, --half, --seed)."""
     people = {p for p in np.unique(person[is_main]) if half is None or _hash(f"{seed}:{p}") % 2 == half}
     photos: dict[str, set[str]] = {}
@@ -99,7 +102,7 @@ def protocol_faces(person: np.ndarray, is_main: np.ndarray, photo: np.ndarray, c
             photos.setdefault(p, set()).add(name)
     kept: set[tuple[str, str]] = set()
     for p, names in photos.items():
-        ranked = sorted(names, key=lambda name: _hash(f"{seed}:{name}"))
+        ranked = sorted(names, key=lambda name: _hash(f"{seed if photo_seed is None else photo_seed}:{name}"))
         kept.update((p, name) for name in (ranked if cap is None else ranked[:cap]))
     return np.array([(p, name) in kept for p, name in zip(person.tolist(), photo.tolist())], bool)
 
@@ -154,19 +157,37 @@ def _doubtful_marks(x: np.ndarray, graph: Any, truth: np.ndarray, main: np.ndarr
 
 
 def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None = None, half: int | None = None,
-            seed: int = 0, sweep: bool = True) -> dict[str, Any]:
+            seed: int = 0, sweep: bool = True, include_low_quality: bool = False,
+            photo_seed: int | None = None) -> dict[str, Any]:
     with Gallery.open(gallery) as g:
         model = (g.model_stamp or {}).get("name")
+        key = defaults_key(g.model_stamp)  # the default `gallery cluster` uses (flip or not)
         dim = int((g.model_stamp or {})["dim"])
         all_ids, all_truth, all_main, all_photo = _truth(g)
         all_x = vectors_of(g, all_ids, dim)
-    chosen = protocol_faces(all_truth, all_main, all_photo, cap, half, seed)
+        low = g.clustering_faces().low_quality
+    all_low = np.zeros(all_ids.size, bool) if low is None or include_low_quality else np.asarray(low, bool)
+    chosen = protocol_faces(all_truth, all_main, all_photo, cap, half, seed, photo_seed)
     if faces_scope == "main":
         chosen &= all_main
-    face_ids, truth, main, x = all_ids[chosen], all_truth[chosen], all_main[chosen], all_x[chosen]
-    print(f"{int(chosen.sum()):,} faces clustered, {int(main.sum()):,} main faces of "
-          f"{np.unique(truth[main]).size:,} people scored (cap {cap}, half {half}, seed {seed})", flush=True)
-    default = MODEL_DEFAULTS.get(model or "")
+    face_ids, truth, main = all_ids[chosen], all_truth[chosen], all_main[chosen]
+    # as the product does, faces below the quality gate join no cluster (unless --include-low-quality):
+    # every method clusters the gate's faces only; a main face below it is scored as a face of its own
+    in_run = ~all_low[chosen]
+    x = all_x[chosen][in_run]
+    print(f"{int(chosen.sum()):,} faces chosen, {int(in_run.sum()):,} clustered ("
+          f"{'quality gate off' if include_low_quality else f'{int((~in_run).sum()):,} below the quality gate left out'}"
+          f"), {int(main.sum()):,} main faces of {np.unique(truth[main]).size:,} people scored "
+          f"({int((main & ~in_run).sum()):,} of them below the gate) (cap {cap}, half {half}, seed {seed})", flush=True)
+
+    def whole(labels: np.ndarray) -> np.ndarray:
+        """Labels of the clustered faces spread over all chosen faces; a face left out is alone."""
+        labels = np.asarray(labels, np.int64)
+        out = np.arange(main.size, dtype=np.int64) + (int(labels.max()) + 1 if labels.size else 0)
+        out[in_run] = labels
+        return out
+
+    default = MODEL_DEFAULTS.get(key)
     rows: list[dict[str, Any]] = []
 
     def add(row: dict[str, Any]) -> None:
@@ -182,7 +203,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         labels = cluster_labels(x, graph, settings)
         add(_row(name, {"threshold": settings.threshold, "floor": settings.floor,
                         "cohesion_gap": settings.cohesion_gap, "join_gap": settings.join_gap},
-                 labels, truth, main, time.perf_counter() - started))
+                 whole(labels), truth, main, time.perf_counter() - started))
 
     if default is not None:
         average("default", default)
@@ -199,10 +220,10 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
                     average("consistent", ClusterSettings(threshold=th, floor=fl, cohesion_gap=gap, join_gap=join))
         for th in LINK_THRESHOLDS:
             t = time.perf_counter()
-            add(_row("single-link", {"threshold": th}, single_link(graph, th), truth, main, time.perf_counter() - t))
+            add(_row("single-link", {"threshold": th}, whole(single_link(graph, th)), truth, main, time.perf_counter() - t))
             for mp in (2, 3, 5):
                 t = time.perf_counter()
-                add(_row("core points", {"threshold": th, "min_neighbours": mp}, core_points(graph, th, mp), truth,
+                add(_row("core points", {"threshold": th, "min_neighbours": mp}, whole(core_points(graph, th, mp)), truth,
                          main, time.perf_counter() - t))
     # references
     from scipy.cluster.hierarchy import fcluster, linkage
@@ -211,7 +232,8 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
     tree = linkage(x.astype(np.float64), "average", metric="cosine")
     tree_seconds = time.perf_counter() - t
     for th in EXACT_THRESHOLDS:
-        add(_row("exact average", {"threshold": th}, fcluster(tree, 1 - th, "distance"), truth, main, tree_seconds))
+        add(_row("exact average", {"threshold": th}, whole(fcluster(tree, 1 - th, "distance")), truth, main,
+                 tree_seconds))
     try:
         import dlib
 
@@ -219,7 +241,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         for th in WHISPERS_THRESHOLDS:
             t = time.perf_counter()
             labels = np.asarray(dlib.chinese_whispers_clustering(vectors, float(np.sqrt(2 - 2 * th))))
-            add(_row("chinese whispers", {"threshold": th}, labels, truth, main, time.perf_counter() - t))
+            add(_row("chinese whispers", {"threshold": th}, whole(labels), truth, main, time.perf_counter() - t))
     except ImportError:
         print("dlib is not installed: Chinese whispers not measured (pip install dlib-bin)")
     # what a user gets: the product command end to end, default setting, on a copy of the gallery, the
@@ -229,7 +251,8 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         shutil.rmtree(copy)
     shutil.copytree(gallery, copy)
     left_out = set(all_ids[~chosen].tolist())
-    report = cluster_gallery(copy, rebuild=True, include_labeled=True, exclude=left_out)
+    report = cluster_gallery(copy, rebuild=True, include_labeled=True, include_low_quality=include_low_quality,
+                             exclude=left_out)
     with Gallery.open(copy) as g:
         state = g.clustering_faces()
         ids, person, is_main, _ = _truth(g)
@@ -244,7 +267,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
     def best(method: str, key: str) -> dict[str, Any]:
         return max((r for r in rows if r["method"] == method), key=lambda r: r[key])
 
-    marks = _doubtful_marks(x, graph, truth, main, default) if default is not None else None
+    marks = _doubtful_marks(x, graph, truth[in_run], main[in_run], default) if default is not None else None
     exact_best = best("exact average", "bcubed_f")
     verdict = {"pairwise_precision_at_least_0.95": product["pairwise_precision"] >= 0.95,
                "bcubed_f_not_below_exact_average_best": product["bcubed_f"] >= exact_best["bcubed_f"],
@@ -255,8 +278,11 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
           f"{verdict['bcubed_f_not_below_exact_average_best']})", flush=True)
     return {
         "gallery": str(gallery), "model": model, "k": k,
-        "protocol": {"cap": cap, "half": half, "seed": seed, "faces": faces_scope},
-        "faces_clustered": int(face_ids.size), "faces_scored": int(main.sum()),
+        "protocol": {"cap": cap, "half": half, "seed": seed, "photo_seed": photo_seed, "faces": faces_scope,
+                     "quality_gate": not include_low_quality},
+        "faces_chosen": int(face_ids.size), "faces_clustered": int(in_run.sum()),
+        "faces_below_gate": int((~in_run).sum()), "faces_scored": int(main.sum()),
+        "main_faces_below_gate": int((main & ~in_run).sum()),
         "people": int(np.unique(truth[main]).size), "graph_seconds": round(graph_seconds, 3),
         "default": default.as_dict() if default else None, "product": product, "verdict": verdict,
         "doubtful_marks": marks,
@@ -369,6 +395,10 @@ def main() -> None:
     q.add_argument("--half", choices=("all", "0", "1"), default="all",
                    help="the people of one half (0: tuning, 1: held out) or all")
     q.add_argument("--seed", type=int, default=0, help="seed of the photo ranking and of the halves")
+    q.add_argument("--photo-seed", type=int, default=None,
+                   help="another draw of the photos with the same halves (default: --seed)")
+    q.add_argument("--include-low-quality", action="store_true",
+                   help="cluster the faces below the quality gate too (the product leaves them out by default)")
     q.add_argument("--no-sweep", dest="sweep", action="store_false",
                    help="only the default, the references and the end-to-end run (no setting sweep)")
     s = sub.add_parser("scale", help="time and memory on synthetic galleries, full and incremental")
@@ -391,7 +421,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.what == "quality":
         result = quality(args.gallery, args.k, args.faces, args.work, cap=args.cap or None,
-                         half=None if args.half == "all" else int(args.half), seed=args.seed, sweep=args.sweep)
+                         half=None if args.half == "all" else int(args.half), seed=args.seed, sweep=args.sweep,
+                         include_low_quality=args.include_low_quality, photo_seed=args.photo_seed)
     else:
         result = scale([int(v) for v in args.sizes.split(",")], args.work, args.dim, args.threshold, args.floor_gap,
                        args.cohesion_gap, args.join_gap, args.keep)

@@ -23,7 +23,7 @@ from search.cluster import (
 from search.cluster.graph import knn_graph
 from search.cluster.methods import average_link, core_points, single_link
 from search.cluster.metrics import score_clustering
-from search.cluster.settings import MODEL_DEFAULTS, resolve_settings
+from search.cluster.settings import MODEL_DEFAULTS, defaults_key, resolve_settings
 from tests.conftest import copy_lfw_people, lfw_available, lfw_photo, requires_lfw
 from tests.helpers.galleries import stamp
 
@@ -134,6 +134,17 @@ def test_settings_defaults_and_refusals() -> None:
         resolve_settings("some-model", None, threshold=0.5, floor=0.7)
     with pytest.raises(GalleryError, match="method"):
         resolve_settings("some-model", None, threshold=0.5, method="kmeans")
+
+
+def test_a_gallery_without_flip_averaging_keeps_the_setting_tuned_without_it() -> None:
+    # flip averaging raises every cosine: its galleries get the setting tuned on flipped embeddings,
+    # galleries built before it the one tuned on plain embeddings
+    flipped = MODEL_DEFAULTS[defaults_key({"name": "dlib-resnet", "flip": True})]
+    plain = MODEL_DEFAULTS[defaults_key({"name": "dlib-resnet"})]
+    assert flipped == MODEL_DEFAULTS["dlib-resnet"]
+    assert plain.threshold < flipped.threshold and plain.floor < flipped.floor
+    assert defaults_key({"name": "some-model"}) == "some-model"  # no entry: the model's name, as before
+    assert defaults_key(None) == ""
 
 
 # --- the gallery workflow (synthetic faces) ------------------------------------------------------

@@ -14,7 +14,7 @@ from gallery.store import Gallery
 from gallery.store.clusters import ClusterRow, NewCluster
 from search.cluster.graph import knn_graph
 from search.cluster.outliers import Outlyingness, outlyingness
-from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, resolve_settings
+from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, defaults_key, resolve_settings
 
 SHEET_TILE = 128
 DOUBTFUL_COLOUR = (230, 60, 60)
@@ -183,7 +183,7 @@ def _split_settings(g: Gallery, threshold: float | None) -> ClusterSettings:
     """The gallery's clustering setting (or the model's default) made stricter: by `threshold` when
     given, else one step; the floor moves by as much."""
     previous = g.clustering_settings()
-    model = (g.model_stamp or {}).get("name", "")
+    model = defaults_key(g.model_stamp)
     if previous is None and model not in MODEL_DEFAULTS:
         if threshold is None:
             raise GalleryError("Give the stricter setting with --threshold (this model has no measured default).")

@@ -24,7 +24,7 @@ from gallery.store import Gallery
 from gallery.store.clusters import ALONE, NEW, NewCluster
 from search.cluster.graph import REFINE_FACTOR, KnnGraph, knn_graph
 from search.cluster.methods import average_link, core_points, single_link
-from search.cluster.settings import ClusterSettings, changed_settings, resolve_settings
+from search.cluster.settings import ClusterSettings, changed_settings, defaults_key, resolve_settings
 
 # faces to leave out: face ids, or (open gallery, sorted live face ids) -> boolean mask (True = out)
 FaceFilter = Collection[int] | np.ndarray | Callable[[Gallery, np.ndarray], np.ndarray]
@@ -159,7 +159,7 @@ def cluster_gallery(
             raise GalleryError(f"Gallery '{g.root}' has no faces yet: run gallery ingest PHOTOS --gallery {g.root}")
         previous = g.clustering_settings()
         incremental = previous is not None and not rebuild
-        settings = resolve_settings(stamp["name"], previous if incremental else None, threshold=threshold,
+        settings = resolve_settings(defaults_key(stamp), previous if incremental else None, threshold=threshold,
                                     floor=floor, k=k, method=method, include_labeled=include_labeled,
                                     include_low_quality=include_low_quality, cohesion_gap=cohesion_gap,
                                     join_gap=join_gap)

@@ -46,11 +46,25 @@ class ClusterSettings:
         return replace(self, threshold=t, floor=min(t, self.floor + (t - self.threshold)))
 
 
-# Tuned on half of the LFW A–J people (product ingest, dlib-resnet) with at most 6 and at most 20
-# photos per person, checked on the other half (benchmarks/cluster_quality.py, the README's figures).
+# Tuned on half of the LFW A–J people (product ingest, dlib-resnet with flip averaging, faces below the
+# quality gate left out) with at most 6 and at most 20 photos per person, checked on the other half
+# (benchmarks/cluster_quality.py, the README's figures). Flip averaging raises every cosine a little,
+# so a gallery built without it (its model stamp has no "flip") keeps the setting tuned on such
+# embeddings: the flip setting would cost it about 0.01 of BCubed F there.
 MODEL_DEFAULTS: dict[str, ClusterSettings] = {
-    "dlib-resnet": ClusterSettings(threshold=0.9425, floor=0.9275, cohesion_gap=0.016, join_gap=0.026),
+    "dlib-resnet": ClusterSettings(threshold=0.9475, floor=0.93, cohesion_gap=0.016, join_gap=0.026),
+    "dlib-resnet/no-flip": ClusterSettings(threshold=0.9425, floor=0.9275, cohesion_gap=0.016, join_gap=0.026),
 }
+NO_FLIP = "/no-flip"
+
+
+def defaults_key(stamp: dict[str, Any] | None) -> str:
+    """The MODEL_DEFAULTS key for a gallery's model stamp: its model name, or the name's no-flip entry
+    when the gallery's embeddings were made without flip averaging and such an entry exists."""
+    name = str((stamp or {}).get("name", ""))
+    if not (stamp or {}).get("flip") and name + NO_FLIP in MODEL_DEFAULTS:
+        return name + NO_FLIP
+    return name
 
 
 def resolve_settings(
