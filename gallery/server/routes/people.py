@@ -66,6 +66,10 @@ class Relabel(BaseModel):
     name: str | None = Field(None, description="the identity these faces show; null: unlabeled")
 
 
+class RelabelMany(Relabel):
+    face_ids: list[int] = Field(min_length=1, max_length=10_000, description="the faces, all or none relabeled")
+
+
 @router.get("/identities", summary="List identities (paged, most faces first)")
 def list_identities(
     request: Request,
@@ -221,6 +225,36 @@ def face_crop(
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=88)
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/faces/{face_id}/photo", summary="The face's whole photo with the face outlined (JPEG)",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def face_photo(
+    request: Request,
+    face_id: int = FaceId,
+    max_side: int = Query(800, ge=16, le=2048, description="pixels on the longer side at most"),
+    _key: Any = Depends(require("search")),
+) -> Response:
+    """The photo a face was found in, scaled down, with a box around the face: a person's photos on the
+    web page. Opened within the same limits as a crop."""
+    from gallery.faces.crop import photo_with_face
+
+    record = _face(request, face_id)
+    with CROPS:
+        image = photo_with_face(record.photo, record.box, max_side)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.post("/faces/relabel", summary="Give several faces an identity, or none (all or none)")
+def relabel_many(body: RelabelMany, request: Request, _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
+    """Moves faces to another person (created if new) or removes their name, in one transaction: a
+    face that is not live refuses the whole request."""
+    if any(not 1 <= f <= MAX_ID for f in body.face_ids):
+        raise ApiError(422, "bad_request", "face_ids: face ids are positive integers.")
+    n = request.app.state.gallery.relabel_faces(body.face_ids, body.name)
+    return {"relabeled": n, "identity": body.name}
 
 
 @router.post("/faces/{face_id}/relabel", summary="Give a face an identity, or none")
