@@ -432,3 +432,22 @@ def test_the_page_at_a_phones_width(people_site) -> None:
     assert panel["y"] < page.evaluate("window.scrollY") + PHONE["height"], "the panel is in view"
     shoot(page, "issue26_people_phone.png")
     page.close()
+
+
+def test_names_left_without_faces_are_listed_apart(people_site) -> None:
+    """A name whose faces were all deleted gets no card among the people (no crop, nothing to open):
+    it is listed apart, under its own heading."""
+    server, key, browser = people_site
+    ids = identity_ids(server, key)
+    with server.client(key) as c:
+        for face in c.get(f"/v1/identities/id/{ids['Celine_Dion']}").json()["faces"]:
+            assert c.delete(f"/v1/faces/{face['face_id']}").status_code == 200
+        listed = {p["identity"]: p["faces"] for p in c.get("/v1/identities").json()["identities"]}
+    assert listed["Celine_Dion"] == 0
+    page = open_page(people_site)
+    page.click("#tab-people")
+    sync_api.expect(page.locator(".card.identity", has_text="Ben_Affleck")).to_have_count(1)
+    sync_api.expect(page.locator(".card.identity", has_text="Celine_Dion")).to_have_count(0)
+    sync_api.expect(page.locator("#without-faces")).to_be_visible()
+    assert page.locator("#names-without-faces li").all_text_contents() == ["Celine_Dion"]
+    page.close()

@@ -300,6 +300,8 @@ async function loadPeople() {
   closePanels();
   $("identities").replaceChildren();
   $("people-names").replaceChildren();
+  $("names-without-faces").replaceChildren();
+  $("without-faces").hidden = true;
   await Promise.all([loadClusters(), loadIdentities()]);
 }
 
@@ -390,6 +392,11 @@ async function loadIdentities() {
   try {
     const page = await api(`/v1/identities?offset=${identitiesOffset}&limit=60`);
     for (const p of page.identities) {
+      if (p.faces === 0) {  // every face of the name was deleted (or moved by a sync or a repair): apart
+        $("names-without-faces").append(el("li", { textContent: p.identity }));
+        $("without-faces").hidden = false;
+        continue;
+      }
       $("identities").append(identityCard(p));
       $("people-names").append(el("option", { value: p.identity }));
     }
