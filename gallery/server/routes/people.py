@@ -150,10 +150,16 @@ def _delete(g: Any, name: str) -> dict[str, Any]:
     return {"deleted": name, "faces_unlabeled": g.delete_identity(name)}
 
 
-async def _erase(request: Request, started: float, **selection: Any) -> JSONResponse:
+KeepOut = Query(True, description="keep the erased photos out of future ingests and syncs of the archive (a "
+                                   "keyed fingerprint of each photo's content, nothing readable); false: the next "
+                                   "ingest or sync of an archive still holding them reads them in again")
+
+
+async def _erase(request: Request, started: float, keep_out: bool, **selection: Any) -> JSONResponse:
     config = request.app.state.config
     command = "identities erase" if "identity" in selection else "faces erase"
-    return await as_job(request, "erase", lambda: writes.erase(config, command, 30.0, **selection), started)
+    return await as_job(request, "erase", lambda: writes.erase(config, command, 30.0, keep_out=keep_out, **selection),
+                        started)
 
 
 @router.post("/identities/id/{identity_id}/rename", summary="Rename an identity, by id")
@@ -171,11 +177,11 @@ def delete_identity_by_id(request: Request, identity_id: int = IdentityId,
 
 
 @router.post("/identities/id/{identity_id}/erase", summary="Erase a person from every file of the gallery, by id")
-async def erase_identity_by_id(request: Request, identity_id: int = IdentityId,
+async def erase_identity_by_id(request: Request, identity_id: int = IdentityId, keep_out: bool = KeepOut,
                                _key: Any = Depends(require("admin"))) -> JSONResponse:
     started = time.monotonic()
     name = await run_in_threadpool(request.app.state.gallery.identity_name, identity_id)
-    return await _erase(request, started, identity=name)
+    return await _erase(request, started, keep_out, identity=name)
 
 
 @router.post("/identities/{name}/rename", summary="Rename an identity")
@@ -190,8 +196,9 @@ def delete_identity(name: str, request: Request, _key: Any = Depends(require("en
 
 
 @router.post("/identities/{name}/erase", summary="Erase a person from every file of the gallery")
-async def erase_identity(name: str, request: Request, _key: Any = Depends(require("admin"))) -> JSONResponse:
-    return await _erase(request, time.monotonic(), identity=name)
+async def erase_identity(name: str, request: Request, keep_out: bool = KeepOut,
+                         _key: Any = Depends(require("admin"))) -> JSONResponse:
+    return await _erase(request, time.monotonic(), keep_out, identity=name)
 
 
 def _face(request: Request, face_id: int) -> Any:
@@ -273,5 +280,6 @@ def delete_face(request: Request, face_id: int = FaceId, ignore: bool = Query(Fa
 
 
 @router.post("/faces/{face_id}/erase", summary="Erase a face from every file of the gallery")
-async def erase_face(request: Request, face_id: int = FaceId, _key: Any = Depends(require("admin"))) -> JSONResponse:
-    return await _erase(request, time.monotonic(), face_ids=[face_id])
+async def erase_face(request: Request, face_id: int = FaceId, keep_out: bool = KeepOut,
+                     _key: Any = Depends(require("admin"))) -> JSONResponse:
+    return await _erase(request, time.monotonic(), keep_out, face_ids=[face_id])
