@@ -185,6 +185,7 @@ def test_a_clusters_doubtful_faces_come_first_and_strict_naming_leaves_them(brow
         card.locator("button", has_text="Faces").click()
         faces = page.locator("#cluster-detail .face")
         sync_api.expect(faces).to_have_count(9)
+        assert page.locator("#cluster-detail").evaluate("p => p.parentElement.id") == "clusters"  # below its card
         assert [int(v) for v in faces.evaluate_all("els => els.map(e => e.dataset.faceId)")] == api_order
         assert faces.first.get_attribute("class") == "face doubtful"
         assert page.locator("#cluster-detail .face.doubtful").count() == 1
