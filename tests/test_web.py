@@ -1,7 +1,8 @@
 """The web page of `gallery serve` in headless Chromium (Debian's `chromium`, driven by Playwright):
 the API-key prompt, "upload a photo and see the names", and "name a cluster on the People page and
-see search answer that name"; plus merge and reject on the People page. Screenshots of both pages
-go to $GALLERY_SCREENSHOTS when set (the issue's note)."""
+see search answer that name"; plus merge and reject on the People page; a person's faces and photos
+opening below their card, where else a face appears, long names, the offline API docs, the landing
+page and a phone's width. Screenshots go to $GALLERY_SCREENSHOTS when set (the issue's note)."""
 
 from __future__ import annotations
 
