@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 
-def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds user + system) of one run of the command. The CPU time is what the
     process itself used: on a machine shared with other work it moves far less than the wall time."""
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -59,17 +59,25 @@ def main() -> None:
         code, _, gallery = rest.partition(",")
         variants.append((name, Path(code).resolve(), Path(gallery).resolve()))
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    commands = [(name, [args.python, "-m", "gallery.cli", "search", str(args.query), "--gallery", str(gallery)],
-                 {**base_env, "PYTHONPATH": str(code)}) for name, code, gallery in variants]
-    commands.append(("import torch alone", [args.python, "-c", "import torch"], base_env))
-    for _, command, env in commands:  # warm the page cache: the first run of a cold venv reads ~GBs
-        timed(command, env)
+    query = args.query.resolve()
+    # each run starts in its own checkout: `python -m` puts the working directory first on sys.path, so a
+    # run started anywhere else could import another checkout's package than PYTHONPATH names
+    commands = [(name, [args.python, "-m", "gallery.cli", "search", str(query), "--gallery", str(gallery)],
+                 {**base_env, "PYTHONPATH": str(code)}, code) for name, code, gallery in variants]
+    commands.append(("import torch alone", [args.python, "-c", "import torch"], base_env, Path("/")))
+    for name, command, env, cwd in commands:  # warm the page cache: the first run of a cold venv reads ~GBs
+        timed(command, env, cwd)
+        if name != "import torch alone":  # the variant really runs its own checkout
+            where = subprocess.run([args.python, "-c", "import gallery; print(gallery.__file__)"], env=env, cwd=cwd,
+                                   capture_output=True, text=True).stdout.strip()
+            if not Path(where).resolve().is_relative_to(cwd):
+                raise SystemExit(f"{name}: imports {where}, not the checkout {cwd}")
     load_before = os.getloadavg()
-    times: dict[str, list[float]] = {name: [] for name, _, _ in commands}
-    cpu: dict[str, list[float]] = {name: [] for name, _, _ in commands}
+    times: dict[str, list[float]] = {name: [] for name, *_ in commands}
+    cpu: dict[str, list[float]] = {name: [] for name, *_ in commands}
     for _ in range(args.runs):
-        for name, command, env in commands:
-            wall, used = timed(command, env)
+        for name, command, env, cwd in commands:
+            wall, used = timed(command, env, cwd)
             times[name].append(wall)
             cpu[name].append(used)
     result = {"query": str(args.query), "runs": args.runs, "load_avg_before": load_before,
