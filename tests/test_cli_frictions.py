@@ -133,13 +133,15 @@ def test_ingest_says_what_next_on_stdout_after_its_summary(tmp_path: Path) -> No
 # --- search --faces, plurals, info ---------------------------------------------------------------
 
 def test_search_titles_say_what_was_found() -> None:
-    faces_mode = {"mode": "faces", "identity": None, "unknown": False,
+    faces_mode = {"mode": "faces", "identity": None, "unknown": False, "threshold": 0.91,
                   "candidates": [{"above_threshold": True}, {"above_threshold": False}]}
     assert "1 gallery face above the threshold" in _verdict(faces_mode) and "None" not in _verdict(faces_mode)
     faces_mode["candidates"] = [{"above_threshold": False}]
     assert "no gallery face above the threshold" in _verdict(faces_mode)
-    assert "Ann" in _verdict({"mode": "identities", "identity": "Ann", "unknown": False, "candidates": []})
-    assert "unknown" in _verdict({"mode": "identities", "identity": None, "unknown": True, "candidates": []})
+    assert "Ann" in _verdict({"mode": "identities", "identity": "Ann", "unknown": False, "candidates": [],
+                              "threshold": 0.5, "statistic": 0.6})
+    assert "unknown" in _verdict({"mode": "identities", "identity": None, "unknown": True, "candidates": [],
+                                  "threshold": 0.5, "statistic": 0.4})
 
 
 DIM = 16
@@ -288,7 +290,11 @@ def test_a_version_4_gallery_gains_the_kept_out_table(tmp_path: Path) -> None:
         append_embedded_faces(g, stamp(4), unit_vectors(3, 4, seed=0))
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
     with con:
-        con.execute("DROP TABLE kept_out")
+        con.execute("DROP TABLE kept_out")  # and what else version 5 added to version 4: the quality columns
+        for (trigger,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            con.execute(f"DROP TRIGGER {trigger}")  # the templates' triggers (5) name a quality column
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:
