@@ -1,4 +1,5 @@
-"""A face cut from its original photo, with a margin, so that a person can judge a label by eye.
+"""A face cut from its original photo, with a margin, so that a person can judge a label by eye; or
+the whole photo with the face outlined, to see where it was found.
 
 Bounded like an ingest: only a regular file is opened (a FIFO or device at the photo's path is
 refused without blocking), never one over the ingest's size limit, never a photo over its pixel
@@ -11,9 +12,10 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from gallery.errors import NotInGallery, PhotoRefused
 from gallery.faces.decode import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, _Refused, read_regular_file
@@ -34,15 +36,12 @@ def _photo_bytes(photo: Path | str, max_file_bytes: int) -> bytes:
         ) from None
 
 
-def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: int | None = 256,
-              max_side: int = MAX_CROP_SIDE, max_file_bytes: int = MAX_FILE_BYTES) -> Image.Image:
-    """The box (x1, y1, x2, y2 in the oriented photo's pixels) grown by `margin` of its size on each
-    side, clipped to the photo, square-padded and resized to `size` (None: native resolution); the
-    output side is at most `max_side`."""
+def _open_scaled(photo: Path | str, scale_of: Callable[[int, int], float],
+                 max_file_bytes: int) -> tuple[Image.Image, float]:
+    """(the photo decoded, oriented and in RGB, the factor from its pixels to the decoded image's).
+    `scale_of(width, height)` says how small the caller will draw it: a JPEG much larger than that is
+    decoded at reduced resolution straight from the DCT. Refuses what an ingest refuses."""
     data = _photo_bytes(photo, max_file_bytes)
-    x1, y1, x2, y2 = box
-    side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
-    out_side = max(1, min(int(size) if size else round(side), max_side))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -51,11 +50,11 @@ def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: in
                 if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
                     raise PhotoRefused("too_large", f"The photo of this face is {width}x{height}: over {MAX_SIDE} px "
                                                     f"a side or {MAX_PIXELS:,} pixels ({photo}).")
-                scale = out_side / side
+                scale = scale_of(width, height)
                 if img.format == "JPEG" and scale < 0.5:
                     img.draft("RGB", (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
                 factor = img.size[0] / width
-                img = ImageOps.exif_transpose(img).convert("RGB")
+                return ImageOps.exif_transpose(img).convert("RGB"), factor
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PhotoRefused("too_large", f"The photo of this face is a decompression bomb ({photo}: {exc}).") from None
     except UnidentifiedImageError:
@@ -63,6 +62,17 @@ def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: in
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise PhotoRefused("decode_error", f"The photo of this face cannot be decoded ({photo}: "
                                            f"{type(exc).__name__}).") from None
+
+
+def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: int | None = 256,
+              max_side: int = MAX_CROP_SIDE, max_file_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+    """The box (x1, y1, x2, y2 in the oriented photo's pixels) grown by `margin` of its size on each
+    side, clipped to the photo, square-padded and resized to `size` (None: native resolution); the
+    output side is at most `max_side`."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
+    out_side = max(1, min(int(size) if size else round(side), max_side))
+    img, factor = _open_scaled(photo, lambda width, height: out_side / side, max_file_bytes)
     s_side = side * factor
     left, top = (x1 + x2) / 2 * factor - s_side / 2, (y1 + y2) / 2 * factor - s_side / 2
     region = (max(0, round(left)), max(0, round(top)), min(img.width, round(left + s_side)),
@@ -74,3 +84,19 @@ def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: in
         part = part.resize((max(1, round(part.width * k)), max(1, round(part.height * k))), Image.Resampling.LANCZOS)
         square.paste(part, (round((region[0] - left) * k), round((region[1] - top) * k)))
     return square
+
+
+def photo_with_face(photo: Path | str, box: list[float], max_side: int = 800,
+                    max_file_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+    """The whole photo, at most `max_side` pixels a side, with the face's box outlined: the face
+    where it was found, among the rest of the photo (the people page's "photos" of a person)."""
+    max_side = max(16, min(int(max_side), MAX_CROP_SIDE))
+    img, factor = _open_scaled(photo, lambda width, height: min(1.0, max_side / max(width, height)), max_file_bytes)
+    if max(img.size) > max_side:
+        k = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.LANCZOS)
+        factor *= k
+    x1, y1, x2, y2 = (v * factor for v in box)
+    width = max(2, round(max(img.size) / 200))
+    ImageDraw.Draw(img).rectangle((x1, y1, x2, y2), outline=(67, 160, 71), width=width)
+    return img

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 
 from gallery.errors import GalleryError
 from gallery.server.config import ServeConfig
+from gallery.server.docs import mount_docs
 from gallery.server.jobs import Jobs
 from gallery.server.limits import Limits
 from gallery.server.origin import HostGuard
@@ -62,6 +63,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         description="Every /v1 endpoint except /v1/healthz needs an API key in the `X-Api-Key` header "
                     "(`gallery keys create`); scopes nest: admin > enrol > search.",
         lifespan=lifespan,
+        docs_url=None,  # served from the package below (gallery.server.docs), not from a CDN
+        redoc_url=None,
     )
     app.state.config = config
     app.state.gallery = gallery
@@ -108,6 +111,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    mount_docs(app)
     app.add_middleware(Limits, max_body_bytes=config.max_upload_bytes, timeout_s=config.request_timeout_s)
     if not config.auth:
         app.add_middleware(HostGuard, bound=config.host, allowed=config.allowed_hosts)

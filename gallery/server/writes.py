@@ -191,8 +191,17 @@ def _remove_if_empty(folder: Path) -> None:
 
 
 def erase(config: ServeConfig, command: str, lock_wait_s: float, **selection: Any) -> dict[str, Any]:
-    """`indexer.erasure.erase`: every file of the gallery, the enrolled copies included."""
+    """`indexer.erasure.erase`: every file of the gallery, the enrolled copies included. The answer says
+    what becomes of the photo archive (`archive`), which erasure never touches."""
     from gallery.store.erase import ErasureSelection
     from indexer.erasure import erase as run_erase
 
-    return run_erase(config.gallery, ErasureSelection(**selection), command, lock_wait_s=lock_wait_s).as_dict()
+    report = run_erase(config.gallery, ErasureSelection(**selection), command, lock_wait_s=lock_wait_s).as_dict()
+    photos = f"{report['photos']} erased photo{'' if report['photos'] == 1 else 's'}"
+    report["archive"] = (
+        f"The photo archive is not touched; ingest and sync keep the {photos} out from now on (a keyed fingerprint "
+        "of each, nothing readable). `gallery photos admit PATH...` lets them in again."
+        if selection.get("keep_out") else
+        f"The photo archive is not touched: if it still holds the {photos}, the next ingest or sync of it reads them "
+        "in again. Delete them there, or keep them out with `gallery photos keep-out PATH...`.")
+    return report

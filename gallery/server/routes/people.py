@@ -66,6 +66,10 @@ class Relabel(BaseModel):
     name: str | None = Field(None, description="the identity these faces show; null: unlabeled")
 
 
+class RelabelMany(Relabel):
+    face_ids: list[int] = Field(min_length=1, max_length=10_000, description="the faces, all or none relabeled")
+
+
 @router.get("/identities", summary="List identities (paged, most faces first)")
 def list_identities(
     request: Request,
@@ -146,10 +150,16 @@ def _delete(g: Any, name: str) -> dict[str, Any]:
     return {"deleted": name, "faces_unlabeled": g.delete_identity(name)}
 
 
-async def _erase(request: Request, started: float, **selection: Any) -> JSONResponse:
+KeepOut = Query(True, description="keep the erased photos out of future ingests and syncs of the archive (a "
+                                   "keyed fingerprint of each photo's content, nothing readable); false: the next "
+                                   "ingest or sync of an archive still holding them reads them in again")
+
+
+async def _erase(request: Request, started: float, keep_out: bool, **selection: Any) -> JSONResponse:
     config = request.app.state.config
     command = "identities erase" if "identity" in selection else "faces erase"
-    return await as_job(request, "erase", lambda: writes.erase(config, command, 30.0, **selection), started)
+    return await as_job(request, "erase", lambda: writes.erase(config, command, 30.0, keep_out=keep_out, **selection),
+                        started)
 
 
 @router.post("/identities/id/{identity_id}/rename", summary="Rename an identity, by id")
@@ -167,11 +177,11 @@ def delete_identity_by_id(request: Request, identity_id: int = IdentityId,
 
 
 @router.post("/identities/id/{identity_id}/erase", summary="Erase a person from every file of the gallery, by id")
-async def erase_identity_by_id(request: Request, identity_id: int = IdentityId,
+async def erase_identity_by_id(request: Request, identity_id: int = IdentityId, keep_out: bool = KeepOut,
                                _key: Any = Depends(require("admin"))) -> JSONResponse:
     started = time.monotonic()
     name = await run_in_threadpool(request.app.state.gallery.identity_name, identity_id)
-    return await _erase(request, started, identity=name)
+    return await _erase(request, started, keep_out, identity=name)
 
 
 @router.post("/identities/{name}/rename", summary="Rename an identity")
@@ -186,8 +196,9 @@ def delete_identity(name: str, request: Request, _key: Any = Depends(require("en
 
 
 @router.post("/identities/{name}/erase", summary="Erase a person from every file of the gallery")
-async def erase_identity(name: str, request: Request, _key: Any = Depends(require("admin"))) -> JSONResponse:
-    return await _erase(request, time.monotonic(), identity=name)
+async def erase_identity(name: str, request: Request, keep_out: bool = KeepOut,
+                         _key: Any = Depends(require("admin"))) -> JSONResponse:
+    return await _erase(request, time.monotonic(), keep_out, identity=name)
 
 
 def _face(request: Request, face_id: int) -> Any:
@@ -223,6 +234,36 @@ def face_crop(
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
 
 
+@router.get("/faces/{face_id}/photo", summary="The face's whole photo with the face outlined (JPEG)",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+def face_photo(
+    request: Request,
+    face_id: int = FaceId,
+    max_side: int = Query(800, ge=16, le=2048, description="pixels on the longer side at most"),
+    _key: Any = Depends(require("search")),
+) -> Response:
+    """The photo a face was found in, scaled down, with a box around the face: a person's photos on the
+    web page. Opened within the same limits as a crop."""
+    from gallery.faces.crop import photo_with_face
+
+    record = _face(request, face_id)
+    with CROPS:
+        image = photo_with_face(record.photo, record.box, max_side)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=85)
+    return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.post("/faces/relabel", summary="Give several faces an identity, or none (all or none)")
+def relabel_many(body: RelabelMany, request: Request, _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
+    """Moves faces to another person (created if new) or removes their name, in one transaction: a
+    face that is not live refuses the whole request."""
+    if any(not 1 <= f <= MAX_ID for f in body.face_ids):
+        raise ApiError(422, "bad_request", "face_ids: face ids are positive integers.")
+    n = request.app.state.gallery.relabel_faces(body.face_ids, body.name)
+    return {"relabeled": n, "identity": body.name}
+
+
 @router.post("/faces/{face_id}/relabel", summary="Give a face an identity, or none")
 def relabel_face(body: Relabel, request: Request, face_id: int = FaceId,
                  _key: Any = Depends(require("enrol"))) -> dict[str, Any]:
@@ -239,5 +280,6 @@ def delete_face(request: Request, face_id: int = FaceId, ignore: bool = Query(Fa
 
 
 @router.post("/faces/{face_id}/erase", summary="Erase a face from every file of the gallery")
-async def erase_face(request: Request, face_id: int = FaceId, _key: Any = Depends(require("admin"))) -> JSONResponse:
-    return await _erase(request, time.monotonic(), face_ids=[face_id])
+async def erase_face(request: Request, face_id: int = FaceId, keep_out: bool = KeepOut,
+                     _key: Any = Depends(require("admin"))) -> JSONResponse:
+    return await _erase(request, time.monotonic(), keep_out, face_ids=[face_id])

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 
@@ -144,6 +144,27 @@ async def search(request: Request, _key: Any = Depends(require("search"))) -> di
         return {"results": records, "photo": photo, "warnings": warnings}
 
     return await run_in_threadpool(run)
+
+
+@router.get("/faces/{face_id}/similar", summary="Where else does this face appear?")
+def similar_faces(
+    request: Request,
+    face_id: int = Path(ge=1, le=2**63 - 1, description="a gallery face id"),
+    k: int = Query(12, ge=1, le=100, description="nearest faces"),
+    _key: Any = Depends(require("search")),
+) -> dict[str, Any]:
+    """The gallery faces nearest to one gallery face (itself left out), each with its photo, score and
+    whether it passes the 1:1 threshold: the answer of `gallery search --faces` for a face already in
+    the gallery."""
+    service, gallery = request.app.state.service, request.app.state.gallery
+    if face_id not in gallery.face_records([face_id]):
+        raise ApiError(404, "not_found", f"No live face with id {face_id} in this gallery.")
+    with service.searcher() as s:
+        x = gallery.read_embeddings([face_id])
+        [answer] = s.search_embeddings(x, k=k, faces_mode=True, query=f"face {face_id}",
+                                       exclude_face_ids=[{face_id}])
+        warnings = s.warnings
+    return {"face_id": face_id, **answer.as_dict(), "warnings": warnings}
 
 
 @router.post("/verify", summary="Are these the same person?", openapi_extra={"requestBody": {"content": {
