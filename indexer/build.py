@@ -276,6 +276,45 @@ def default_choice_args() -> dict[str, Any]:
                 train_per_centroid=DEFAULT_TRAIN_PER_CENTROID)
 
 
+def last_manifest(g: Gallery) -> dict[str, Any] | None:
+    """The manifest of the last index build SQLite recorded (what a lost or unreadable manifest said)."""
+    import json
+
+    from sqlalchemy import select
+
+    from gallery.store.schema import IndexBuild
+
+    with g.session() as s:
+        text = s.scalar(select(IndexBuild.manifest).order_by(IndexBuild.build_id.desc()).limit(1))
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def own_choice_args(g: Gallery, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The gallery's own index settings for a rebuild (erase, compact, repair): the factory, re-rank,
+    nprobe and re-rank depth of `manifest`, else of the current manifest, else of the last build SQLite
+    recorded; the automatic choice only for a gallery that never had an index."""
+    if manifest is None:
+        try:
+            manifest = read_manifest(g.index_dir, g.root)  # type: ignore[assignment]
+        except IndexerError:
+            manifest = last_manifest(g)
+    if not manifest or not manifest.get("factory"):
+        return default_choice_args()
+    rerank = manifest.get("rerank") or {}
+    return {**default_choice_args(), "factory": manifest["factory"], "rerank": bool(rerank.get("enabled")),
+            "nprobe": manifest.get("nprobe"), "candidates": rerank.get("candidates") if rerank.get("enabled") else None,
+            "tuned": manifest.get("tuned")}
+
+
+def rebuild_index(g: Gallery, manifest: dict[str, Any] | None = None) -> Manifest:
+    """Build the index again with the gallery's own settings (own_choice_args), taking the index lock."""
+    with index_lock(g.index_dir):
+        return build_locked(g, own_choice_args(g, manifest))
+
+
 def _build(
     g: Gallery, choice_args: dict[str, Any], device: str, seed: int, read_batch_rows: int,
     on_progress: ProgressFn | None,
@@ -299,6 +338,8 @@ def _build(
         n_live, dim, choice_args["memory_budget"], choice_args["rerank"], dev, choice_args["factory"],
         choice_args["nprobe"], train_per_centroid=choice_args["train_per_centroid"],
     )
+    if choice_args.get("candidates"):
+        choice.rerank_candidates = int(choice_args["candidates"])  # the search setting the gallery had
     index = _make_index(choice, seed)
     g.index_dir.mkdir(parents=True, exist_ok=True)
     tag = new_tag()
@@ -397,6 +438,8 @@ def _build(
             else {"enabled": False},
             "updates": [],
         }  # type: ignore[typeddict-unknown-key]
+        if choice_args.get("tuned"):
+            manifest["tuned"] = choice_args["tuned"]
     except BaseException:
         for name in (index_name, vec_name):
             if name:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -74,7 +75,8 @@ def test_random_bytes_in_a_shard_are_caught(synthetic: Path, position: float) ->
     code, out = invoke("check", "--gallery", str(synthetic))
     assert code == 1 and shard.name in out
     code, out = invoke("repair", "--gallery", str(synthetic), "--json")
-    assert code == 0 and json.loads(out)["faces_dropped"] == 20
+    result = json.loads(out)  # the flat index holds every vector: nothing is lost
+    assert code == 0 and result["faces_dropped"] == 0 and result["restored_from"] == {"flat-index": 20}
     assert invoke("check", "--gallery", str(synthetic))[0] == 0
     assert invoke("index", "build", "--gallery", str(synthetic))[0] == 0
 
@@ -182,7 +184,21 @@ def test_a_deleted_shard_is_found_and_repaired_for_reingest(synthetic: Path) -> 
     assert code == 1 and not report["ok"] and any("missing" in f["detail"] for f in report["findings"])
     code, out = invoke("repair", "--gallery", str(synthetic), "--json")
     result = json.loads(out)
-    assert result["shards_dropped"] == 1 and result["photos_to_reingest"] == 20 and result["index"] == "rebuilt"
+    assert result["shards_rebuilt"] == 1 and result["faces_restored"] == 20 and result["index"] == "ok"
+    with Gallery.open(synthetic) as g:
+        assert g.live_face_count() == 40 and g.quick_problems() == []
+
+
+def test_a_shard_with_no_copy_and_no_photo_is_dropped_for_reingest(synthetic: Path) -> None:
+    """Only what no copy and no photo restores is dropped, each face named with the reason."""
+    shutil.rmtree(synthetic / "index")
+    sorted((synthetic / "shards").glob("*.parquet"))[0].unlink()
+    code, out = invoke("repair", "--gallery", str(synthetic), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["shards_dropped"] == 1 and result["photos_to_reingest"] == 20
+    assert result["faces_dropped"] == 20 and len(result["dropped"]) == 20
+    assert all("photo is gone" in d["why"] and d["photo"].startswith("/archive/0") for d in result["dropped"])
+    assert result["index"] == "rebuilt"  # the gallery had one: rebuilt with its own settings
     with Gallery.open(synthetic) as g:
         assert g.live_face_count() == 20 and g.quick_problems() == []
 
@@ -286,6 +302,8 @@ def test_ids_are_never_reused_after_repair_or_erasure(tmp_path: Path) -> None:
             build_index(g)
         shard = next((tmp_path / "g" / "shards").glob("*.parquet"))
         shard.write_bytes(b"garbage" + shard.read_bytes()[7:])
+        for vectors in (tmp_path / "g" / "index").glob("index-*"):  # no copy of a vector left anywhere
+            vectors.write_bytes(b"garbage")
         result = json.loads(invoke("repair", "--gallery", str(tmp_path / "g"), "--json")[1])
         assert result["shards_dropped"] == 1 and result["index"].startswith("removed")
         assert invoke("check", "--gallery", str(tmp_path / "g"))[0] == 0

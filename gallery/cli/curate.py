@@ -454,13 +454,17 @@ def register(app: GalleryTyper) -> None:
 
     @app.command()
     def repair(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
-        """Mend what `check` finds: drop lost or damaged shards (their photos are read again by the next
-        ingest), finish pending erasures, remove crash leftovers, close stale runs, make the index agree.
-        Exit 3 when an erasure is still pending (the message says why)."""
+        """Mend what `check` finds: rebuild lost or damaged shards from the index's copies of their vectors,
+        else from their photos (every face keeps its id, label and curation; only what nothing restores is
+        dropped, each face named with the reason), finish pending erasures, remove crash leftovers, close
+        stale runs, rebuild a damaged index with its own settings. Exit 3 when an erasure is still pending."""
+        from gallery.ingest.reembed import reembed_faces
         from indexer.health import repair as run_repair
 
-        result = run_repair(gallery, lock_wait_s=wait)
-        _done(as_json, result, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+        result = run_repair(gallery, lock_wait_s=wait, reembed=reembed_faces)
+        summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items() if k != "dropped")
+        lines = [f"dropped face {d['face_id']} of {d['photo']}: {d['why']}" for d in result.get("dropped", [])]
+        _done(as_json, result, "\n".join([summary, *lines]))
         if result.get("pending"):
             raise typer.Exit(3)
 

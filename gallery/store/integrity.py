@@ -9,33 +9,35 @@ with no writer running, staged batches of a killed distributed ingest, files in 
 that no record names, and the folders of servers that were killed; with deep=True every embedding
 finite and unit length.
 
-Repairs: a lost or damaged shard's faces are dropped from SQLite together with the records of their
-photos' files, so the next ingest of the archive reads those photos again, and their ids are recorded
-as a pending erasure so that the index sheds them too (indexer.health finishes it); leftover shard
-files are deleted; stale runs are closed as interrupted. A damaged database cannot be repaired in
+Repairs: a lost or damaged shard is written again from the copies of its vectors that the caller
+finds (the index folder's, the photos': gallery.store.restore), so its faces keep their ids and every
+curation; only faces nothing restored are dropped from SQLite (with the records of photos left without
+a face, so the next ingest reads them again) and recorded as a pending erasure so that the index
+sheds them too (indexer.health finishes it); leftover shard files are deleted; stale runs are closed
+as interrupted. A damaged database cannot be repaired in
 place: the finding says how to recover.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import DamagedData
-from gallery.store.clusters import forget_faces_in_clusters
 from gallery.store.erase import (
-    begin_pending,
     enrolled_leftovers,
     pending_records,
     server_leftovers,
     staged_leftovers,
 )
-from gallery.store.schema import Face, Image, Run, Shard, SourceFile, keep_high_water
+from gallery.store.restore import LostFace, Recovered, lost_faces, rebuild_shard, salvage_landmarks
+from gallery.store.schema import Face, Run
 from gallery.store.shards import SHARD_PREFIX, shard_face_ids
 from gallery.store.templates import build_all_templates, template_problems
 
@@ -156,39 +158,46 @@ def erasure_findings(gallery: Gallery, writer_running: bool) -> list[Finding]:
     return out
 
 
-def repair_store(gallery: Gallery) -> dict[str, Any]:
-    """Mend what check_store finds (see the module docstring); returns what was done. The faces of a
-    dropped shard are recorded as a pending erasure, so the index and the re-rank file shed them too."""
+RecoverFn = Callable[[int, list[LostFace], Recovered], None]
+
+
+def repair_store(gallery: Gallery, recover: RecoverFn | None = None) -> dict[str, Any]:
+    """Mend what check_store finds (see the module docstring); returns what was done.
+
+    A lost or damaged shard is written again from the vectors `recover(shard_id, faces, recovered)`
+    finds (the index's copies, the photos); its faces keep their ids and every curation. The faces
+    nothing restored are dropped and recorded as a pending erasure, so the index and the re-rank file
+    shed them too; the report names each with the reason."""
     with gallery.writer_lock():
         damaged = damaged_shards(gallery)
-        dropped: list[int] = []
-        photos = shards_dropped = 0
         names = {r.shard_id: r.filename for r in gallery.shard_rows()}
         # a shard that only holds erased vectors keeps its rows: the pending erasure rewrites the file
         lost = [i for i, problem in damaged.items() if not (problem.startswith("holds") and "erased" in problem)]
-        # one transaction for every lost shard: the templates rebuilt below read only intact shards
-        with gallery.session() as s, s.begin():
-            keep_high_water(s)
-            for shard_id in lost:
-                faces = list(s.scalars(select(Face.face_id).where(Face.shard_id == shard_id)))
-                images = set(s.scalars(select(Face.image_id).where(Face.shard_id == shard_id)))
-                begin_pending(s, "repair", faces)
-                forget_faces_in_clusters(s, faces)
-                s.execute(delete(Face).where(Face.shard_id == shard_id))
-                # the photos' file records go, so that the next ingest reads them again
-                s.execute(delete(SourceFile).where(SourceFile.image_id.in_(images)))
-                s.execute(delete(Image).where(Image.image_id.in_(images)))
-                s.execute(delete(Shard).where(Shard.shard_id == shard_id))
-                dropped += faces
-                photos += len(images)
-                shards_dropped += 1
+        counts = {"faces_restored": 0, "faces_dropped": 0, "photos_to_reingest": 0}
+        sources: dict[str, int] = {}
+        dropped: list[dict[str, Any]] = []
+        shards_dropped = 0
         for shard_id in lost:
-            (gallery.shards_dir / names[shard_id]).unlink(missing_ok=True)
+            faces = lost_faces(gallery, shard_id)
+            recovered = Recovered(reasons={f.face_id: "no intact copy of its vector was looked for" for f in faces})
+            if recover is not None and faces:
+                recover(shard_id, faces, recovered)
+            marks = salvage_landmarks(gallery.shards_dir / names[shard_id])
+            done = rebuild_shard(gallery, shard_id, faces, recovered, marks)
+            for key in counts:
+                counts[key] += done[key]
+            shards_dropped += int(done["faces_restored"] == 0)
+            for source in recovered.sources.values():
+                sources[source] = sources.get(source, 0) + 1
+            dropped += [{"face_id": f.face_id, "photo": f.photo_paths[0], "why": recovered.reasons.get(f.face_id)}
+                        for f in faces if f.face_id not in recovered.embeddings]
         removed = gallery.remove_orphan_shards()
         with gallery.session() as s, s.begin():
             closed = s.execute(update(Run).where(Run.status == "running")
                                .values(status="interrupted", finished_at=time.time())).rowcount
         templates = build_all_templates(gallery, force=True)  # whatever happened before: right from here
-    return {"shards_dropped": shards_dropped, "faces_dropped": len(dropped),
-            "photos_to_reingest": photos, "leftover_files_removed": len(removed),
+    return {"shards_damaged": len(lost), "shards_rebuilt": len(lost) - shards_dropped,
+            "shards_dropped": shards_dropped, "faces_restored": counts["faces_restored"],
+            "restored_from": sources, "faces_dropped": counts["faces_dropped"], "dropped": dropped,
+            "photos_to_reingest": counts["photos_to_reingest"], "leftover_files_removed": len(removed),
             "stale_runs_closed": int(closed or 0), "templates_rebuilt": templates}
