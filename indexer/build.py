@@ -20,6 +20,7 @@ from gallery.errors import EmptyGalleryError, IndexerError, IndexMismatchError, 
 from gallery.fsutil import atomic_write
 from gallery.progress import ProgressFn, report
 from gallery.store import Gallery, ShardRow
+from gallery.store.shards import file_sha256
 from indexer import gpu
 from indexer.choose import (
     DEFAULT_TRAIN_PER_CENTROID,
@@ -106,8 +107,11 @@ def _ivf_of(index: Any) -> Any | None:
         return None
 
 
-def _save_index(index: Any, path: Path) -> int:
-    return atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+def _save_index(index: Any, path: Path) -> tuple[int, str]:
+    """Write the index file atomically; returns its size and sha256 (recorded in the manifest, checked
+    when the file is loaded: a garbled index is never searched)."""
+    size = atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+    return size, file_sha256(path)
 
 
 def _outgrown_warnings(manifest: dict, gallery_root: Path) -> list[str]:
@@ -230,12 +234,14 @@ class _ErasedMeanwhile(Exception):
     """Faces were erased while the index was built, and its type cannot remove them: build again."""
 
 
-def _exclude_erased_meanwhile(g: Gallery, index: Any, vectors: Path | None, dim: int, max_id: int) -> int:
+def _exclude_erased_meanwhile(g: Gallery, index: Any, vectors: Path | None, dim: int, max_id: int,
+                              excluded: np.ndarray) -> int:
     """The commit-time re-check: faces erased after the build read its list of faces (their erasure is
     pending: it cannot reach the index while the build holds the index lock) are taken out of the new
     index and their rows of the new re-rank file zeroed, so no build commits an erased face. Returns
     how many were in the index."""
-    late = g.pending_erasure_face_ids(max_id)
+    # ids already hidden when the build read its list (`excluded`) were never added: only later ones count
+    late = np.setdiff1d(g.pending_erasure_face_ids(max_id), excluded)
     if late.size == 0:
         return 0
     try:
@@ -330,7 +336,7 @@ def _build(
     dim = int(stamp["dim"])
     deleted = g.deleted_ids()
     total_rows = sum(r.n_faces for r in shards)
-    n_live = total_rows - int(deleted.size)
+    n_live = min(total_rows, g.live_face_count())  # hidden ids may no longer be in any shard: counted in SQLite
     if n_live <= 0:
         raise EmptyGalleryError(f"Every face of gallery '{g.root}' is deleted: nothing to index.")
     dev = resolve_index_device(device)
@@ -372,11 +378,11 @@ def _build(
                                     read_batch_rows, on_progress, n_live)
             if adder is not None:
                 index = adder.finish()
-            _exclude_erased_meanwhile(g, index, g.index_dir / vec_name if vec_name else None, dim, max_id)
+            _exclude_erased_meanwhile(g, index, g.index_dir / vec_name if vec_name else None, dim, max_id, deleted)
             tune_hnsw_quantizer(index)  # saved with the search setting
             t_add = time.time() - t1
             t2 = time.time()
-            index_bytes = _save_index(index, g.index_dir / index_name)
+            index_bytes, index_sha = _save_index(index, g.index_dir / index_name)
             t_save = time.time() - t2
 
         covered_max = max(max_id, max(r.max_face_id for r in shards))
@@ -425,6 +431,7 @@ def _build(
             "notes": choice.notes,
             "index_file": index_name,
             "index_bytes": index_bytes,
+            "index_sha256": index_sha,
             "index_bytes_per_vector": round(index_bytes / max(1, index.ntotal), 2),
             "rerank": {
                 "enabled": True,
@@ -489,17 +496,18 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
     index_name = f"index-{new_tag()}.faiss"
     try:
         with PeakMemory() as mem:
-            added, max_id = _stream_add(g, index, new_shards, dim, g.deleted_ids(), writer, read_batch_rows,
+            hidden = g.deleted_ids()
+            added, max_id = _stream_add(g, index, new_shards, dim, hidden, writer, read_batch_rows,
                                         on_progress, None, above_id=old_max)
             try:
                 _exclude_erased_meanwhile(g, index, g.index_dir / rerank["file"] if rerank.get("enabled") else None,
-                                          dim, max(max_id, old_max))
+                                          dim, max(max_id, old_max), np.union1d(hidden, np.arange(old_max + 1)))
             except _ErasedMeanwhile:
                 raise IndexerError(
                     "An erasure started during the update, and this index type cannot remove ids: nothing was "
                     f"changed. Rebuild the index: gallery index build --gallery {g.root}") from None
             tune_hnsw_quantizer(index, searched_with=searched_with)  # saved with the search setting
-            index_bytes = _save_index(index, g.index_dir / index_name)
+            index_bytes, index_sha = _save_index(index, g.index_dir / index_name)
     except BaseException:
         (g.index_dir / index_name).unlink(missing_ok=True)
         raise
@@ -516,6 +524,7 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         max_face_id=int(max_id),
         index_file=index_name,
         index_bytes=index_bytes,
+        index_sha256=index_sha,
         index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
         added=added,
         updates=list(manifest.get("updates", []))
@@ -564,7 +573,7 @@ def remove_ids_locked(g: Gallery, ids: np.ndarray, zero_rerank: bool = True) -> 
         return manifest, 0
     index_name = f"index-{new_tag()}.faiss"
     try:
-        index_bytes = _save_index(index, g.index_dir / index_name)
+        index_bytes, index_sha = _save_index(index, g.index_dir / index_name)
     except BaseException:
         (g.index_dir / index_name).unlink(missing_ok=True)
         raise
@@ -575,6 +584,7 @@ def remove_ids_locked(g: Gallery, ids: np.ndarray, zero_rerank: bool = True) -> 
         ntotal=int(index.ntotal),
         index_file=index_name,
         index_bytes=index_bytes,
+        index_sha256=index_sha,
         index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
         removed=int(manifest.get("removed", 0)) + n_removed,
     )

@@ -304,8 +304,13 @@ def compact(gallery: Gallery | str | Path, min_deleted_share: float = 0.5,
                     build_locked(g, own_choice_args(g, manifest))
                 index = "rebuilt"
             elif covered.size:
-                remove_ids(g, covered)
-                index = "patched" if index != "rebuilt" else index
+                try:
+                    remove_ids(g, covered)
+                    index = "patched" if index != "rebuilt" else index
+                except IndexerError:  # an index type without remove_ids (HNSW): rebuilt with its own settings
+                    with index_lock(g.index_dir, wait_s=lock_wait_s):
+                        build_locked(g, own_choice_args(g))
+                    index = "rebuilt"
             return {**result, "index": index}
     finally:
         if owned:

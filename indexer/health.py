@@ -20,8 +20,8 @@ from gallery.store.restore import LostFace, Recovered
 from indexer.build import build_locked, own_choice_args
 from indexer.copies import IndexCopies
 from indexer.erasure import DEFAULT_LOCK_WAIT_S, finish_pending
-from indexer.ids import index_ids, nonzero_rows_outside
-from indexer.loaded import as_gallery
+from indexer.ids import damaged_rows, index_ids, nonzero_rows_outside
+from indexer.loaded import as_gallery, index_file_intact
 from indexer.manifest import has_manifest, index_lock, index_lock_free, read_manifest, remove_index, unreferenced_files
 
 
@@ -37,6 +37,10 @@ def _leftover_findings(g: Gallery, manifest: Any) -> list[Finding]:
                     f"gallery repair --gallery {g.root}")]
 
 
+class _Damaged(Exception):
+    """The index file's checksum does not match its manifest."""
+
+
 def check_index(g: Gallery) -> list[Finding]:
     fix = f"gallery index build --gallery {g.root}"
     try:
@@ -50,15 +54,22 @@ def check_index(g: Gallery) -> list[Finding]:
     erased: list[str] = []
     path = g.index_dir / str(manifest.get("index_file"))
     faces = g.all_face_ids()
+    held = np.zeros(0, np.int64)
     try:
+        if not index_file_intact(path, manifest.get("index_sha256")):
+            raise _Damaged
         index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         if int(index.ntotal) != int(manifest["ntotal"]):
             problems.append(f"{path.name} holds {index.ntotal:,} vectors, the manifest says {manifest['ntotal']:,}")
         else:
-            gone = np.setdiff1d(index_ids(index), faces)
+            held = index_ids(index)
+            gone = np.setdiff1d(held, faces)
             if gone.size:
                 erased.append(f"{path.name} holds {gone.size:,} ids of faces the gallery no longer has (erased or "
                               "dropped)")
+    except _Damaged:
+        problems.append(f"{path.name} is damaged: its checksum does not match the one recorded when it was "
+                        "written (searches answer by an exact scan until it is rebuilt)")
     except (RuntimeError, OSError) as exc:
         problems.append(f"{path.name} cannot be read ({str(exc).strip().splitlines()[0][:200]})")
     rerank = manifest.get("rerank") or {}
@@ -69,6 +80,11 @@ def check_index(g: Gallery) -> list[Finding]:
         if size < need:
             problems.append(f"re-rank file {vectors.name} is {'missing' if size < 0 else f'{size:,} bytes'}, "
                             f"needs {need:,}")
+        if size > 0 and held.size:
+            bad = damaged_rows(vectors, int(manifest["dim"]), np.intersect1d(held, faces))
+            if bad.size:
+                problems.append(f"re-rank file {vectors.name}: the rows of {bad.size:,} indexed faces are not unit "
+                                "vectors (zeroed, garbled or cut off; searches score those faces from their shards)")
         if size > 0:
             left = nonzero_rows_outside(vectors, int(manifest["dim"]), faces)
             if left.size:

@@ -60,6 +60,7 @@ class Manifest(TypedDict, total=False):
     max_face_id: int
     index_file: str
     index_bytes: int
+    index_sha256: str  # of the index file, checked when it is loaded (absent: written before checksums)
     index_bytes_per_vector: float
     rerank: RerankInfo
     training: dict
