@@ -469,6 +469,34 @@ def register(app: GalleryTyper) -> None:
             raise typer.Exit(3)
 
     @app.command()
+    def backup(
+        dest: Annotated[Path, typer.Argument(help="A new or empty folder for the copy.")],
+        gallery: GalleryOpt,
+        as_json: JsonOpt = False,
+        wait: WaitOpt = 60.0,
+    ) -> None:
+        """Copy the whole gallery (database, shards, index, templates, enrolled photos) consistently, while
+        searches and ingests go on. The copy is a gallery itself: it can be searched where it lies (also on
+        a read-only mount), and `gallery restore` makes a writable gallery of it."""
+        from indexer.backup import backup as run_backup
+
+        result = run_backup(gallery, dest, lock_wait_s=wait)
+        _done(as_json, result, f"backed up {result['shards']} shards, {result['bytes']['total'] / 1e6:,.1f} MB in "
+                               f"{result['seconds']:.1f} s ({result['mb_per_s']:,.1f} MB/s) to {dest}")
+
+    @app.command()
+    def restore(
+        backup: Annotated[Path, typer.Argument(help="A folder `gallery backup` wrote.")],
+        target: Annotated[Path, typer.Argument(help="A new or empty folder for the restored gallery.")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Make a writable gallery of a backup, checking every shard and the index on the way."""
+        from indexer.backup import restore as run_restore
+
+        result = run_restore(backup, target)
+        _done(as_json, result, f"restored {result['faces']:,} faces ({result['bytes'] / 1e6:,.1f} MB) to {target}")
+
+    @app.command()
     def compact(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
         """Reclaim the space of deleted faces: rewrite mostly-deleted shards, shed deleted ids from the index."""
         from indexer.erasure import compact as run_compact

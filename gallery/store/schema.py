@@ -7,9 +7,11 @@ Parquet shards hold what never changes (embeddings, boxes); this database holds 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import (
     Boolean,
@@ -321,14 +323,41 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(db_path: Path) -> Engine:
+def _read_only_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA query_only=ON")
+
+
+def read_only_uri(db_path: Path) -> str:
+    """SQLite URI that opens a gallery database without writing anything beside it (no -wal or -shm
+    file): for a gallery on a read-only mount, such as a restored backup. `immutable`: nothing else
+    can change a file on a read-only mount, so SQLite takes no locks."""
+    return f"file:{quote(str(Path(db_path).resolve()))}?mode=ro&immutable=1"
+
+
+def make_engine(db_path: Path, read_only: bool = False) -> Engine:
+    if read_only:
+        engine = create_engine("sqlite://", future=True, creator=lambda: sqlite3.connect(
+            read_only_uri(db_path), uri=True, check_same_thread=False))
+        event.listen(engine, "connect", _read_only_pragmas)
+        return engine
     engine = create_engine(f"sqlite:///{db_path}", future=True)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
-def init_db(engine: Engine, where: Path) -> None:
-    """Create missing tables, migrate an older gallery forward; refuse one from a newer version."""
+def init_db(engine: Engine, where: Path, read_only: bool = False) -> None:
+    """Create missing tables, migrate an older gallery forward; refuse one from a newer version. A
+    read-only gallery is only checked: it must be of this version already."""
+    if read_only:
+        with Session(engine) as session:
+            row = session.get(Meta, "schema_version")
+            version = json.loads(row.value) if row is not None else None
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"Gallery '{where}' is read-only and has schema version {version}; this version of face-gallery "
+                f"reads version {SCHEMA_VERSION}. Copy it to a writable folder once (it is migrated when opened)."
+            )
+        return
     with Session(engine) as session, session.begin():
         has_meta = session.execute(
             text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'")
