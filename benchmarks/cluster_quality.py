@@ -51,6 +51,7 @@ from search.cluster.metrics import score_clustering  # noqa: E402
 from search.cluster.run import cluster_gallery, cluster_labels, vectors_of  # noqa: E402
 from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings  # noqa: E402
 
+
 def _grid(values: list[float]) -> list[float]:
     return [round(float(v), 4) for v in values]
 

@@ -69,7 +69,7 @@ def backup(gallery: Gallery | str | Path, dest: Path | str, lock_wait_s: float =
     started = time.perf_counter()
     try:
         g.check_database()
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, ATTEMPTS + 1):  # noqa: B007 - reported below
             for stale in (dest / DB_NAME, dest / INDEX_DIR):
                 if stale.is_dir():
                     shutil.rmtree(stale)

@@ -380,8 +380,8 @@ def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
                 warnings.append(f"the index file {path.name} is damaged (its checksum does not match): answered by "
                                 f"an exact scan of the shards instead. Run: gallery repair --gallery {g.root}")
             elif vectors is not None and vectors.rows * vectors.dim * 4 < int(rerank.get("bytes") or 0):
-                warnings.append(f"the index's re-rank file {vectors.path.name} is shorter than recorded: the faces past "
-                                f"its end are scored from their shards. Run: gallery repair --gallery {g.root}")
+                warnings.append(f"the index's re-rank file {vectors.path.name} is shorter than recorded: the faces "
+                                f"past its end are scored from their shards. Run: gallery repair --gallery {g.root}")
             loaded = LoadedIndex(g.root, manifest, index, vectors, mode, g.watch_deleted(int(manifest["max_face_id"])))
             loaded.warnings += warnings
             loaded._exact = _shard_reader(g, owned)

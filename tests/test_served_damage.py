@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from gallery.cli import app
 from gallery.store import Gallery
+from gallery.store.erase import ErasureSelection
 from indexer import build_index, load_index
 from indexer.erasure import compact, erase
 from indexer.health import check, repair
-from gallery.store.erase import ErasureSelection
 from tests.helpers.galleries import make_gallery, unit_vectors
 
 DIM = 32

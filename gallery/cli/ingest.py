@@ -23,7 +23,6 @@ from gallery.cli.common import (
     fail,
     finish_erasures,
     hint,
-    note,
     out,
     warn,
 )

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable, Collection
 from typing import Any
 
 import numpy as np
