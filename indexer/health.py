@@ -6,16 +6,18 @@ such a face, no file of a killed build)."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import IndexerError, NoIndexError
 from gallery.store import Gallery
-from gallery.store.integrity import Finding, check_store, repair_store
+from gallery.store.integrity import Finding, check_store, repair_store, unopenable_database
 from gallery.store.restore import LostFace, Recovered
 from indexer.build import build_locked, own_choice_args
 from indexer.copies import IndexCopies
@@ -105,7 +107,10 @@ def check_index(g: Gallery) -> list[Finding]:
 
 def check(gallery: Gallery | str | Path, deep: bool = False) -> list[Finding]:
     """Every check of the store and the index; a finding with ok=False names the command that mends it."""
-    g, owned = as_gallery(gallery)
+    try:
+        g, owned = as_gallery(gallery)
+    except (DatabaseError, sqlite3.DatabaseError) as exc:
+        return [unopenable_database(Path(gallery if not isinstance(gallery, Gallery) else gallery.root), exc)]
     try:
         return check_store(g, deep) + check_index(g)
     finally:
@@ -148,7 +153,11 @@ def repair(gallery: Gallery | str | Path, lock_wait_s: float = DEFAULT_LOCK_WAIT
     the faces with no copy; only faces nothing restores are dropped. An index that cannot be read, is
     damaged, covers dropped shards or holds vectors older than re-embedded faces is rebuilt with the
     gallery's own factory and search setting, and removed when no face is left."""
-    g, owned = as_gallery(gallery)
+    try:
+        g, owned = as_gallery(gallery)
+    except (DatabaseError, sqlite3.DatabaseError) as exc:
+        finding = unopenable_database(Path(gallery if not isinstance(gallery, Gallery) else gallery.root), exc)
+        return {"database": finding.detail, "fix": finding.fix}
     try:
         settings = own_choice_args(g)  # before anything changes: what the gallery's index was built with
         had_index = has_manifest(g.index_dir)

@@ -237,6 +237,24 @@ def test_a_damaged_database_is_refused_by_writers(synthetic: Path) -> None:
     assert code in (1, 2) and "database" in out
 
 
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_an_unopenable_database_is_a_finding_with_the_way_out(synthetic: Path, damage: str) -> None:
+    """Was: check and repair exited 2 with "`gallery check` tells" (a loop)."""
+    db = synthetic / "gallery.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 100 + data[100:])
+    for command in ("check", "repair"):
+        code, out = invoke(command, "--gallery", str(synthetic), "--json")
+        assert code == 1, out
+        text = json.dumps(json.loads(out))
+        assert "cannot be opened" in text and "gallery restore" in text and "check --gallery" not in text
+    code, out = invoke("info", "--gallery", str(synthetic))
+    assert code == 2 and "gallery restore" in out and "tells" not in out
+
+
 # --- 5. faults are messages ---------------------------------------------------------------------------
 
 

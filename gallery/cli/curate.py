@@ -49,7 +49,8 @@ def _done(as_json: bool, data: dict, message: str) -> None:
     if as_json:
         print(json.dumps(data))
     else:
-        out.print(safe(message), highlight=False)
+        for line in message.split("\n"):  # each line made safe on its own (safe() escapes line breaks)
+            out.print(safe(line), highlight=False)
 
 
 @identities_app.callback(invoke_without_command=True)
@@ -462,6 +463,9 @@ def register(app: GalleryTyper) -> None:
         from indexer.health import repair as run_repair
 
         result = run_repair(gallery, lock_wait_s=wait, reembed=reembed_faces)
+        if "database" in result:  # cannot be opened: nothing else can be mended
+            _done(as_json, result, f"{result['database']}\n{result['fix']}")
+            raise typer.Exit(1)
         summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items() if k != "dropped")
         lines = [f"dropped face {d['face_id']} of {d['photo']}: {d['why']}" for d in result.get("dropped", [])]
         _done(as_json, result, "\n".join([summary, *lines]))

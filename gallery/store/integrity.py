@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,6 +57,19 @@ class Finding:
         return asdict(self)
 
 
+DATABASE_WAY_OUT = ("A damaged gallery.db cannot be mended in place: restore the gallery from a backup "
+                    "(gallery restore BACKUP NEW_FOLDER), or ingest the photo archive into a new gallery folder "
+                    "(the shards hold vectors and boxes but not the names, paths and curation that were in it).")
+
+
+def unopenable_database(root: Path, exc: BaseException) -> Finding:
+    """The finding for a gallery.db that SQLite cannot open at all (truncated, its header garbled)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+    size = (root / "gallery.db").stat().st_size if (root / "gallery.db").is_file() else 0
+    return Finding("database", False, f"{root / 'gallery.db'} ({size:,} bytes) cannot be opened: {reason} (the file "
+                   "is truncated or its header is garbled)", DATABASE_WAY_OUT)
+
+
 def damaged_shards(gallery: Gallery) -> dict[int, str]:
     """shard id -> what is wrong with it (missing, size, checksum, rows, ids)."""
     out: dict[int, str] = {}
@@ -84,11 +98,9 @@ def check_store(gallery: Gallery, deep: bool = False) -> list[Finding]:
             result = [r[0] for r in conn.execute(text(f"PRAGMA {pragma}"))]
         ok = result == ["ok"]
         findings.append(Finding("database", ok, f"{pragma}: " + ("ok" if ok else "; ".join(result[:5])),
-                                None if ok else "copy the gallery aside and re-ingest the archive into a new "
-                                "gallery folder (a damaged gallery.db cannot be repaired in place)"))
+                                None if ok else DATABASE_WAY_OUT))
     except DatabaseError as exc:
-        findings.append(Finding("database", False, f"{pragma} failed: {exc.orig}",
-                                "re-ingest the archive into a new gallery folder"))
+        findings.append(Finding("database", False, f"{pragma} failed: {exc.orig}", DATABASE_WAY_OUT))
         return findings
     rows = gallery.shard_rows()
     damaged = damaged_shards(gallery)

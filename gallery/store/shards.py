@@ -184,6 +184,8 @@ def shard_face_ids(path: Path) -> np.ndarray:
 def iter_shard_geometry(path: Path, batch_size: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                                np.ndarray]]:
     """Stream (face_ids (n,), boxes (n, 4), landmarks (n, 5, 2), det_scores (n,)) of one shard."""
+    import pyarrow.parquet as pq
+
     parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(batch_size=batch_size, columns=["face_id", "box", "landmarks", "det_score"]):
         ids = batch.column(0).to_numpy().astype(np.int64, copy=False)
