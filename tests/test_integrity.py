@@ -282,6 +282,11 @@ def test_csv_faults_name_the_line(tmp_path: Path) -> None:
     code, out = invoke("ingest", str(tmp_path / "photos"), "--gallery", str(tmp_path / "g"), "--model",
                        "facenet-untrained", "--labels", f"csv:{unclosed}")
     assert code == 2 and "unclosed.csv:" in out and "not valid CSV" in out
+    conflict = tmp_path / "conflict.csv"  # was: the first row won in silence
+    conflict.write_text("path,identity\na.jpg,Ann\nb.jpg,Bob\n./a.jpg,Eve\nb.jpg,Bob\n")
+    code, out = invoke("ingest", str(tmp_path / "photos"), "--gallery", str(tmp_path / "g"), "--model",
+                       "facenet-untrained", "--labels", f"csv:{conflict}")
+    assert code == 2 and "conflict.csv:4" in out and "line 2" in out and "Ann" in out and "Eve" in out
 
 
 # --- 6. safe output, strict input ---------------------------------------------------------------------
