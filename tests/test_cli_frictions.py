@@ -25,6 +25,7 @@ from gallery.ingest.scan import PhotoCount, scan_photos
 from gallery.progress import Progress, RateMeter, format_seconds
 from gallery.server.jobs import Jobs
 from gallery.store import Gallery, append_embedded_faces
+from gallery.store.schema import SCHEMA_VERSION
 from indexer import build_index
 from search.cluster import cluster_gallery
 from tests.helpers.galleries import stamp, unit_vectors
@@ -289,6 +290,10 @@ def test_a_version_4_gallery_gains_the_kept_out_table(tmp_path: Path) -> None:
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
     with con:
         con.execute("DROP TABLE kept_out")
+        for (trigger,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            con.execute(f"DROP TRIGGER {trigger}")  # version 4 had no template triggers either
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):  # as version 4 was
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:
@@ -296,5 +301,5 @@ def test_a_version_4_gallery_gains_the_kept_out_table(tmp_path: Path) -> None:
 
         assert kept_out_count(g) == 0 and g.live_face_count() == 3
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "5"
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()

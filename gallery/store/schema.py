@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -32,7 +33,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # version -> SQL that brings a gallery of that version to the next one (run in one transaction);
 # tables that are new in a version need no statement: create_all adds them after the migration
 MIGRATIONS: dict[int, list[str]] = {
@@ -44,6 +45,7 @@ MIGRATIONS: dict[int, list[str]] = {
     4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
         "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
         "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
+    5: ["CREATE INDEX IF NOT EXISTS ix_faces_identity_live ON faces (identity_id, deleted)"],
 }
 
 
@@ -157,6 +159,11 @@ class Face(Base):
     # Below the quality gate: why (e.g. "blurred: sharpness 12 < 40"); NULL: passes (or not measured).
     # Such a face stays searchable as a face but never enrols into its identity's template.
     quality_issue: Mapped[str | None] = mapped_column(String, nullable=True)
+
+    # Listing people counts each identity's live faces: with (identity_id, deleted) both matched by
+    # one index SQLite's plan no longer depends on which single-column index happened to be created
+    # first (with ix_faces_deleted it scanned every live face per identity: minutes at 300k faces).
+    __table_args__ = (Index("ix_faces_identity_live", "identity_id", "deleted"),)
 
 
 class IdentityTemplate(Base):
