@@ -17,7 +17,7 @@ from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import IndexerError, NoIndexError
 from gallery.store import Gallery
-from gallery.store.integrity import Finding, check_store, repair_store, unopenable_database
+from gallery.store.integrity import Finding, check_store, repair_store, unopenable_database, wal_problem
 from gallery.store.restore import LostFace, Recovered
 from indexer.build import build_locked, own_choice_args
 from indexer.copies import IndexCopies
@@ -107,12 +107,16 @@ def check_index(g: Gallery) -> list[Finding]:
 
 def check(gallery: Gallery | str | Path, deep: bool = False) -> list[Finding]:
     """Every check of the store and the index; a finding with ok=False names the command that mends it."""
+    root = Path(gallery if not isinstance(gallery, Gallery) else gallery.root)
+    wal = wal_problem(root / "gallery.db")  # before the gallery is opened: closing it deletes the log
+    log = [Finding("database", False, wal, "the commits after the garbled frame are lost: restore the gallery from "
+                   "a backup (gallery restore BACKUP NEW_FOLDER) or redo them")] if wal else []
     try:
         g, owned = as_gallery(gallery)
     except (DatabaseError, sqlite3.DatabaseError) as exc:
-        return [unopenable_database(Path(gallery if not isinstance(gallery, Gallery) else gallery.root), exc)]
+        return [*log, unopenable_database(root, exc)]
     try:
-        return check_store(g, deep) + check_index(g)
+        return log + check_store(g, deep) + check_index(g)
     finally:
         if owned:
             g.close()

@@ -30,6 +30,7 @@ from gallery.cli import app
 from gallery.faces.decode import decode_photo
 from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
+from gallery.store.integrity import wal_problem
 from gallery.store.shards import file_sha256
 from indexer import build_index
 from search.decision import BEST_FACE
@@ -344,3 +345,27 @@ def test_ids_are_never_reused_after_repair_or_erasure(tmp_path: Path) -> None:
         with Searcher(tmp_path / "g", k=1, threshold=0.5, rule=BEST_FACE) as searcher:
             assert searcher.search_embeddings(x[6:7])[0].identity == "b"
             assert searcher.search_embeddings(x[:1])[0].identity == "c"  # in the un-indexed tail
+
+
+def test_a_garbled_wal_that_loses_a_committed_relabel_is_a_finding(synthetic: Path, tmp_path: Path) -> None:
+    """SQLite replays the log up to a frame whose checksum fails and drops the rest without a word."""
+    keep = sqlite3.connect(synthetic / "gallery.db")  # holds the log open: no checkpoint at close
+    keep.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with Gallery.open(synthetic) as g:
+        g.relabel_faces([1], "Zed")
+    crashed = tmp_path / "crashed"  # the files as a crash left them
+    crashed.mkdir()
+    for name in ("gallery.db", "gallery.db-wal"):
+        shutil.copyfile(synthetic / name, crashed / name)
+    shutil.copytree(synthetic / "shards", crashed / "shards")
+    keep.close()
+    wal = crashed / "gallery.db-wal"
+    assert wal.stat().st_size > 32 and wal_problem(crashed / "gallery.db") is None  # intact: no finding
+    data = bytearray(wal.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the last frame
+    wal.write_bytes(bytes(data))
+    code, out = invoke("check", "--gallery", str(crashed), "--json")
+    findings = json.loads(out)["findings"]
+    assert code == 1 and any("garbled" in f["detail"] and "lost" in f["detail"] for f in findings), findings
+    with Gallery.open(crashed) as g:
+        assert g.face_records([1])[1].identity != "Zed"  # the relabel is indeed gone: the finding was true

@@ -20,6 +20,7 @@ place: the finding says how to recover.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -213,3 +214,60 @@ def repair_store(gallery: Gallery, recover: RecoverFn | None = None) -> dict[str
             "restored_from": sources, "faces_dropped": counts["faces_dropped"], "dropped": dropped,
             "photos_to_reingest": counts["photos_to_reingest"], "leftover_files_removed": len(removed),
             "stale_runs_closed": int(closed or 0), "templates_rebuilt": templates}
+
+
+WAL_MAGIC = (0x377F0682, 0x377F0683)  # checksums of little-endian / big-endian words
+
+
+def _wal_checksum(data: bytes, big_endian: bool, s0: int, s1: int) -> tuple[int, int]:
+    words = np.frombuffer(data, dtype=">u4" if big_endian else "<u4").tolist()
+    mask = 0xFFFFFFFF
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & mask
+        s1 = (s1 + words[i + 1] + s0) & mask
+    return s0, s1
+
+
+def wal_problem(db_path: Path) -> str | None:
+    """What is wrong with the database's write-ahead log, or None. SQLite replays the WAL's frames up
+    to the first one whose checksum fails and ignores the rest in silence: commits after a garbled
+    frame are lost without a word. Read before anything opens the gallery (the last connection to
+    close checkpoints the WAL and deletes it, evidence and all)."""
+    wal = Path(f"{db_path}-wal")
+    try:
+        data = wal.read_bytes()
+    except OSError:
+        return None
+    if len(data) < 32:
+        return None
+    magic, _version, page_size, _seq, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:32])
+    if magic not in WAL_MAGIC:
+        return f"{wal.name} has a garbled header: SQLite ignores the whole log and every commit in it"
+    big = magic == WAL_MAGIC[1]
+    s0, s1 = _wal_checksum(data[:24], big, 0, 0)
+    if (s0, s1) != (c1, c2):
+        return f"{wal.name} has a garbled header: SQLite ignores the whole log and every commit in it"
+    frame = 24 + page_size
+    offset, good, commits = 32, 0, 0
+    while offset + frame <= len(data):
+        head = data[offset:offset + 24]
+        _page, commit, f1, f2, k1, k2 = struct.unpack(">6I", head)
+        if (f1, f2) != (salt1, salt2):
+            break  # a frame of an older log generation: not part of this one
+        t0, t1 = _wal_checksum(head[:8], big, s0, s1)
+        t0, t1 = _wal_checksum(data[offset + 24:offset + frame], big, t0, t1)
+        if (t0, t1) != (k1, k2):
+            later = 0
+            lost = 0
+            for rest in range(offset, len(data) - frame + 1, frame):
+                _p, c, r1, r2 = struct.unpack(">4I", data[rest:rest + 16])
+                if (r1, r2) == (salt1, salt2):
+                    later += 1
+                    lost += int(c != 0)
+            return (f"{wal.name}: frame {good + 1} is garbled; SQLite ignores it and the {later - 1} frames after it "
+                    f"({lost} commits since the last good one are lost)")
+        s0, s1 = t0, t1
+        good += 1
+        commits += int(commit != 0)
+        offset += frame
+    return None
