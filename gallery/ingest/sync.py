@@ -7,6 +7,10 @@
   and with folder/CSV labels the label the new path gives;
 - files that failed: read again when their size or mtime changed, or always with `retry_failed`;
 - new files: ingested. Unchanged files are not read at all (the resume filter compares size/mtime).
+
+The diff (the photos the sync started from, the files it retires) is recorded in SQLite in the
+transaction of its first change and deleted at its end: the same command after an interruption (Ctrl-C,
+a kill, a crash) picks it up and ends exactly where an uninterrupted sync would.
 """
 
 from __future__ import annotations
@@ -59,13 +63,18 @@ def sync(
         on_disk = {str(f.path): (f.size, f.mtime_ns) for f in scanned}
         with gallery.writer_lock():
             known = gallery.files_under(str(root))
+            # an interrupted sync of this folder: its diff (what it had already retired) carries on
+            earlier = gallery.sync_plan(str(root)) or {"before_images": [], "gone": {}}
             before_images = {image for _, _, image, _ in known.values() if image is not None}
+            before_images |= set(earlier["before_images"])
             gone = [p for p in known if p not in on_disk]
             changed = [p for p, (size, mtime, _, _) in known.items() if p in on_disk and on_disk[p] != (size, mtime)]
             failed = [p for p, (_, _, _, status) in known.items() if status == "failed" and p in on_disk]
             retry = [p for p in failed if retry_failed or p in changed]
-            gallery.forget_files(gone + retry)
-        new_paths = [p for p in on_disk if p not in known]
+            gone_images = {**earlier["gone"], **{p: known[p][2] for p in gone}}
+            # the diff is recorded durably in the transaction of the first change
+            gallery.forget_files(gone + retry, str(root), {"before_images": sorted(before_images), "gone": gone_images})
+        new_paths = [p for p in on_disk if p not in known and p not in earlier["gone"]]
         summary.retried = len(retry)
         summary.changed = len([p for p in changed if p not in retry])
         summary.unchanged = len(on_disk) - len(new_paths) - summary.changed - summary.retried
@@ -78,7 +87,7 @@ def sync(
         summary.moved = sum(1 for p in new_paths if after.get(p, (0, 0, None, ""))[2] in before_images)
         summary.added = sum(1 for p in new_paths if p in after) - summary.moved  # kept out: not recorded
         summary.kept_out = ingested.kept_out
-        summary.removed = sum(1 for p in gone if known[p][2] not in held)
+        summary.removed = sum(1 for image in gone_images.values() if image not in held)
         label_fn = make_label_fn(opts.labels, root)
         for image_id, path, main in gallery.moved_photos(before_images):
             gallery.move_photo(image_id, path)
@@ -88,6 +97,7 @@ def sync(
                 gallery.relabel_faces([record.face_id], label)
                 summary.relabeled += 1
         summary.faces_removed = gallery.retire_photos_without_files(before_images)
+        gallery.finish_sync(str(root))  # every step above is idempotent: a rerun before this line is harmless
         return summary
     finally:
         gallery.close()

@@ -6,6 +6,7 @@ read per query, and deletions are noticed through `PRAGMA data_version` (gallery
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -16,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 
 from gallery.errors import LabelConflict, NotInGallery
 from gallery.store import schema
-from gallery.store.schema import Face, Identity, Image, SourceFile
+from gallery.store.schema import Face, Identity, Image, PendingSync, SourceFile
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -197,10 +198,23 @@ class GalleryEdits:
                                     SourceFile.status).where(SourceFile.path.startswith(prefix, autoescape=True)))
             return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
-    def forget_files(self, paths: list[str]) -> None:
-        """Drop the records of files (gone from disk, or to be read again), and the failed-photo records
-        that only they referenced, so that the next ingest reads them as new."""
+    def sync_plan(self, source: str) -> dict | None:
+        """The recorded diff of a sync of `source` that did not end (None: none)."""
+        with self.session() as s:
+            row = s.get(PendingSync, source)
+            return json.loads(row.plan) if row is not None else None
+
+    def finish_sync(self, source: str) -> None:
         with self.session() as s, s.begin():
+            s.execute(delete(PendingSync).where(PendingSync.source == source))
+
+    def forget_files(self, paths: list[str], sync_source: str | None = None, sync_plan: dict | None = None) -> None:
+        """Drop the records of files (gone from disk, or to be read again), and the failed-photo records
+        that only they referenced, so that the next ingest reads them as new. With `sync_plan`, the
+        sync's diff is recorded in the same transaction (see PendingSync)."""
+        with self.session() as s, s.begin():
+            if sync_source is not None:
+                s.merge(PendingSync(source=sync_source, started_at=time.time(), plan=json.dumps(sync_plan)))
             for start in range(0, len(paths), 900):
                 part = paths[start : start + 900]
                 failed = set(s.scalars(select(SourceFile.image_id).where(

@@ -45,6 +45,7 @@ MIGRATIONS: dict[int, list[str]] = {
     4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
         "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
         "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
+    # new table: pending_syncs
     5: ["CREATE INDEX IF NOT EXISTS ix_faces_identity_live ON faces (identity_id, deleted)"],
 }
 
@@ -164,6 +165,17 @@ class Face(Base):
     # one index SQLite's plan no longer depends on which single-column index happened to be created
     # first (with ix_faces_deleted it scanned every live face per identity: minutes at 300k faces).
     __table_args__ = (Index("ix_faces_identity_live", "identity_id", "deleted"),)
+
+
+class PendingSync(Base):
+    """The diff of a `gallery sync` in progress (JSON: the photos it started from, the files it
+    retired with their photos), recorded in the transaction of its first change and deleted when it
+    ends, so that the same command after an interruption ends where an uninterrupted one would."""
+
+    __tablename__ = "pending_syncs"
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    started_at: Mapped[float] = mapped_column(Float)
+    plan: Mapped[str] = mapped_column(Text)
 
 
 class IdentityTemplate(Base):
