@@ -127,3 +127,23 @@ def test_an_interrupted_sync_ends_where_an_uninterrupted_one_would(tmp_path: Pat
         assert sync_state(copy)[2] == 1  # the diff is recorded
         sync(src, copy, OPTIONS)  # the same command again
         assert sync_state(copy) == expected, name
+
+
+@requires_lfw
+def test_a_photo_read_again_keeps_its_faces_curation(tmp_path: Path) -> None:
+    """A changed file is read again into new face rows: they take the old faces' labels by box."""
+    from PIL import Image as PILImage
+
+    src = tmp_path / "photos"
+    copy_lfw_people(src, {"Aaron_Peirsol": 2})
+    ingest(src, tmp_path / "g", OPTIONS)
+    photo = sorted((src / "Aaron_Peirsol").iterdir())[0]
+    with Gallery.open(tmp_path / "g") as g:
+        face = g.main_face_of_path(str(photo.resolve()))
+        g.relabel_faces([face], "Zed")  # the user's correction
+    PILImage.open(photo).resize((200, 200)).save(photo, quality=80)  # edited: new content, same face
+    summary = sync(src, tmp_path / "g", OPTIONS)
+    assert summary.changed == 1 and summary.curation_kept == 1
+    with Gallery.open(tmp_path / "g") as g:
+        new = g.main_face_of_path(str(photo.resolve()))
+        assert new != face and g.face_records([new])[new].identity == "Zed"

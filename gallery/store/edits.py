@@ -198,6 +198,36 @@ class GalleryEdits:
                                     SourceFile.status).where(SourceFile.path.startswith(prefix, autoescape=True)))
             return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
+    def photo_faces(self, image_id: int) -> tuple[list[int], list[tuple[float, float, float, float]]]:
+        """(face ids, boxes relative to the photo's size) of a photo's faces: what a photo read again is
+        matched against, whatever its new size."""
+        with self.session() as s:
+            size = s.execute(select(Image.width, Image.height).where(Image.image_id == image_id)).first()
+            rows = s.execute(select(Face.face_id, Face.x1, Face.y1, Face.x2, Face.y2)
+                             .where(Face.image_id == image_id).order_by(Face.face_id)).all()
+        w, h = (float(size[0] or 1), float(size[1] or 1)) if size else (1.0, 1.0)
+        return [int(r[0]) for r in rows], [(r[1] / w, r[2] / h, r[3] / w, r[4] / h) for r in rows]
+
+    def carry_curation(self, pairs: list[tuple[int, int]]) -> int:
+        """A photo read again (its file changed) has new face rows: each (old face, new face) pair takes
+        the old face's label and ignore mark, so the user's work is not tied to rows a re-read replaces.
+        Returns how many new faces took something."""
+        n = 0
+        with self.session() as s, s.begin():
+            for old_id, new_id in pairs:
+                old, new = s.get(Face, old_id), s.get(Face, new_id)
+                if old is None or new is None:
+                    continue
+                changed = False
+                if old.identity_id is not None and new.identity_id != old.identity_id:
+                    new.identity_id, changed = old.identity_id, True
+                if old.ignored and not new.ignored:
+                    new.ignored = new.deleted = changed = True
+                    new.deleted_at = time.time()
+                n += int(changed)
+            self._drop_empty_identities(s)
+        return n
+
     def sync_plan(self, source: str) -> dict | None:
         """The recorded diff of a sync of `source` that did not end (None: none)."""
         with self.session() as s:
