@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import text
 
 from gallery.store import Gallery, append_embedded_faces
 from indexer.backup import backup, restore
@@ -63,11 +63,10 @@ def main() -> None:
 
         _, result["http_page_of_50_s"] = timed(page)
         _, result["face_details_one_person_s"] = timed(lambda: g.face_details(identity_id=rows[0][0]))
-    con = sqlite3.connect(root / "gallery.db")
-    sql = ("SELECT identities.identity_id, count(faces.face_id) FROM identities LEFT OUTER JOIN faces ON "
-           "faces.identity_id = identities.identity_id AND faces.deleted IS 0 GROUP BY identities.identity_id")
-    result["plan"] = " | ".join(r[3] for r in con.execute("EXPLAIN QUERY PLAN " + sql))
-    con.close()
+        sql = ("SELECT identities.identity_id, count(faces.face_id) FROM identities LEFT OUTER JOIN faces ON "
+               "faces.identity_id = identities.identity_id AND faces.deleted IS 0 GROUP BY identities.identity_id")
+        with g.engine.connect() as conn:
+            result["plan"] = " | ".join(r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql)))
     dest = args.work / "backup"
     shutil.rmtree(dest, ignore_errors=True)
     report = backup(root, dest)

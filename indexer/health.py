@@ -6,18 +6,16 @@ such a face, no file of a killed build)."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
-from sqlalchemy.exc import DatabaseError
 
 from gallery.errors import IndexerError, NoIndexError
 from gallery.store import Gallery
-from gallery.store.integrity import Finding, check_store, repair_store, unopenable_database, wal_problem
+from gallery.store.integrity import Finding, check_store, open_for_check, repair_store
 from gallery.store.restore import LostFace, Recovered
 from indexer.build import build_locked, own_choice_args
 from indexer.copies import IndexCopies
@@ -108,13 +106,10 @@ def check_index(g: Gallery) -> list[Finding]:
 def check(gallery: Gallery | str | Path, deep: bool = False) -> list[Finding]:
     """Every check of the store and the index; a finding with ok=False names the command that mends it."""
     root = Path(gallery if not isinstance(gallery, Gallery) else gallery.root)
-    wal = wal_problem(root / "gallery.db")  # before the gallery is opened: closing it deletes the log
-    log = [Finding("database", False, wal, "the commits after the garbled frame are lost: restore the gallery from "
-                   "a backup (gallery restore BACKUP NEW_FOLDER) or redo them")] if wal else []
-    try:
-        g, owned = as_gallery(gallery)
-    except (DatabaseError, sqlite3.DatabaseError) as exc:
-        return [*log, unopenable_database(root, exc)]
+    opened, log = open_for_check(root, lambda: as_gallery(gallery)[0])
+    if opened is None:
+        return log
+    g, owned = opened, not isinstance(gallery, Gallery)
     try:
         return log + check_store(g, deep) + check_index(g)
     finally:
@@ -157,11 +152,11 @@ def repair(gallery: Gallery | str | Path, lock_wait_s: float = DEFAULT_LOCK_WAIT
     the faces with no copy; only faces nothing restores are dropped. An index that cannot be read, is
     damaged, covers dropped shards or holds vectors older than re-embedded faces is rebuilt with the
     gallery's own factory and search setting, and removed when no face is left."""
-    try:
-        g, owned = as_gallery(gallery)
-    except (DatabaseError, sqlite3.DatabaseError) as exc:
-        finding = unopenable_database(Path(gallery if not isinstance(gallery, Gallery) else gallery.root), exc)
-        return {"database": finding.detail, "fix": finding.fix}
+    root = Path(gallery if not isinstance(gallery, Gallery) else gallery.root)
+    opened, found = open_for_check(root, lambda: as_gallery(gallery)[0])
+    if opened is None:
+        return {"database": found[-1].detail, "fix": found[-1].fix}
+    g, owned = opened, not isinstance(gallery, Gallery)
     try:
         settings = own_choice_args(g)  # before anything changes: what the gallery's index was built with
         had_index = has_manifest(g.index_dir)

@@ -20,6 +20,7 @@ place: the finding says how to recover.
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 import time
 from collections.abc import Callable
@@ -271,3 +272,19 @@ def wal_problem(db_path: Path) -> str | None:
         commits += int(commit != 0)
         offset += frame
     return None
+
+
+def open_for_check(root: Path, open_gallery: Callable[[], Gallery]) -> tuple[Gallery | None, list[Finding]]:
+    """Open a gallery for `check`/`repair`: (the gallery, or None when SQLite cannot open its database,
+    and the findings made before and while opening: a garbled write-ahead log, which must be read before
+    the gallery is opened, and an unopenable database)."""
+    from sqlalchemy.exc import DatabaseError as SqlDatabaseError
+
+    db = root / "gallery.db"
+    wal = wal_problem(db)
+    found = [Finding("database", False, wal, "the commits after the garbled frame are lost: restore the gallery "
+                     "from a backup (gallery restore BACKUP NEW_FOLDER) or redo them")] if wal else []
+    try:
+        return open_gallery(), found
+    except (SqlDatabaseError, sqlite3.DatabaseError) as exc:
+        return None, [*found, unopenable_database(root, exc)]
