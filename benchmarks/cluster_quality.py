@@ -54,6 +54,7 @@ from search.cluster.run import cluster_gallery, cluster_labels, vectors_of  # no
 from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, defaults_key  # noqa: E402
 
 
+
 def _grid(values: list[float]) -> list[float]:
     return [round(float(v), 4) for v in values]
 

@@ -20,6 +20,7 @@ from gallery.errors import EmptyGalleryError, IndexerError, IndexMismatchError, 
 from gallery.fsutil import atomic_write
 from gallery.progress import ProgressFn, report
 from gallery.store import Gallery, ShardRow
+from gallery.store.shards import file_sha256
 from indexer import gpu
 from indexer.choose import (
     DEFAULT_TRAIN_PER_CENTROID,
@@ -106,8 +107,11 @@ def _ivf_of(index: Any) -> Any | None:
         return None
 
 
-def _save_index(index: Any, path: Path) -> int:
-    return atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+def _save_index(index: Any, path: Path) -> tuple[int, str]:
+    """Write the index file atomically; returns its size and sha256 (recorded in the manifest, checked
+    when the file is loaded: a garbled index is never searched)."""
+    size = atomic_write(path, lambda tmp: faiss.write_index(index, str(tmp)))
+    return size, file_sha256(path)
 
 
 def _outgrown_warnings(manifest: dict, gallery_root: Path) -> list[str]:
@@ -230,12 +234,14 @@ class _ErasedMeanwhile(Exception):
     """Faces were erased while the index was built, and its type cannot remove them: build again."""
 
 
-def _exclude_erased_meanwhile(g: Gallery, index: Any, vectors: Path | None, dim: int, max_id: int) -> int:
+def _exclude_erased_meanwhile(g: Gallery, index: Any, vectors: Path | None, dim: int, max_id: int,
+                              excluded: np.ndarray) -> int:
     """The commit-time re-check: faces erased after the build read its list of faces (their erasure is
     pending: it cannot reach the index while the build holds the index lock) are taken out of the new
     index and their rows of the new re-rank file zeroed, so no build commits an erased face. Returns
     how many were in the index."""
-    late = g.pending_erasure_face_ids(max_id)
+    # ids already hidden when the build read its list (`excluded`) were never added: only later ones count
+    late = np.setdiff1d(g.pending_erasure_face_ids(max_id), excluded)
     if late.size == 0:
         return 0
     try:
@@ -276,6 +282,45 @@ def default_choice_args() -> dict[str, Any]:
                 train_per_centroid=DEFAULT_TRAIN_PER_CENTROID)
 
 
+def last_manifest(g: Gallery) -> dict[str, Any] | None:
+    """The manifest of the last index build SQLite recorded (what a lost or unreadable manifest said)."""
+    import json
+
+    from sqlalchemy import select
+
+    from gallery.store.schema import IndexBuild
+
+    with g.session() as s:
+        text = s.scalar(select(IndexBuild.manifest).order_by(IndexBuild.build_id.desc()).limit(1))
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
+
+
+def own_choice_args(g: Gallery, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The gallery's own index settings for a rebuild (erase, compact, repair): the factory, re-rank,
+    nprobe and re-rank depth of `manifest`, else of the current manifest, else of the last build SQLite
+    recorded; the automatic choice only for a gallery that never had an index."""
+    if manifest is None:
+        try:
+            manifest = read_manifest(g.index_dir, g.root)  # type: ignore[assignment]
+        except IndexerError:
+            manifest = last_manifest(g)
+    if not manifest or not manifest.get("factory"):
+        return default_choice_args()
+    rerank = manifest.get("rerank") or {}
+    return {**default_choice_args(), "factory": manifest["factory"], "rerank": bool(rerank.get("enabled")),
+            "nprobe": manifest.get("nprobe"), "candidates": rerank.get("candidates") if rerank.get("enabled") else None,
+            "tuned": manifest.get("tuned")}
+
+
+def rebuild_index(g: Gallery, manifest: dict[str, Any] | None = None) -> Manifest:
+    """Build the index again with the gallery's own settings (own_choice_args), taking the index lock."""
+    with index_lock(g.index_dir):
+        return build_locked(g, own_choice_args(g, manifest))
+
+
 def _build(
     g: Gallery, choice_args: dict[str, Any], device: str, seed: int, read_batch_rows: int,
     on_progress: ProgressFn | None,
@@ -291,7 +336,7 @@ def _build(
     dim = int(stamp["dim"])
     deleted = g.deleted_ids()
     total_rows = sum(r.n_faces for r in shards)
-    n_live = total_rows - int(deleted.size)
+    n_live = min(total_rows, g.live_face_count())  # hidden ids may no longer be in any shard: counted in SQLite
     if n_live <= 0:
         raise EmptyGalleryError(f"Every face of gallery '{g.root}' is deleted: nothing to index.")
     dev = resolve_index_device(device)
@@ -299,6 +344,8 @@ def _build(
         n_live, dim, choice_args["memory_budget"], choice_args["rerank"], dev, choice_args["factory"],
         choice_args["nprobe"], train_per_centroid=choice_args["train_per_centroid"],
     )
+    if choice_args.get("candidates"):
+        choice.rerank_candidates = int(choice_args["candidates"])  # the search setting the gallery had
     index = _make_index(choice, seed)
     g.index_dir.mkdir(parents=True, exist_ok=True)
     tag = new_tag()
@@ -331,11 +378,11 @@ def _build(
                                     read_batch_rows, on_progress, n_live)
             if adder is not None:
                 index = adder.finish()
-            _exclude_erased_meanwhile(g, index, g.index_dir / vec_name if vec_name else None, dim, max_id)
+            _exclude_erased_meanwhile(g, index, g.index_dir / vec_name if vec_name else None, dim, max_id, deleted)
             tune_hnsw_quantizer(index)  # saved with the search setting
             t_add = time.time() - t1
             t2 = time.time()
-            index_bytes = _save_index(index, g.index_dir / index_name)
+            index_bytes, index_sha = _save_index(index, g.index_dir / index_name)
             t_save = time.time() - t2
 
         covered_max = max(max_id, max(r.max_face_id for r in shards))
@@ -384,6 +431,7 @@ def _build(
             "notes": choice.notes,
             "index_file": index_name,
             "index_bytes": index_bytes,
+            "index_sha256": index_sha,
             "index_bytes_per_vector": round(index_bytes / max(1, index.ntotal), 2),
             "rerank": {
                 "enabled": True,
@@ -397,6 +445,8 @@ def _build(
             else {"enabled": False},
             "updates": [],
         }  # type: ignore[typeddict-unknown-key]
+        if choice_args.get("tuned"):
+            manifest["tuned"] = choice_args["tuned"]
     except BaseException:
         for name in (index_name, vec_name):
             if name:
@@ -446,17 +496,18 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
     index_name = f"index-{new_tag()}.faiss"
     try:
         with PeakMemory() as mem:
-            added, max_id = _stream_add(g, index, new_shards, dim, g.deleted_ids(), writer, read_batch_rows,
+            hidden = g.deleted_ids()
+            added, max_id = _stream_add(g, index, new_shards, dim, hidden, writer, read_batch_rows,
                                         on_progress, None, above_id=old_max)
             try:
                 _exclude_erased_meanwhile(g, index, g.index_dir / rerank["file"] if rerank.get("enabled") else None,
-                                          dim, max(max_id, old_max))
+                                          dim, max(max_id, old_max), np.union1d(hidden, np.arange(old_max + 1)))
             except _ErasedMeanwhile:
                 raise IndexerError(
                     "An erasure started during the update, and this index type cannot remove ids: nothing was "
                     f"changed. Rebuild the index: gallery index build --gallery {g.root}") from None
             tune_hnsw_quantizer(index, searched_with=searched_with)  # saved with the search setting
-            index_bytes = _save_index(index, g.index_dir / index_name)
+            index_bytes, index_sha = _save_index(index, g.index_dir / index_name)
     except BaseException:
         (g.index_dir / index_name).unlink(missing_ok=True)
         raise
@@ -473,6 +524,7 @@ def _update(g: Gallery, read_batch_rows: int, on_progress: ProgressFn | None) ->
         max_face_id=int(max_id),
         index_file=index_name,
         index_bytes=index_bytes,
+        index_sha256=index_sha,
         index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
         added=added,
         updates=list(manifest.get("updates", []))
@@ -521,7 +573,7 @@ def remove_ids_locked(g: Gallery, ids: np.ndarray, zero_rerank: bool = True) -> 
         return manifest, 0
     index_name = f"index-{new_tag()}.faiss"
     try:
-        index_bytes = _save_index(index, g.index_dir / index_name)
+        index_bytes, index_sha = _save_index(index, g.index_dir / index_name)
     except BaseException:
         (g.index_dir / index_name).unlink(missing_ok=True)
         raise
@@ -532,6 +584,7 @@ def remove_ids_locked(g: Gallery, ids: np.ndarray, zero_rerank: bool = True) -> 
         ntotal=int(index.ntotal),
         index_file=index_name,
         index_bytes=index_bytes,
+        index_sha256=index_sha,
         index_bytes_per_vector=round(index_bytes / max(1, index.ntotal), 2),
         removed=int(manifest.get("removed", 0)) + n_removed,
     )

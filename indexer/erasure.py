@@ -41,10 +41,10 @@ from gallery.errors import GalleryBusy, IndexBusyError, IndexerError, NoIndexErr
 from gallery.store import Gallery
 from gallery.store import erase as store
 from gallery.store.erase import ErasureSelection, ErasureWork, PendingRecord, StepBlocked
-from indexer.build import _zero_rerank_rows, build_locked, default_choice_args, remove_ids, remove_ids_locked
+from indexer.build import _zero_rerank_rows, build_locked, own_choice_args, remove_ids, remove_ids_locked
 from indexer.ids import index_file_ids, nonzero_rows_outside
 from indexer.loaded import as_gallery
-from indexer.manifest import cleanup_unreferenced, index_lock, read_manifest
+from indexer.manifest import cleanup_unreferenced, index_lock, read_manifest, remove_index_files
 
 DEFAULT_LOCK_WAIT_S = 30.0  # how long an erasure waits for the index lock, and for readers to let go
 INDEX_BUSY = ("an index build or update holds the index (one that started before this erasure takes these "
@@ -72,13 +72,19 @@ def remove_from_index(g: Gallery, work: ErasureWork) -> dict[str, Any]:
     build's files are deleted. With work.sweep, every id the index holds without a face row goes."""
     try:
         with index_lock(g.index_dir, wait_s=work.lock_wait_s):
-            manifest = _current_manifest(g)
-            leftovers = cleanup_unreferenced(g.index_dir, manifest)
-            if manifest is None:
-                return {"index": "none", "index_leftovers_removed": len(leftovers)}
+            try:
+                manifest = _current_manifest(g)
+                leftovers = cleanup_unreferenced(g.index_dir, manifest)
+                if manifest is None:
+                    return {"index": "none", "index_leftovers_removed": len(leftovers)}
+                held = index_file_ids(g.index_dir / manifest["index_file"])
+            except (IndexerError, RuntimeError, OSError):
+                # an unreadable manifest or index cannot be patched, and may hold the faces: it goes
+                # (`gallery repair` builds it again with the settings SQLite recorded)
+                remove_index_files(g.index_dir)
+                return {"index": "removed (unreadable)", "index_leftovers_removed": 0}
             ids = work.face_ids
             if work.sweep:
-                held = index_file_ids(g.index_dir / manifest["index_file"])
                 ids = np.union1d(ids, np.setdiff1d(held, g.all_face_ids(), assume_unique=True))
             if ids.size == 0:
                 return {"index": "unchanged", "index_leftovers_removed": len(leftovers)}
@@ -86,9 +92,7 @@ def remove_from_index(g: Gallery, work: ErasureWork) -> dict[str, Any]:
                 _, removed = remove_ids_locked(g, ids, zero_rerank=False)
                 state = "patched" if removed else "unchanged"
             except IndexerError:  # an index type without remove_ids: rebuilt without the erased faces
-                rerank = (manifest.get("rerank") or {}).get("enabled")
-                build_locked(g, {**default_choice_args(), "factory": manifest["factory"], "rerank": bool(rerank),
-                                 "nprobe": manifest.get("nprobe")})
+                build_locked(g, own_choice_args(g, manifest))
                 state = "rebuilt"
     except IndexBusyError:
         raise StepBlocked(INDEX_BUSY) from None
@@ -297,13 +301,16 @@ def compact(gallery: Gallery | str | Path, min_deleted_share: float = 0.5,
             index = _index_state(outcome) if "index" in outcome.facts or "index" in outcome.blocked else "unchanged"
             if covered.size and covered.size >= min_deleted_share * max(1, int(manifest["ntotal"])):
                 with index_lock(g.index_dir, wait_s=lock_wait_s):
-                    build_locked(g, {**default_choice_args(), "factory": manifest["factory"],
-                                     "rerank": bool((manifest.get("rerank") or {}).get("enabled")),
-                                     "nprobe": manifest.get("nprobe")})
+                    build_locked(g, own_choice_args(g, manifest))
                 index = "rebuilt"
             elif covered.size:
-                remove_ids(g, covered)
-                index = "patched" if index != "rebuilt" else index
+                try:
+                    remove_ids(g, covered)
+                    index = "patched" if index != "rebuilt" else index
+                except IndexerError:  # an index type without remove_ids (HNSW): rebuilt with its own settings
+                    with index_lock(g.index_dir, wait_s=lock_wait_s):
+                        build_locked(g, own_choice_args(g))
+                    index = "rebuilt"
             return {**result, "index": index}
     finally:
         if owned:

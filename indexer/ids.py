@@ -58,3 +58,19 @@ def nonzero_rows_outside(path: Path, dim: int, allowed: np.ndarray) -> np.ndarra
             hit = outside & np.any(block != 0, axis=1)
             found.append(ids[hit])
     return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def damaged_rows(path: Path, dim: int, ids: np.ndarray, tolerance: float = 2e-3) -> np.ndarray:
+    """Of the sorted face ids `ids` (the faces the index holds), those whose re-rank row is not a finite
+    unit vector (zero, garbled, or past the end of a truncated file)."""
+    rows = path.stat().st_size // (dim * np.dtype(DTYPE).itemsize)
+    found = [ids[ids >= rows]]
+    for start, block in _row_blocks(path, dim):
+        lo, hi = np.searchsorted(ids, [start, start + block.shape[0]])
+        if hi == lo:
+            continue
+        part = block[ids[lo:hi] - start]
+        with np.errstate(over="ignore", invalid="ignore"):
+            sq = np.einsum("kd,kd->k", part, part)
+        found.append(ids[lo:hi][~(np.abs(sq - 1.0) <= tolerance)])
+    return np.concatenate(found)

@@ -10,6 +10,7 @@ is rebuilt: the deleted set is re-read whenever SQLite reports a commit by anoth
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 from gallery.errors import DamagedData
 from gallery.store import Gallery
 from gallery.store.queries import DeletedIds
+from gallery.store.shards import file_sha256
 from indexer import gpu
 from indexer.choose import (
     HNSW_QUANTIZER_ADD_EF_SEARCH,
@@ -29,6 +31,19 @@ from indexer.manifest import Manifest, check_model, read_manifest
 from indexer.vectors import VectorFile, is_deleted
 
 RERANK_QUERY_CHUNK = 256
+ROW_NORM_TOLERANCE = 2e-3  # |squared norm - 1| of a stored unit vector (float32 rounding is ~1e-7)
+DAMAGED_ROWS = "the index's re-rank file holds damaged rows"
+EXACT_FALLBACK_MAX_BYTES = 2 << 30  # a damaged index is replaced by an exact scan up to this many vector bytes
+ExactReader = Callable[[np.ndarray], dict[int, np.ndarray]]
+_VERIFIED: dict[tuple[str, int, int], bool] = {}  # (index file, size, mtime) -> its checksum matched
+
+
+def _bounded(scores: np.ndarray) -> np.ndarray:
+    """Scores are cosines of unit vectors: never outside [-1, 1] (compressed codes can overshoot a
+    little); the -inf of a missing result stays."""
+    finite = np.isfinite(scores)
+    scores[finite] = np.clip(scores[finite], -1.0, 1.0)
+    return scores
 
 
 class LoadedIndex:
@@ -54,6 +69,9 @@ class LoadedIndex:
         self._gpu: gpu.GpuSearcher | None = None
         self._ntotal = int(index.ntotal)  # immutable while loaded: cached (a SWIG call costs ~20 us)
         self._params: dict[int, Any] = {}
+        self.warnings: list[str] = []  # damage found while loading or searching: said with every answer
+        self._exact: ExactReader | None = None  # reads a face's vector from its shard (set by load_index)
+        self._damaged_rows: set[int] = set()  # re-rank rows found damaged (each read from its shard instead)
 
     # --- properties -------------------------------------------------------------------------
 
@@ -171,21 +189,42 @@ class LoadedIndex:
             dist, lab = self._live_candidates(q, k, nprobe)
             scores[:, : dist.shape[1]] = dist
             ids[:, : lab.shape[1]] = lab
-            return scores, ids
+            return _bounded(scores), ids
         want = max(k, candidates or max(self.rerank_candidates, 10 * k))
         dist, lab = self._live_candidates(q, want, nprobe)
         assert self.vectors is not None
         for s in range(0, n, RERANK_QUERY_CHUNK):
             Ib = lab[s : s + RERANK_QUERY_CHUNK]
             vecs = self.vectors.take(Ib)  # (b, want, dim)
+            self._mend_rows(Ib, vecs)
             exact = np.einsum("bkd,bd->bk", vecs, q[s : s + RERANK_QUERY_CHUNK])
-            exact[Ib < 0] = -np.inf
+            exact[(Ib < 0) | ~np.isfinite(exact)] = -np.inf
             order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
             kk = order.shape[1]
             scores[s : s + RERANK_QUERY_CHUNK, :kk] = np.take_along_axis(exact, order, axis=1)
             ids[s : s + RERANK_QUERY_CHUNK, :kk] = np.take_along_axis(Ib, order, axis=1)
         ids[~np.isfinite(scores)] = -1
-        return scores, ids
+        return _bounded(scores), ids
+
+    def _mend_rows(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Every re-rank row read is checked (finite, unit length: a few percent of the scoring's cost):
+        a zero, garbled or truncated row is never a score. Its face is read exactly from its shard
+        instead (a zero row where no face is left is a deleted face: no score), and the answer warns."""
+        sq = np.einsum("bkd,bkd->bk", vecs, vecs)
+        bad = (ids >= 0) & ~(np.abs(sq - 1.0) <= ROW_NORM_TOLERANCE)
+        if not bad.any():
+            return
+        wanted = np.unique(ids[bad])
+        found = self._exact(wanted) if self._exact is not None else {}
+        for b, j in zip(*np.nonzero(bad)):
+            vec = found.get(int(ids[b, j]))
+            vecs[b, j] = vec if vec is not None else np.nan  # nan: scored -inf, never served
+        new = set(int(i) for i in wanted) - self._damaged_rows
+        if new:
+            self._damaged_rows |= new
+            self.warnings[:] = [w for w in self.warnings if not w.startswith(DAMAGED_ROWS)]
+            self.warnings.append(f"{DAMAGED_ROWS} ({len(self._damaged_rows):,} faces so far): they were scored from "
+                                 f"their shards instead. Run: gallery repair --gallery {self.root}")
 
 
 def as_gallery(gallery: Gallery | str | Path) -> tuple[Gallery, bool]:
@@ -244,6 +283,62 @@ def _read_index(path: Path, mmap: bool) -> tuple[Any, str]:
     return faiss.read_index(str(path)), "read"
 
 
+def index_file_intact(path: Path, sha256: str | None) -> bool:
+    """True when the index file's sha256 is the one its manifest recorded (or none was recorded: an
+    index written before checksums). Hashed once per file, size and mtime in a process."""
+    if not sha256:
+        return True
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = file_sha256(path) == sha256
+    return _VERIFIED[key]
+
+
+def _exact_scan(g: Gallery, manifest: Manifest) -> Any:
+    """An exact inner-product index over the live faces of the shards the damaged index covered: the
+    answers stay right until `gallery repair` rebuilds the index (refused past EXACT_FALLBACK_MAX_BYTES)."""
+    dim = int(manifest["dim"])
+    covered = set(manifest.get("shards") or [])
+    rows = [r for r in g.shard_rows() if r.shard_id in covered]
+    if sum(r.n_faces for r in rows) * dim * 4 > EXACT_FALLBACK_MAX_BYTES:
+        raise DamagedData(f"The index of gallery '{g.root}' is damaged (its checksum does not match) and the "
+                          f"gallery is too large to scan exactly instead. Run: gallery repair --gallery {g.root}")
+    deleted = g.deleted_ids()
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    for ids, x in g.iter_embeddings(rows):
+        keep = ~is_deleted(ids, deleted)
+        index.add_with_ids(np.ascontiguousarray(x[keep]), ids[keep])
+    return index
+
+
+def _shard_reader(g: Gallery, owned: bool) -> ExactReader:
+    """Reads faces' vectors from their shards (for damaged re-rank rows): {face id: vector} of the live
+    faces whose shard is intact. A gallery the caller passed is used as is; a path is opened per call."""
+    root = g.root
+
+    def read(ids: np.ndarray) -> dict[int, np.ndarray]:
+        gallery = Gallery.open(root) if owned else g
+        try:
+            live = sorted(set(int(i) for i in ids) - set(int(i) for i in gallery.deleted_ids()))
+            try:
+                return dict(zip(live, gallery.read_embeddings(live)))
+            except (KeyError, DamagedData):
+                pass
+            out: dict[int, np.ndarray] = {}
+            for i in live:  # one at a time: the faces whose shard is intact still get their score
+                try:
+                    out[i] = gallery.read_embeddings([i])[0]
+                except (KeyError, DamagedData):
+                    continue  # no face row, or its shard is damaged too: no score
+            return out
+        finally:
+            if owned:
+                gallery.close()
+
+    return read
+
+
 def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
     """Open the current index of a gallery for search (raises NoIndexError when there is none).
 
@@ -256,9 +351,15 @@ def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
         for attempt in range(3):
             manifest = read_manifest(g.index_dir, g.root)
             check_model(manifest, g.model_stamp, g.root)
+            path = g.index_dir / manifest["index_file"]
             try:
-                index, mode = _read_index(g.index_dir / manifest["index_file"], mmap)
-                tune_hnsw_quantizer(index)
+                # checked before faiss reads it: a garbled file is never searched (nor parsed)
+                intact = index_file_intact(path, manifest.get("index_sha256"))
+                if intact:
+                    index, mode = _read_index(path, mmap)
+                    tune_hnsw_quantizer(index)
+                else:
+                    index, mode = _exact_scan(g, manifest), "exact-scan"
                 rerank = manifest.get("rerank") or {}
                 vectors = (
                     VectorFile(g.index_dir / rerank["file"], int(manifest["dim"])) if rerank.get("enabled") else None
@@ -273,7 +374,18 @@ def load_index(gallery: Gallery | str | Path, mmap: bool = True) -> LoadedIndex:
                     ) from None
                 time.sleep(0.05)
                 continue
-            return LoadedIndex(g.root, manifest, index, vectors, mode, g.watch_deleted(int(manifest["max_face_id"])))
+            warnings: list[str] = []
+            if not intact:
+                vectors = None
+                warnings.append(f"the index file {path.name} is damaged (its checksum does not match): answered by "
+                                f"an exact scan of the shards instead. Run: gallery repair --gallery {g.root}")
+            elif vectors is not None and vectors.rows * vectors.dim * 4 < int(rerank.get("bytes") or 0):
+                warnings.append(f"the index's re-rank file {vectors.path.name} is shorter than recorded: the faces "
+                                f"past its end are scored from their shards. Run: gallery repair --gallery {g.root}")
+            loaded = LoadedIndex(g.root, manifest, index, vectors, mode, g.watch_deleted(int(manifest["max_face_id"])))
+            loaded.warnings += warnings
+            loaded._exact = _shard_reader(g, owned)
+            return loaded
         raise AssertionError("unreachable")
     finally:
         if owned:

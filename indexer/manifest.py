@@ -60,6 +60,7 @@ class Manifest(TypedDict, total=False):
     max_face_id: int
     index_file: str
     index_bytes: int
+    index_sha256: str  # of the index file, checked when it is loaded (absent: written before checksums)
     index_bytes_per_vector: float
     rerank: RerankInfo
     training: dict
@@ -177,13 +178,19 @@ def set_search_defaults(index_dir: Path, gallery_root: Path, index_file: str, np
     return manifest
 
 
+def remove_index_files(index_dir: Path) -> None:
+    """Delete the index (manifest first, so a reader never sees a manifest naming missing files); the
+    caller holds the index lock."""
+    (index_dir / MANIFEST).unlink(missing_ok=True)
+    for path in index_dir.glob("*"):
+        if path.name.startswith(("index-", "vectors-")) or path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+
+
 def remove_index(gallery: Any) -> None:
-    """Delete the index (manifest first, so a reader never sees a manifest naming missing files)."""
+    """Delete the index of a gallery, taking the index lock."""
     with index_lock(gallery.index_dir):
-        (gallery.index_dir / MANIFEST).unlink(missing_ok=True)
-        for path in gallery.index_dir.glob("*"):
-            if path.name.startswith(("index-", "vectors-")) or path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
+        remove_index_files(gallery.index_dir)
 
 
 def has_manifest(index_dir: Path) -> bool:

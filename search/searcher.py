@@ -109,6 +109,7 @@ class Searcher:
         """What the user should know about every answer of this searcher right now."""
         self.tail.refresh()
         out = [f"{p}: answers may miss faces; run gallery check --gallery {self.gallery.root}" for p in self._problems]
+        out += self.index.warnings  # damage found in the index files (the answers did not use it)
         if self.tail.size > TAIL_WARN_FACES:
             out.append(
                 f"{self.tail.size:,} faces are not in the index yet and are searched exactly, which slows every "

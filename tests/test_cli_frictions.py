@@ -25,6 +25,7 @@ from gallery.ingest.scan import PhotoCount, scan_photos
 from gallery.progress import Progress, RateMeter, format_seconds
 from gallery.server.jobs import Jobs
 from gallery.store import Gallery, append_embedded_faces
+from gallery.store.schema import SCHEMA_VERSION
 from indexer import build_index
 from search.cluster import cluster_gallery
 from tests.helpers.galleries import stamp, unit_vectors
@@ -283,3 +284,24 @@ def test_erasing_without_keep_out_says_the_next_sync_brings_them_back(tmp_path: 
     report = json.loads(runner.invoke(app, ["sync", str(tmp_path / "archive"), "--gallery", g, "--workers", "0",
                                             "--json"]).stdout)
     assert report["added"] == 0 and report["kept_out"] == 1
+
+
+def test_a_version_4_gallery_gains_the_kept_out_table(tmp_path: Path) -> None:
+    with Gallery.open_or_create(tmp_path / "g") as g:
+        append_embedded_faces(g, stamp(4), unit_vectors(3, 4, seed=0))
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    with con:
+        con.execute("DROP TABLE kept_out")
+        for (trigger,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            con.execute(f"DROP TRIGGER {trigger}")  # version 4 had no template triggers either
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):  # as version 4 was
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
+        con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    con.close()
+    with Gallery.open(tmp_path / "g") as g:
+        from gallery.store.keep_out import kept_out_count
+
+        assert kept_out_count(g) == 0 and g.live_face_count() == 3
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    con.close()

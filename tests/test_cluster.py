@@ -377,3 +377,32 @@ def test_a_gallery_with_no_live_faces_clusters_to_nothing(tmp_path: Path) -> Non
     report = cluster_gallery(root, **SETTING)
     assert (report.faces, report.clusters, report.singletons) == (0, 0, 0)
     assert list_clusters(root) == []
+
+
+def test_a_crash_inside_a_rebuild_never_undoes_a_rejection(tmp_path: Path, monkeypatch) -> None:
+    """The clustering and its rejections are one transaction: a crash while the rejections are written
+    leaves the clustering as it was, and the rejected face never rejoins its cluster (it did: the
+    new clusters were committed first, the rejections that named the old ids after)."""
+    from gallery.store.clusters import GalleryClusters
+
+    root = tmp_path / "g"
+    x, who = people(4, 6, seed=2)
+    ids = synthetic_gallery(root, x)
+    cluster_gallery(root, **SETTING)
+    got = assignment(root)
+    face = int(ids[0])
+    cluster = got[face]
+    assert reject_faces(root, cluster, [face]).rejected == 1
+    before = assignment(root)
+
+    def crash(*args: object) -> None:
+        raise KeyboardInterrupt("killed while writing the rejections")
+
+    monkeypatch.setattr(GalleryClusters, "_write_rejections", staticmethod(crash))
+    with pytest.raises(KeyboardInterrupt):
+        cluster_gallery(root, rebuild=True, **SETTING)
+    monkeypatch.undo()
+    assert assignment(root) == before  # nothing of the crashed rebuild was committed
+    cluster_gallery(root, rebuild=True, **SETTING)
+    got = assignment(root)
+    assert got[face] != got[int(ids[1])]  # still out of its person's cluster

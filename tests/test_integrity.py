@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,7 @@ from gallery.cli import app
 from gallery.faces.decode import decode_photo
 from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
+from gallery.store.integrity import wal_problem
 from gallery.store.shards import file_sha256
 from indexer import build_index
 from search.decision import BEST_FACE
@@ -74,7 +76,8 @@ def test_random_bytes_in_a_shard_are_caught(synthetic: Path, position: float) ->
     code, out = invoke("check", "--gallery", str(synthetic))
     assert code == 1 and shard.name in out
     code, out = invoke("repair", "--gallery", str(synthetic), "--json")
-    assert code == 0 and json.loads(out)["faces_dropped"] == 20
+    result = json.loads(out)  # the flat index holds every vector: nothing is lost
+    assert code == 0 and result["faces_dropped"] == 0 and result["restored_from"] == {"flat-index": 20}
     assert invoke("check", "--gallery", str(synthetic))[0] == 0
     assert invoke("index", "build", "--gallery", str(synthetic))[0] == 0
 
@@ -182,7 +185,21 @@ def test_a_deleted_shard_is_found_and_repaired_for_reingest(synthetic: Path) -> 
     assert code == 1 and not report["ok"] and any("missing" in f["detail"] for f in report["findings"])
     code, out = invoke("repair", "--gallery", str(synthetic), "--json")
     result = json.loads(out)
-    assert result["shards_dropped"] == 1 and result["photos_to_reingest"] == 20 and result["index"] == "rebuilt"
+    assert result["shards_rebuilt"] == 1 and result["faces_restored"] == 20 and result["index"] == "ok"
+    with Gallery.open(synthetic) as g:
+        assert g.live_face_count() == 40 and g.quick_problems() == []
+
+
+def test_a_shard_with_no_copy_and_no_photo_is_dropped_for_reingest(synthetic: Path) -> None:
+    """Only what no copy and no photo restores is dropped, each face named with the reason."""
+    shutil.rmtree(synthetic / "index")
+    sorted((synthetic / "shards").glob("*.parquet"))[0].unlink()
+    code, out = invoke("repair", "--gallery", str(synthetic), "--json")
+    result = json.loads(out)
+    assert code == 0 and result["shards_dropped"] == 1 and result["photos_to_reingest"] == 20
+    assert result["faces_dropped"] == 20 and len(result["dropped"]) == 20
+    assert all("photo is gone" in d["why"] and d["photo"].startswith("/archive/0") for d in result["dropped"])
+    assert result["index"] == "rebuilt"  # the gallery had one: rebuilt with its own settings
     with Gallery.open(synthetic) as g:
         assert g.live_face_count() == 20 and g.quick_problems() == []
 
@@ -221,6 +238,24 @@ def test_a_damaged_database_is_refused_by_writers(synthetic: Path) -> None:
     assert code in (1, 2) and "database" in out
 
 
+@pytest.mark.parametrize("damage", ["truncated", "header"])
+def test_an_unopenable_database_is_a_finding_with_the_way_out(synthetic: Path, damage: str) -> None:
+    """Was: check and repair exited 2 with "`gallery check` tells" (a loop)."""
+    db = synthetic / "gallery.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\0" * 100 + data[100:])
+    for command in ("check", "repair"):
+        code, out = invoke(command, "--gallery", str(synthetic), "--json")
+        assert code == 1, out
+        text = json.dumps(json.loads(out))
+        assert "cannot be opened" in text and "gallery restore" in text and "check --gallery" not in text
+    code, out = invoke("info", "--gallery", str(synthetic))
+    assert code == 2 and "gallery restore" in out and "tells" not in out
+
+
 # --- 5. faults are messages ---------------------------------------------------------------------------
 
 
@@ -248,6 +283,11 @@ def test_csv_faults_name_the_line(tmp_path: Path) -> None:
     code, out = invoke("ingest", str(tmp_path / "photos"), "--gallery", str(tmp_path / "g"), "--model",
                        "facenet-untrained", "--labels", f"csv:{unclosed}")
     assert code == 2 and "unclosed.csv:" in out and "not valid CSV" in out
+    conflict = tmp_path / "conflict.csv"  # was: the first row won in silence
+    conflict.write_text("path,identity\na.jpg,Ann\nb.jpg,Bob\n./a.jpg,Eve\nb.jpg,Bob\n")
+    code, out = invoke("ingest", str(tmp_path / "photos"), "--gallery", str(tmp_path / "g"), "--model",
+                       "facenet-untrained", "--labels", f"csv:{conflict}")
+    assert code == 2 and "conflict.csv:4" in out and "line 2" in out and "Ann" in out and "Eve" in out
 
 
 # --- 6. safe output, strict input ---------------------------------------------------------------------
@@ -286,6 +326,8 @@ def test_ids_are_never_reused_after_repair_or_erasure(tmp_path: Path) -> None:
             build_index(g)
         shard = next((tmp_path / "g" / "shards").glob("*.parquet"))
         shard.write_bytes(b"garbage" + shard.read_bytes()[7:])
+        for vectors in (tmp_path / "g" / "index").glob("index-*"):  # no copy of a vector left anywhere
+            vectors.write_bytes(b"garbage")
         result = json.loads(invoke("repair", "--gallery", str(tmp_path / "g"), "--json")[1])
         assert result["shards_dropped"] == 1 and result["index"].startswith("removed")
         assert invoke("check", "--gallery", str(tmp_path / "g"))[0] == 0
@@ -303,3 +345,27 @@ def test_ids_are_never_reused_after_repair_or_erasure(tmp_path: Path) -> None:
         with Searcher(tmp_path / "g", k=1, threshold=0.5, rule=BEST_FACE) as searcher:
             assert searcher.search_embeddings(x[6:7])[0].identity == "b"
             assert searcher.search_embeddings(x[:1])[0].identity == "c"  # in the un-indexed tail
+
+
+def test_a_garbled_wal_that_loses_a_committed_relabel_is_a_finding(synthetic: Path, tmp_path: Path) -> None:
+    """SQLite replays the log up to a frame whose checksum fails and drops the rest without a word."""
+    keep = sqlite3.connect(synthetic / "gallery.db")  # holds the log open: no checkpoint at close
+    keep.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with Gallery.open(synthetic) as g:
+        g.relabel_faces([1], "Zed")
+    crashed = tmp_path / "crashed"  # the files as a crash left them
+    crashed.mkdir()
+    for name in ("gallery.db", "gallery.db-wal"):
+        shutil.copyfile(synthetic / name, crashed / name)
+    shutil.copytree(synthetic / "shards", crashed / "shards")
+    keep.close()
+    wal = crashed / "gallery.db-wal"
+    assert wal.stat().st_size > 32 and wal_problem(crashed / "gallery.db") is None  # intact: no finding
+    data = bytearray(wal.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the last frame
+    wal.write_bytes(bytes(data))
+    code, out = invoke("check", "--gallery", str(crashed), "--json")
+    findings = json.loads(out)["findings"]
+    assert code == 1 and any("garbled" in f["detail"] and "lost" in f["detail"] for f in findings), findings
+    with Gallery.open(crashed) as g:
+        assert g.face_records([1])[1].identity != "Zed"  # the relabel is indeed gone: the finding was true

@@ -76,3 +76,74 @@ def test_retry_failed_reads_unchanged_failures_again(tmp_path: Path) -> None:
     assert retried.retried == 1 and retried.ingest["failed"] == 1  # still empty: recorded again, once
     with Gallery.open(tmp_path / "g") as g:
         assert g.info().failed == 1
+
+
+def sync_state(gallery: Path) -> tuple:
+    """Everything a sync decides: each face (live or not, its label, its photo) and each file record."""
+    import sqlite3
+
+    con = sqlite3.connect(gallery / "gallery.db")
+    try:
+        faces = sorted(con.execute(
+            "SELECT f.face_id, f.deleted, i.name, im.path FROM faces f LEFT JOIN identities i "
+            "ON i.identity_id = f.identity_id JOIN images im ON im.image_id = f.image_id"))
+        files = sorted(con.execute("SELECT path, status, image_id FROM files"))
+        pending = con.execute("SELECT count(*) FROM pending_syncs").fetchone()[0]
+    finally:
+        con.close()
+    return faces, files, pending
+
+
+@requires_lfw
+def test_an_interrupted_sync_ends_where_an_uninterrupted_one_would(tmp_path: Path, monkeypatch) -> None:
+    """Was: after Ctrl-C or a kill, photos removed from the archive stayed live for good and a renamed
+    folder kept its old label (the list of photos to retire lived only in memory)."""
+    import pytest
+
+    from gallery.ingest.runner import Ingestor
+
+    src = tmp_path / "photos"
+    copy_lfw_people(src, {"Aaron_Peirsol": 3, "Abdullah_Gul": 3, "Alejandro_Toledo": 2})
+    ingest(src, tmp_path / "g0", OPTIONS)
+    for photo in sorted((src / "Aaron_Peirsol").iterdir())[:2]:  # removed from the archive
+        photo.unlink()
+    (src / "Abdullah_Gul").rename(src / "Abdullah")  # a renamed folder: its label follows
+    shutil.copytree(tmp_path / "g0", tmp_path / "whole")
+    sync(src, tmp_path / "whole", OPTIONS)
+    expected = sync_state(tmp_path / "whole")
+    assert expected[2] == 0 and any(name == "Abdullah" for _, _, name, _ in expected[0])
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("killed")
+
+    for n, (target, name) in enumerate([(Ingestor, "run"), (Gallery, "move_photo"),
+                                        (Gallery, "retire_photos_without_files"), (Gallery, "finish_sync")]):
+        copy = tmp_path / f"g{n + 1}"
+        shutil.copytree(tmp_path / "g0", copy)
+        with monkeypatch.context() as patch:
+            patch.setattr(target, name, boom)
+            with pytest.raises(KeyboardInterrupt):
+                sync(src, copy, OPTIONS)
+        assert sync_state(copy)[2] == 1  # the diff is recorded
+        sync(src, copy, OPTIONS)  # the same command again
+        assert sync_state(copy) == expected, name
+
+
+@requires_lfw
+def test_a_photo_read_again_keeps_its_faces_curation(tmp_path: Path) -> None:
+    """A changed file is read again into new face rows: they take the old faces' labels by box."""
+    from PIL import Image as PILImage
+
+    src = tmp_path / "photos"
+    copy_lfw_people(src, {"Aaron_Peirsol": 2})
+    ingest(src, tmp_path / "g", OPTIONS)
+    photo = sorted((src / "Aaron_Peirsol").iterdir())[0]
+    with Gallery.open(tmp_path / "g") as g:
+        face = g.main_face_of_path(str(photo.resolve()))
+        g.relabel_faces([face], "Zed")  # the user's correction
+    PILImage.open(photo).resize((200, 200)).save(photo, quality=80)  # edited: new content, same face
+    summary = sync(src, tmp_path / "g", OPTIONS)
+    assert summary.changed == 1 and summary.curation_kept == 1
+    with Gallery.open(tmp_path / "g") as g:
+        new = g.main_face_of_path(str(photo.resolve()))
+        assert new != face and g.face_records([new])[new].identity == "Zed"

@@ -133,8 +133,9 @@ def errors_as_messages() -> Iterator[None]:
     except GalleryError as exc:
         fail(str(exc), exc.exit_code)
     except DatabaseError as exc:
-        fail(f"gallery database problem: {exc.orig}. Is the gallery folder writable and its gallery.db intact? "
-             "`gallery check --gallery DIR` tells.")
+        from gallery.store.integrity import DATABASE_WAY_OUT
+
+        fail(f"gallery database problem: {exc.orig}. {DATABASE_WAY_OUT}")
     except OSError as exc:  # FileNotFoundError, PermissionError, disk full...: the message names the path
         if exc.errno == errno.ENOSPC:
             fail(f"{exc}. The disk is full: free space, then run the same command again (committed work is kept; "

@@ -49,7 +49,8 @@ def _done(as_json: bool, data: dict, message: str) -> None:
     if as_json:
         print(json.dumps(data))
     else:
-        out.print(safe(message), highlight=False)
+        for line in message.split("\n"):  # each line made safe on its own (safe() escapes line breaks)
+            out.print(safe(line), highlight=False)
 
 
 @identities_app.callback(invoke_without_command=True)
@@ -454,15 +455,50 @@ def register(app: GalleryTyper) -> None:
 
     @app.command()
     def repair(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
-        """Mend what `check` finds: drop lost or damaged shards (their photos are read again by the next
-        ingest), finish pending erasures, remove crash leftovers, close stale runs, make the index agree.
-        Exit 3 when an erasure is still pending (the message says why)."""
+        """Mend what `check` finds: rebuild lost or damaged shards from the index's copies of their vectors,
+        else from their photos (every face keeps its id, label and curation; only what nothing restores is
+        dropped, each face named with the reason), finish pending erasures, remove crash leftovers, close
+        stale runs, rebuild a damaged index with its own settings. Exit 3 when an erasure is still pending."""
+        from gallery.ingest.reembed import reembed_faces
         from indexer.health import repair as run_repair
 
-        result = run_repair(gallery, lock_wait_s=wait)
-        _done(as_json, result, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items()))
+        result = run_repair(gallery, lock_wait_s=wait, reembed=reembed_faces)
+        if "database" in result:  # cannot be opened: nothing else can be mended
+            _done(as_json, result, f"{result['database']}\n{result['fix']}")
+            raise typer.Exit(1)
+        summary = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in result.items() if k != "dropped")
+        lines = [f"dropped face {d['face_id']} of {d['photo']}: {d['why']}" for d in result.get("dropped", [])]
+        _done(as_json, result, "\n".join([summary, *lines]))
         if result.get("pending"):
             raise typer.Exit(3)
+
+    @app.command()
+    def backup(
+        dest: Annotated[Path, typer.Argument(help="A new or empty folder for the copy.")],
+        gallery: GalleryOpt,
+        as_json: JsonOpt = False,
+        wait: WaitOpt = 60.0,
+    ) -> None:
+        """Copy the whole gallery (database, shards, index, templates, enrolled photos) consistently, while
+        searches and ingests go on. The copy is a gallery itself: it can be searched where it lies (also on
+        a read-only mount), and `gallery restore` makes a writable gallery of it."""
+        from indexer.backup import backup as run_backup
+
+        result = run_backup(gallery, dest, lock_wait_s=wait)
+        _done(as_json, result, f"backed up {result['shards']} shards, {result['bytes']['total'] / 1e6:,.1f} MB in "
+                               f"{result['seconds']:.1f} s ({result['mb_per_s']:,.1f} MB/s) to {dest}")
+
+    @app.command()
+    def restore(
+        backup: Annotated[Path, typer.Argument(help="A folder `gallery backup` wrote.")],
+        target: Annotated[Path, typer.Argument(help="A new or empty folder for the restored gallery.")],
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Make a writable gallery of a backup, checking every shard and the index on the way."""
+        from indexer.backup import restore as run_restore
+
+        result = run_restore(backup, target)
+        _done(as_json, result, f"restored {result['faces']:,} faces ({result['bytes'] / 1e6:,.1f} MB) to {target}")
 
     @app.command()
     def compact(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:

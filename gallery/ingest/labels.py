@@ -39,6 +39,7 @@ def csv_labels(csv_path: Path, source: Path) -> LabelFn:
     if not csv_path.is_file():
         raise LabelSourceError(f"Label file not found: '{csv_path}' (expected rows: path,identity).")
     table: dict[str, str] = {}
+    line_of: dict[str, int] = {}
     base_dirs = [source if source.is_dir() else source.parent, csv_path.parent]
     line_no = 0
     try:
@@ -57,7 +58,13 @@ def csv_labels(csv_path: Path, source: Path) -> LabelFn:
                     continue
                 candidates = [Path(rel)] if os.path.isabs(rel) else [base / rel for base in base_dirs]
                 for candidate in candidates:
-                    table.setdefault(_key(candidate), name)
+                    key = _key(candidate)
+                    if key in table and table[key] != name:  # never "the first row wins" in silence
+                        raise LabelSourceError(
+                            f"{csv_path}:{line_no}: {rel} is labeled '{name}', but line {line_of[key]} labels the "
+                            f"same photo '{table[key]}'; keep one of the two rows. Nothing was read.")
+                    table.setdefault(key, name)
+                    line_of.setdefault(key, line_no)
     except csv.Error as exc:  # an unbalanced quote, a field over the size limit: never a silent merge
         raise LabelSourceError(
             f"{csv_path}:{line_no + 1}: not valid CSV ({exc}); fix the file and run again."

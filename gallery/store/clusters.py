@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -145,42 +146,63 @@ class GalleryClusters:
         rebuild: bool = False,
         labels: dict[int, list[int]] | None = None,
         representatives: dict[int, int] | None = None,
+        rejections: Callable[[list[int]], set[tuple[int, int]]] | None = None,
     ) -> list[int]:
         """Record a clustering in one transaction; returns the ids given to `new_clusters`.
 
         joins: existing cluster id -> faces that join it; alone: faces clustered into no cluster;
         labels: identity id -> faces that take it (faces that joined a named cluster);
-        rebuild: forget every earlier assignment first (rejections stay).
+        rebuild: forget every earlier assignment first (rejections stay);
+        rejections: given the new clusters' ids, every (face, cluster) rejection from now on (a full
+        clustering renumbers clusters): they replace the old ones in the same transaction, so a crash
+        never leaves new clusters with rejections that name the old ones.
         """
         with self.session() as s, s.begin():
-            if rebuild:
-                s.execute(delete(FaceCluster))
-                s.execute(delete(Cluster))
-            next_id = schema.high_water(s, "cluster") + 1
-            ids = list(range(next_id, next_id + len(new_clusters)))
-            now = time.time()
-            if new_clusters:
-                s.execute(insert(Cluster), [
-                    {"cluster_id": cid, "created_at": now, "representative_face_id": c.representative_face_id,
-                     "parent_id": c.parent_id} for cid, c in zip(ids, new_clusters)])
-                schema.raise_high_water(s, cluster=ids[-1])
-            rows = [(f, cid) for cid, c in zip(ids, new_clusters) for f in c.face_ids]
-            rows += [(f, cid) for cid, faces in joins.items() for f in faces]
-            rows += [(f, None) for f in alone]
-            for start in range(0, len(rows), BATCH):
-                part = rows[start:start + BATCH]
-                s.execute(delete(FaceCluster).where(FaceCluster.face_id.in_([f for f, _ in part])))
-                s.execute(insert(FaceCluster), [{"face_id": int(f), "cluster_id": c} for f, c in part])
-            for cid, rep in (representatives or {}).items():
-                s.execute(update(Cluster).where(Cluster.cluster_id == cid).values(representative_face_id=rep))
-            for identity_id, faces in (labels or {}).items():
-                for start in range(0, len(faces), BATCH):
-                    s.execute(update(Face).where(Face.face_id.in_(faces[start:start + BATCH]),
-                                                 Face.identity_id.is_(None)).values(identity_id=identity_id))
-            if settings is not None:
-                schema.set_meta(s, "clustering", settings)
-            self._drop_empty_clusters(s)
+            ids = self._save_clustering(s, new_clusters, joins, alone, settings, rebuild, labels, representatives)
+            if rejections is not None:
+                self._write_rejections(s, rejections(ids))
         return ids
+
+    def _save_clustering(
+        self, s: Session, new_clusters: list[NewCluster], joins: dict[int, list[int]], alone: list[int],
+        settings: dict | None = None, rebuild: bool = False, labels: dict[int, list[int]] | None = None,
+        representatives: dict[int, int] | None = None,
+    ) -> list[int]:
+        """save_clustering inside the caller's transaction."""
+        if rebuild:
+            s.execute(delete(FaceCluster))
+            s.execute(delete(Cluster))
+        next_id = schema.high_water(s, "cluster") + 1
+        ids = list(range(next_id, next_id + len(new_clusters)))
+        now = time.time()
+        if new_clusters:
+            s.execute(insert(Cluster), [
+                {"cluster_id": cid, "created_at": now, "representative_face_id": c.representative_face_id,
+                 "parent_id": c.parent_id} for cid, c in zip(ids, new_clusters)])
+            schema.raise_high_water(s, cluster=ids[-1])
+        rows = [(f, cid) for cid, c in zip(ids, new_clusters) for f in c.face_ids]
+        rows += [(f, cid) for cid, faces in joins.items() for f in faces]
+        rows += [(f, None) for f in alone]
+        for start in range(0, len(rows), BATCH):
+            part = rows[start:start + BATCH]
+            s.execute(delete(FaceCluster).where(FaceCluster.face_id.in_([f for f, _ in part])))
+            s.execute(insert(FaceCluster), [{"face_id": int(f), "cluster_id": c} for f, c in part])
+        for cid, rep in (representatives or {}).items():
+            s.execute(update(Cluster).where(Cluster.cluster_id == cid).values(representative_face_id=rep))
+        for identity_id, faces in (labels or {}).items():
+            for start in range(0, len(faces), BATCH):
+                s.execute(update(Face).where(Face.face_id.in_(faces[start:start + BATCH]),
+                                             Face.identity_id.is_(None)).values(identity_id=identity_id))
+        if settings is not None:
+            schema.set_meta(s, "clustering", settings)
+        self._drop_empty_clusters(s)
+        return ids
+
+    @staticmethod
+    def _write_rejections(s: Session, pairs: set[tuple[int, int]]) -> None:
+        s.execute(delete(ClusterRejection))
+        if pairs:
+            s.execute(insert(ClusterRejection), [{"face_id": f, "cluster_id": c} for f, c in sorted(pairs)])
 
     def name_cluster(self, cluster_id: int, name: str, except_faces: list[int] | None = None) -> tuple[int, bool]:
         """Give every live face of the cluster but `except_faces` the identity `name` (created, or merged
@@ -230,18 +252,11 @@ class GalleryClusters:
             self._drop_empty_clusters(s)
             return len(ids)
 
-    def set_cluster_rejections(self, pairs: set[tuple[int, int]]) -> None:
-        """Replace every rejection (after a full clustering gave the clusters new ids)."""
-        with self.session() as s, s.begin():
-            s.execute(delete(ClusterRejection))
-            if pairs:
-                s.execute(insert(ClusterRejection), [{"face_id": f, "cluster_id": c} for f, c in sorted(pairs)])
-
     def replace_cluster(self, cluster_id: int, parts: list[NewCluster], alone: list[int]) -> list[int]:
         """Split: the cluster's faces go to new clusters (parent_id = cluster_id) or alone; it goes.
-        Faces rejected from it stay rejected from every part."""
-        ids = self.save_clustering(parts, {}, alone)
+        Faces rejected from it stay rejected from every part (one transaction)."""
         with self.session() as s, s.begin():
+            ids = self._save_clustering(s, parts, {}, alone)
             rejected = list(s.scalars(select(ClusterRejection.face_id)
                                       .where(ClusterRejection.cluster_id == cluster_id)))
             for f in rejected:

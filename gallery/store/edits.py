@@ -6,6 +6,7 @@ read per query, and deletions are noticed through `PRAGMA data_version` (gallery
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -16,7 +17,7 @@ from sqlalchemy import delete, func, select, update
 
 from gallery.errors import LabelConflict, NotInGallery
 from gallery.store import schema
-from gallery.store.schema import Face, Identity, Image, SourceFile
+from gallery.store.schema import Face, Identity, Image, PendingSync, SourceFile
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -197,10 +198,53 @@ class GalleryEdits:
                                     SourceFile.status).where(SourceFile.path.startswith(prefix, autoescape=True)))
             return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
-    def forget_files(self, paths: list[str]) -> None:
-        """Drop the records of files (gone from disk, or to be read again), and the failed-photo records
-        that only they referenced, so that the next ingest reads them as new."""
+    def photo_faces(self, image_id: int) -> tuple[list[int], list[tuple[float, float, float, float]]]:
+        """(face ids, boxes relative to the photo's size) of a photo's faces: what a photo read again is
+        matched against, whatever its new size."""
+        with self.session() as s:
+            size = s.execute(select(Image.width, Image.height).where(Image.image_id == image_id)).first()
+            rows = s.execute(select(Face.face_id, Face.x1, Face.y1, Face.x2, Face.y2)
+                             .where(Face.image_id == image_id).order_by(Face.face_id)).all()
+        w, h = (float(size[0] or 1), float(size[1] or 1)) if size else (1.0, 1.0)
+        return [int(r[0]) for r in rows], [(r[1] / w, r[2] / h, r[3] / w, r[4] / h) for r in rows]
+
+    def carry_curation(self, pairs: list[tuple[int, int]]) -> int:
+        """A photo read again (its file changed) has new face rows: each (old face, new face) pair takes
+        the old face's label and ignore mark, so the user's work is not tied to rows a re-read replaces.
+        Returns how many new faces took something."""
+        n = 0
         with self.session() as s, s.begin():
+            for old_id, new_id in pairs:
+                old, new = s.get(Face, old_id), s.get(Face, new_id)
+                if old is None or new is None:
+                    continue
+                changed = False
+                if old.identity_id is not None and new.identity_id != old.identity_id:
+                    new.identity_id, changed = old.identity_id, True
+                if old.ignored and not new.ignored:
+                    new.ignored = new.deleted = changed = True
+                    new.deleted_at = time.time()
+                n += int(changed)
+            self._drop_empty_identities(s)
+        return n
+
+    def sync_plan(self, source: str) -> dict | None:
+        """The recorded diff of a sync of `source` that did not end (None: none)."""
+        with self.session() as s:
+            row = s.get(PendingSync, source)
+            return json.loads(row.plan) if row is not None else None
+
+    def finish_sync(self, source: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(delete(PendingSync).where(PendingSync.source == source))
+
+    def forget_files(self, paths: list[str], sync_source: str | None = None, sync_plan: dict | None = None) -> None:
+        """Drop the records of files (gone from disk, or to be read again), and the failed-photo records
+        that only they referenced, so that the next ingest reads them as new. With `sync_plan`, the
+        sync's diff is recorded in the same transaction (see PendingSync)."""
+        with self.session() as s, s.begin():
+            if sync_source is not None:
+                s.merge(PendingSync(source=sync_source, started_at=time.time(), plan=json.dumps(sync_plan)))
             for start in range(0, len(paths), 900):
                 part = paths[start : start + 900]
                 failed = set(s.scalars(select(SourceFile.image_id).where(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -84,6 +85,17 @@ def _is_unfinished_gallery(root: Path) -> bool:
     return True
 
 
+def _cannot_write(root: Path, db_path: Path) -> bool:
+    """True when the gallery's folder or database cannot be written: a read-only mount (statvfs says
+    so, whoever asks) or missing write permission."""
+    try:
+        if os.statvfs(root).f_flag & os.ST_RDONLY:
+            return True
+    except OSError:
+        pass
+    return not os.access(root, os.W_OK) or (db_path.exists() and not os.access(db_path, os.W_OK))
+
+
 def is_gallery(root: Path | str) -> bool:
     """True when the folder holds a gallery database."""
     return (Path(root) / DB_NAME).is_file()
@@ -92,21 +104,26 @@ def is_gallery(root: Path | str) -> bool:
 class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
     """A gallery folder. Use `Gallery.open` for an existing one, `Gallery.open_or_create` to ingest."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, read_only: bool | None = None) -> None:
+        """read_only None: a gallery whose folder or database cannot be written (a backup on a read-only
+        mount, a folder without write permission) is opened read-only, for searches and listings."""
         self.root = Path(root)
         self.db_path = self.root / DB_NAME
         self.shards_dir = self.root / SHARDS_DIR
         self.index_dir = self.root / INDEX_DIR
         self.serve_dir = self.root / SERVE_DIR
-        self.engine = schema.make_engine(self.db_path)
+        self.read_only = _cannot_write(self.root, self.db_path) if read_only is None else read_only
+        self.engine = schema.make_engine(self.db_path, self.read_only)
         try:
-            schema.init_db(self.engine, self.root)
+            schema.init_db(self.engine, self.root, self.read_only)
         except BaseException:
             self.engine.dispose()
             raise
         self.sessions = schema.session_factory(self.engine, info={"gallery": self})
         templates.install_commit_hook(self.sessions)
         self._verified: set = set()  # (shard file, size, mtime, sha256) checked by this object
+        if self.read_only:
+            return  # its templates are as they were written (built before it became read-only)
         try:
             templates.build_all_templates(self)  # once: a gallery from before templates existed
         except DamagedData as exc:  # `gallery check` names the shard; templates are built once it is repaired
@@ -116,7 +133,7 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
             raise
 
     @classmethod
-    def open(cls, root: Path | str) -> Gallery:
+    def open(cls, root: Path | str, read_only: bool | None = None) -> Gallery:
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise GalleryNotFound(f"'{root}' is a file, not a gallery folder: give the folder holding {DB_NAME}.")
@@ -124,7 +141,7 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
             raise GalleryNotFound(
                 f"No gallery at '{root}' (no {DB_NAME}). Create one with: gallery ingest PHOTOS --gallery {root}"
             )
-        return cls(root)
+        return cls(root, read_only)
 
     @classmethod
     def open_or_create(cls, root: Path | str) -> Gallery:
@@ -196,6 +213,11 @@ class Gallery(GalleryQueries, GalleryEdits, GalleryKeys, GalleryClusters):
         """One writer at a time: vector ids are allocated by the writer holding this lock. A writer
         first makes sure the database is sound (`PRAGMA quick_check`): nothing is written into a
         damaged gallery. With nested=True, writers called in this thread while it is held enter too."""
+        if self.read_only:
+            raise GalleryError(
+                f"Gallery '{self.root}' is read-only (a read-only mount or folder): it can be searched, not "
+                f"changed. To change it, restore it to a writable folder: gallery restore {self.root} NEW_FOLDER"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK_NAME
         key, me = str(path.resolve()), threading.get_ident()

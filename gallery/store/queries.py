@@ -19,7 +19,16 @@ import numpy as np
 from sqlalchemy import Integer, case, func, select, text, update
 
 from gallery.errors import DamagedData
-from gallery.store.schema import Face, Identity, IdentityTemplate, Image, Meta, PendingErasureId, Shard
+from gallery.store.schema import (
+    Face,
+    Identity,
+    IdentityTemplate,
+    Image,
+    Meta,
+    PendingErasureId,
+    Shard,
+    read_only_uri,
+)
 from gallery.store.shards import (
     check_embeddings,
     file_sha256,
@@ -89,8 +98,11 @@ class ChangeWatcher:
     """Tells a long-lived reader whether another connection committed to the gallery since it last
     looked (`PRAGMA data_version`: a few microseconds per check)."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
+    def __init__(self, db_path: Path, read_only: bool = False) -> None:
+        if read_only:
+            self._conn = sqlite3.connect(read_only_uri(db_path), uri=True, check_same_thread=False)
+        else:
+            self._conn = sqlite3.connect(str(db_path), check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
         self._version: int | None = None
 
@@ -115,8 +127,8 @@ class DeletedIds(ChangeWatcher):
     """The sorted ids deleted in SQLite (or taken by a pending erasure), re-read only when another
     connection committed a change, so an open searcher sees deletions at its next query at no cost."""
 
-    def __init__(self, db_path: Path, max_face_id: int | None = None) -> None:
-        super().__init__(db_path)
+    def __init__(self, db_path: Path, max_face_id: int | None = None, read_only: bool = False) -> None:
+        super().__init__(db_path, read_only)
         self.max_face_id = max_face_id
         self._ids = np.empty(0, dtype=np.int64)
 
@@ -138,6 +150,7 @@ class GalleryQueries:
     shards_dir: Path
     db_path: Path
     _verified: set
+    read_only: bool
 
     def session(self) -> AbstractContextManager[Session]:  # pragma: no cover - provided by Gallery
         raise NotImplementedError
@@ -326,11 +339,11 @@ class GalleryQueries:
 
     def watch_changes(self) -> ChangeWatcher:
         """A change detector for a long-lived reader (a searcher); close it when done."""
-        return ChangeWatcher(self.db_path)
+        return ChangeWatcher(self.db_path, self.read_only)
 
     def watch_deleted(self, max_face_id: int | None = None) -> DeletedIds:
         """A live view of the deleted ids for a long-lived reader (an open index); close it when done."""
-        return DeletedIds(self.db_path, max_face_id)
+        return DeletedIds(self.db_path, max_face_id, self.read_only)
 
     def live_face_count(self, after_face_id: int | None = None) -> int:
         """Live (not deleted) faces, optionally only those with an id above `after_face_id`."""

@@ -246,10 +246,12 @@ def _full(g: Gallery, faces: Any, eligible: np.ndarray, settings: ClusterSetting
     new_clusters = [new_clusters[i] for i in order]
     rank = {i: r for r, i in enumerate(order)}
     label_cluster = {lab: rank[i] for lab, i in label_cluster.items()}
-    ids = g.save_clustering(new_clusters, {}, alone, settings=record, rebuild=True)
-    # rejections now refer to the new cluster ids
-    remapped = {(int(face_ids[p]), ids[label_cluster[lab]]) for p, lab in rejected if lab in label_cluster}
-    g.set_cluster_rejections(remapped | unmapped)
+
+    def rejections(ids: list[int]) -> set[tuple[int, int]]:
+        """The rejections in terms of the new cluster ids (written with the clustering: one transaction)."""
+        return {(int(face_ids[p]), ids[label_cluster[lab]]) for p, lab in rejected if lab in label_cluster} | unmapped
+
+    ids = g.save_clustering(new_clusters, {}, alone, settings=record, rebuild=True, rejections=rejections)
     final = faces.cluster_ids.copy()
     final[idx] = ALONE
     for cid, cluster in zip(ids, new_clusters):
