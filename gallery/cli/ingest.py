@@ -145,6 +145,8 @@ def register(app: GalleryTyper) -> None:
                                                       "lets a photo in again)")
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
         table.add_row("failed photos", f"{summary.failed} ({failures})")
+        for command, count in sorted(summary.needs_install.items()):
+            table.add_row("decoder not installed", f"{count} files: {command}, then run the same ingest again")
         table.add_row("throughput", f"{summary.photos_per_s:.1f} photos/s, {summary.faces_per_s:.1f} faces/s")
         table.add_row("time", f"{summary.seconds:.1f} s")
         out.print(table)

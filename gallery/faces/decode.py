@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gallery.faces.formats import MissingLibrary, check_library, is_raw, open_raw
+
 # We refuse anything above this; Pillow's own bomb guard is aligned to it (its default, 89 MP,
 # would refuse 108 MP phone photos).
 MAX_PIXELS = 200_000_000
@@ -79,6 +81,7 @@ class DecodedPhoto:
     height: int = 0
     reason: str | None = None  # unreadable | empty_file | not_an_image | truncated | too_large | ...
     detail: str | None = None
+    install: str | None = None  # reason missing_library: the command that installs the decoder
 
     @property
     def ok(self) -> bool:
@@ -130,6 +133,29 @@ def draft_size(width: int, height: int, max_side: int) -> tuple[int, int] | None
     return max(1, math.ceil(width * floor / longest)), max(1, math.ceil(height * floor / longest))
 
 
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise _Refused("too_large", f"{width}x{height} exceeds {MAX_SIDE} px per side or {MAX_PIXELS:,} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise _Refused("too_small", f"{width}x{height} is below {MIN_SIDE} px")
+
+
+def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int]:
+    """(the upright RGB image, its upright full width and height) of a format Pillow opens (with
+    pillow-heif's opener for HEIC/HEIF); _Refused for a size we do not read."""
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    _check_size(width, height)
+    if img.format == "JPEG" and (target := draft_size(width, height, max_side)):
+        img.draft("RGB", target)  # decode at reduced resolution straight from the DCT
+    orientation = img.getexif().get(0x0112, 1)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    # Orientations 5-8 rotate by 90 degrees: the photo as seen is height x width.
+    orient_w, orient_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return _to_rgb(img), orient_w, orient_h
+
+
 def decode_photo(
     path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES
 ) -> DecodedPhoto:
@@ -149,25 +175,22 @@ def decode_photo(
         result.reason, result.detail = "empty_file", "0 bytes"
         return result
     try:
+        check_library(path, data)
+    except MissingLibrary as missing:
+        result.reason, result.detail, result.install = "missing_library", missing.detail, missing.install
+        return result
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                result.reason = "too_large"
-                result.detail = f"{width}x{height} exceeds {MAX_SIDE} px per side or {MAX_PIXELS:,} pixels"
-                return result
-            if min(width, height) < MIN_SIDE:
-                result.reason, result.detail = "too_small", f"{width}x{height} is below {MIN_SIDE} px"
-                return result
-            if img.format == "JPEG" and (target := draft_size(width, height, max_side)):
-                img.draft("RGB", target)  # decode at reduced resolution straight from the DCT
-            orientation = img.getexif().get(0x0112, 1)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            # Orientations 5-8 rotate by 90 degrees: the photo as seen is height x width.
-            orient_w, orient_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-            img = _to_rgb(img)
+            if is_raw(path):
+                img, orient_w, orient_h = open_raw(data, max_side)
+                _check_size(orient_w, orient_h)
+                img = _to_rgb(img)
+            else:
+                img, orient_w, orient_h = _open_pillow(data, max_side)
+    except _Refused as refused:
+        result.reason, result.detail = refused.args
+        return result
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         result.reason, result.detail = "too_large", f"decompression bomb: {exc}"
         return result

@@ -69,6 +69,8 @@ class IngestSummary:
     kept_out: int = 0  # files whose content is kept out (erased earlier): not read in, not recorded
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    # photos of a format whose decoder is not installed: install command → files (read again next run)
+    needs_install: dict[str, int] = field(default_factory=dict)
     shards_written: int = 0
     orphans_removed: int = 0
     seconds: float = 0.0
@@ -169,6 +171,10 @@ class Ingestor:
         """New content goes to the batch (with an image id claimed now, so that an identical file
         later in the same batch is already a duplicate); known content and failures are recorded."""
         file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+        if photo.reason == "missing_library":  # not its content's fault: nothing remembered of it
+            self.summary.needs_install[photo.install or ""] = self.summary.needs_install.get(photo.install or "", 0) + 1
+            self._fail(writer, file, photo.reason, photo.detail, None, 0, 0)
+            return
         new, image_id = self._claim(file, writer)
         if not new:
             return

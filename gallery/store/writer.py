@@ -83,13 +83,15 @@ class GalleryWriter:
     # --- what is already there -----------------------------------------------------------------
 
     def known_files(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """path → (size, mtime_ns) of the given paths already recorded by an earlier run."""
+        """path → (size, mtime_ns) of the given paths already recorded by an earlier run. Files that
+        failed only because their format's decoder was not installed are left out: read again."""
         out: dict[str, tuple[int, int]] = {}
         with self.gallery.session() as s:
             for start in range(0, len(paths), 900):
                 for row in s.execute(
                     select(SourceFile.path, SourceFile.size, SourceFile.mtime_ns).where(
-                        SourceFile.path.in_(paths[start : start + 900])
+                        SourceFile.path.in_(paths[start : start + 900]),
+                        SourceFile.reason.is_(None) | (SourceFile.reason != "missing_library"),
                     )
                 ):
                     out[row.path] = (row.size, row.mtime_ns)
