@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gallery.faces.formats import MissingLibrary, check_library, is_raw, open_raw
+from gallery.faces.xmp import extract_packet
 
 # We refuse anything above this; Pillow's own bomb guard is aligned to it (its default, 89 MP,
 # would refuse 108 MP phone photos).
@@ -82,6 +83,8 @@ class DecodedPhoto:
     reason: str | None = None  # unreadable | empty_file | not_an_image | truncated | too_large | ...
     detail: str | None = None
     install: str | None = None  # reason missing_library: the command that installs the decoder
+    orientation: int = 1  # the EXIF orientation that was applied (face regions in XMP may need it)
+    xmp: bytes | None = None  # the embedded XMP packet, if any (face regions are read from it)
 
     @property
     def ok(self) -> bool:
@@ -140,9 +143,9 @@ def _check_size(width: int, height: int) -> None:
         raise _Refused("too_small", f"{width}x{height} is below {MIN_SIDE} px")
 
 
-def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int]:
-    """(the upright RGB image, its upright full width and height) of a format Pillow opens (with
-    pillow-heif's opener for HEIC/HEIF); _Refused for a size we do not read."""
+def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int, int]:
+    """(the upright RGB image, its upright full width and height, the EXIF orientation applied) of a
+    format Pillow opens (with pillow-heif's opener for HEIC/HEIF); _Refused for a size we do not read."""
     img = Image.open(io.BytesIO(data))
     width, height = img.size
     _check_size(width, height)
@@ -153,7 +156,7 @@ def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int]:
     img = ImageOps.exif_transpose(img)
     # Orientations 5-8 rotate by 90 degrees: the photo as seen is height x width.
     orient_w, orient_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-    return _to_rgb(img), orient_w, orient_h
+    return _to_rgb(img), orient_w, orient_h, orientation if orientation in range(1, 9) else 1
 
 
 def decode_photo(
@@ -183,11 +186,11 @@ def decode_photo(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if is_raw(path):
-                img, orient_w, orient_h = open_raw(data, max_side)
+                img, orient_w, orient_h, result.orientation = open_raw(data, max_side)
                 _check_size(orient_w, orient_h)
                 img = _to_rgb(img)
             else:
-                img, orient_w, orient_h = _open_pillow(data, max_side)
+                img, orient_w, orient_h, result.orientation = _open_pillow(data, max_side)
     except _Refused as refused:
         result.reason, result.detail = refused.args
         return result
@@ -207,6 +210,7 @@ def decode_photo(
         result.reason, result.detail = "decode_error", f"{type(exc).__name__}: {exc}"[:500]
         return result
     result.width, result.height = orient_w, orient_h
+    result.xmp = extract_packet(data)
     longest = max(img.size)
     if longest > max_side:
         factor = max_side / longest

@@ -31,6 +31,7 @@ INSTALL_AVIF = "pip install --upgrade pillow  (a Pillow built with AVIF support,
 
 # LibRaw's `flip` (sizes.flip) → the Pillow transpose that turns the sensor image upright.
 _LIBRAW_FLIP = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
+_LIBRAW_FLIP_EXIF = {0: 1, 3: 3, 5: 8, 6: 6}  # the same turn as an EXIF orientation
 # A preview may come out this much under the size detection needs and still be used.
 PREVIEW_SLACK = 0.05
 
@@ -102,8 +103,9 @@ def is_raw(path: str) -> bool:
     return Path(path).suffix.lower() in RAW_EXTENSIONS
 
 
-def open_raw(data: bytes, max_side: int) -> tuple[Image.Image, int, int]:
-    """(the upright image, the photo's upright full width and height) of a camera RAW file.
+def open_raw(data: bytes, max_side: int) -> tuple[Image.Image, int, int, int]:
+    """(the upright image, the photo's upright full width and height, the orientation applied as an EXIF
+    orientation) of a camera RAW file.
 
     The embedded preview when it is large enough for detection, else LibRaw's demosaic (half size when
     even that is larger than detection needs). Raises ValueError for a file LibRaw cannot read."""
@@ -120,13 +122,13 @@ def open_raw(data: bytes, max_side: int) -> tuple[Image.Image, int, int]:
         needed = min(max_side, max(full_w, full_h)) * (1 - PREVIEW_SLACK)
         preview = _raw_preview(raw, sizes.flip, needed)
         if preview is not None and max(preview.size) >= needed:
-            return preview, full_w, full_h
+            return preview, full_w, full_h, _LIBRAW_FLIP_EXIF.get(sizes.flip, 1)
         half = max(full_w, full_h) / 2 >= max_side  # half size: 4x less work, still enough pixels
         try:
             rgb = raw.postprocess(use_camera_wb=True, half_size=half, output_bps=8)
         except rawpy.LibRawError as exc:
             raise ValueError(f"RAW sensor data could not be decoded ({type(exc).__name__}: {exc})") from None
-        return Image.fromarray(rgb), full_w, full_h
+        return Image.fromarray(rgb), full_w, full_h, _LIBRAW_FLIP_EXIF.get(sizes.flip, 1)
 
 
 def _raw_preview(raw, flip: int, needed: float) -> Image.Image | None:  # noqa: ANN001 - rawpy.RawPy

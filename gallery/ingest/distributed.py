@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from gallery.errors import DamagedData, DeviceUnavailable, GalleryError
+from gallery.errors import DamagedData, DeviceUnavailable, GalleryError, LabelSourceError
 from gallery.faces.decode import DecodedPhoto, decode_photo
 from gallery.faces.models import ModelSpec
+from gallery.ingest.labels import split_xmp
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.runner import IngestOptions, Ingestor, IngestSummary, progress_line
 from gallery.ingest.scan import FoundFile
@@ -470,6 +471,8 @@ def ray_ingest(
     safe to re-run after any crash: it resumes."""
     if not Path(source).exists():
         raise FileNotFoundError(f"Photo source '{Path(source).resolve()}' does not exist.")
+    if split_xmp((options or IngestOptions()).labels)[0]:
+        raise LabelSourceError("--labels xmp is read by the local ingest only: run the ingest without --engine ray.")
     gallery = Gallery.open_or_create(gallery_dir)
     try:
         return RayIngestor(Path(source), gallery, options or IngestOptions(), ray_options or RayOptions()).run(

@@ -19,7 +19,8 @@ from gallery.errors import ModelMismatch
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto
 from gallery.faces.models import check_weights, model_for_gallery
 from gallery.faces.quality import measure_faces
-from gallery.ingest.labels import make_label_fn
+from gallery.faces.xmp import match_regions, read_photo_regions
+from gallery.ingest.labels import make_label_fn, split_xmp
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.scan import FoundFile
 from gallery.progress import Progress, ProgressFn, RateMeter, format_seconds
@@ -29,9 +30,16 @@ from gallery.store.keep_out import KeptOutSet
 if TYPE_CHECKING:
     import numpy as np
 
-    from gallery.faces.pipeline import FacePipeline
+    from gallery.faces.pipeline import FacePipeline, PhotoFaces
 
 log = logging.getLogger(__name__)
+
+# A named XMP region is the detected face it overlaps most when their IoU is at least this. Measured by
+# benchmarks/xmp_region_match.py with another tool's face boxes (dlib's HOG detector) against the
+# detector's on 300 LFW A-J photos: the same face overlaps 0.53 or more in 99% of pairs (median 0.72), a
+# neighbouring face at most 0.16. 0.3 sits between, and still accepts a region drawn 1.8 times the
+# detector's box in each direction (tools that frame the whole head).
+REGION_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,13 @@ class IngestSummary:
     failures: dict[str, int] = field(default_factory=dict)
     # photos of a format whose decoder is not installed: install command → files (read again next run)
     needs_install: dict[str, int] = field(default_factory=dict)
+    # --labels xmp: named face regions read, given to a detected face, embedded from their own box (no
+    # face detected there: stored with detection score 0, below the quality gate), malformed XMP files
+    xmp_regions: int = 0
+    xmp_matched: int = 0
+    xmp_from_region: int = 0
+    xmp_warnings: int = 0
+    xmp_warning_examples: list[str] = field(default_factory=list)  # the first few, "path: why"
     shards_written: int = 0
     orphans_removed: int = 0
     seconds: float = 0.0
@@ -108,6 +123,7 @@ class Ingestor:
                 )
             self.spec = replace(self.spec, flip=options.flip)
         self.label_fn = make_label_fn(options.labels, self.source)
+        self.read_xmp = split_xmp(options.labels)[0]
         self.pipeline: FacePipeline | None = None
         self._check_device()
         self.summary = IngestSummary(gallery=str(gallery.root), model=self.spec.name,
@@ -215,18 +231,23 @@ class Ingestor:
 
     def _store(self, writer: GalleryWriter, file: FileRecord, image_id: int, width: int, height: int, main: int,
                boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, embeddings: np.ndarray,
-               sharpness: np.ndarray | None) -> None:
-        """A photo with faces: its label (from the label source) goes to the main face; each face's
-        quality is measured and judged by the gate (gallery.faces.quality)."""
+               sharpness: np.ndarray | None, names: list[str | None] | None = None,
+               detail: str | None = None) -> None:
+        """A photo with faces: its label (from the label source) goes to the main face, unless an XMP
+        region (`names`, per face) named that face; each face's quality is measured and judged by the
+        gate (gallery.faces.quality)."""
         label = self.label_fn(Path(file.path)) or None
+        labels = list(names) if names is not None else [None] * len(boxes)
+        if labels[main] is None:
+            labels[main] = label
         quality = measure_faces(boxes, scores, landmarks, width, height, self.spec.template_array(),
                                 self.spec.input_size, sharpness)
         self.summary.low_quality_faces += sum(q.issue is not None for q in quality)
         writer.add_photo(file, image_id, width, height, label, main, boxes, scores, landmarks, embeddings,
-                         [q.columns() for q in quality])
+                         [q.columns() for q in quality], face_labels=labels, detail=detail)
         self.summary.photos_with_faces += 1
         self.summary.faces += len(boxes)
-        self.summary.labeled_faces += int(label is not None)
+        self.summary.labeled_faces += sum(n is not None for n in labels)
 
     def _load_pipeline(self) -> FacePipeline:
         """The networks load at the first photo to read: a run with nothing new (a resume, a sync of an
@@ -245,11 +266,55 @@ class Ingestor:
     def _process(self, batch: list[tuple[DecodedPhoto, int]], writer: GalleryWriter) -> None:
         for (photo, image_id), found in zip(batch, self._load_pipeline().embed_photos([p for p, _ in batch])):
             file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+            names, detail = self._xmp_names(photo, found) if self.read_xmp else (None, None)
             if not found.ok:
                 self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo.width, photo.height)
                 continue
             self._store(writer, file, image_id, photo.width, photo.height, found.main, found.boxes, found.scores,
-                        found.landmarks, found.embeddings, found.sharpness)
+                        found.landmarks, found.embeddings, found.sharpness, names, detail)
+
+    def _xmp_names(self, photo: DecodedPhoto, found: PhotoFaces) -> tuple[list[str | None] | None, str | None]:
+        """The names XMP face regions give this photo's faces (None: no region), and a warning for a
+        malformed XMP source. A named region that overlaps no detected face (REGION_IOU) is embedded
+        from its own box and added to `found` (detection score 0: below the quality gate, so it is
+        stored and searchable but never enrols into its identity's template)."""
+        import numpy as np
+
+        s = self.summary
+        read = read_photo_regions(Path(photo.path), photo.xmp, photo.width, photo.height, photo.orientation)
+        if read.warning:
+            s.xmp_warnings += 1
+            if len(s.xmp_warning_examples) < 10:
+                s.xmp_warning_examples.append(f"{photo.path}: {read.warning}")
+            log.warning("XMP face regions of %s not read: %s", photo.path, read.warning)
+        detail = f"XMP not read: {read.warning}"[:500] if read.warning else None
+        if not read.regions or (not found.ok and found.error != "no_face"):
+            return None, detail
+        region_boxes = [r.box(photo.width, photo.height) for r in read.regions]
+        face_boxes = [tuple(float(v) for v in b) for b in found.boxes] if found.ok else []
+        matched = match_regions(region_boxes, face_boxes, REGION_IOU)
+        names: list[str | None] = [None] * len(face_boxes)
+        for region, face in zip(read.regions, matched):
+            if face is not None:
+                names[face] = region.name
+        lone = [i for i, face in enumerate(matched) if face is None]
+        s.xmp_regions += len(read.regions)
+        s.xmp_matched += len(read.regions) - len(lone)
+        s.xmp_from_region += len(lone)
+        if lone:
+            boxes = np.asarray([region_boxes[i] for i in lone], np.float32)
+            landmarks, embeddings, sharp = self._load_pipeline().embed_boxes(photo, boxes)
+            if not found.ok:
+                found.error = found.detail = None
+                found.main = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+                found.embeddings = np.zeros((0, embeddings.shape[1]), np.float32)
+            found.boxes = np.concatenate([found.boxes, boxes])
+            found.scores = np.concatenate([found.scores, np.zeros(len(lone), np.float32)])
+            found.landmarks = np.concatenate([found.landmarks, landmarks])
+            found.embeddings = np.concatenate([found.embeddings, embeddings])
+            found.sharpness = np.concatenate([found.sharpness, sharp])
+            names += [read.regions[i].name for i in lone]
+        return names, detail
 
     def _commit(self, writer: GalleryWriter) -> None:
         t0 = time.perf_counter()

@@ -162,21 +162,26 @@ class GalleryWriter:
         landmarks: np.ndarray,
         embeddings: np.ndarray,
         quality: Sequence[dict] | None = None,
+        face_labels: Sequence[str | None] | None = None,
+        detail: str | None = None,
     ) -> None:
-        """A photo and its faces; the label goes to the main face (resolved to an id at commit).
-        `quality`: per face, the columns of its quality measures and verdict (q_size, q_inside,
-        q_sharpness, q_pose, quality_issue; gallery.faces.quality)."""
+        """A photo and its faces; the label goes to the main face (resolved to an id at commit), or with
+        `face_labels` each face has its own (XMP face regions). `quality`: per face, the columns of its
+        quality measures and verdict (q_size, q_inside, q_sharpness, q_pose, quality_issue;
+        gallery.faces.quality). `detail`: a note kept with the photo (a malformed XMP sidecar)."""
         p = self._pending
+        if face_labels is None:
+            face_labels = [label if j == main else None for j in range(len(boxes))]
         p.images.append(
             dict(image_id=image_id, sha256=file.sha256, path=file.path, width=width, height=height,
-                 status="done", reason=None, detail=None, n_faces=len(boxes), identity_id=label,
-                 run_id=self.run_id)
+                 status="done", reason=None, detail=detail, n_faces=len(boxes),
+                 identity_id=face_labels[main] if 0 <= main < len(face_labels) else label, run_id=self.run_id)
         )
         p.files.append(self._file_row(file, image_id, "ok", None))
         for j in range(len(boxes)):
             x1, y1, x2, y2 = (float(v) for v in boxes[j])
             p.faces.append(
-                dict(face_id=self._next_face_id, image_id=image_id, identity_id=label if j == main else None,
+                dict(face_id=self._next_face_id, image_id=image_id, identity_id=face_labels[j],
                      is_main=j == main, det_score=float(scores[j]), x1=x1, y1=y1, x2=x2, y2=y2, deleted=False,
                      **(dict(quality[j]) if quality is not None else UNMEASURED))
             )
