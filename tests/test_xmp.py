@@ -230,3 +230,78 @@ def test_malformed_xmp_is_recorded_and_the_photo_still_ingested(tmp_path: Path) 
     summary = ingest(photo.parent, tmp_path / "g", workers=0, labels="xmp+folder")
     assert summary.faces == 2 and summary.xmp_warnings == 1
     assert "two.xmp" in summary.xmp_warning_examples[0] and "not well-formed" in summary.xmp_warning_examples[0]
+
+
+# --- XMP out: MWG regions into sidecars ------------------------------------------------------------------
+
+@requires_exiftool
+def test_written_sidecar_reads_back_in_exiftool_and_in_the_product(tmp_path: Path) -> None:
+    from gallery.faces.xmp import Region, merge_regions
+
+    regions = [Region("Ann Lee", 0.1, 0.2, 0.3, 0.6, "mwg"), Region("Zoë", 0.6, 0.1, 0.8, 0.5, "mwg")]
+    change = merge_regions(None, regions, 400, 200, "x.jpg.xmp")
+    assert change.action == "create" and change.added == ["Ann Lee", "Zoë"]
+    sidecar = tmp_path / "x.jpg.xmp"
+    sidecar.write_bytes(change.content)
+    expected = [(r.name, r.x1, r.y1, r.x2, r.y2) for r in regions]
+    assert_same(exif_regions(sidecar), expected)
+    assert_same(ours(sidecar, 400, 200), expected)
+    dims = json.loads(exiftool("-j", "-struct", "-XMP-mwg-rs:RegionInfo", str(sidecar)))[0]["RegionInfo"]
+    assert dims["AppliedToDimensions"] == {"W": 400, "H": 200, "Unit": "pixel"}
+
+
+@requires_exiftool
+def test_merging_keeps_other_fields_and_regions_and_replaces_the_same_face(tmp_path: Path) -> None:
+    from gallery.faces.xmp import Region, merge_regions
+
+    sidecar = tmp_path / "x.jpg.xmp"
+    sidecar.write_text(DIGIKAM_SIDECAR, encoding="utf-8")  # Dana at x 0.2-0.4, Eve at 0.6-0.8; a dc:subject
+    # the gallery names Eve's face "Eve Adams" and a new face; it knows nothing of Dana
+    regions = [Region("Eve Adams", 0.61, 0.31, 0.79, 0.69, "mwg"), Region("Finn", 0.02, 0.1, 0.12, 0.3, "mwg")]
+    change = merge_regions(sidecar.read_bytes(), regions, 400, 200, str(sidecar))
+    assert change.action == "update" and change.added == ["Finn"] and change.replaced == ["Eve → Eve Adams"]
+    assert change.kept == 1
+    sidecar.write_bytes(change.content)
+    tags = json.loads(exiftool("-j", "-struct", "-XMP:all", str(sidecar)))[0]
+    assert tags["Subject"] in ("holiday", ["holiday"])  # the sidecar's other fields are kept
+    names = sorted(r[0] for r in exif_regions(sidecar))
+    assert names == ["Dana", "Eve Adams", "Finn"]
+    assert sorted(r[0] for r in ours(sidecar, 400, 200)) == names
+    # the same names again: nothing to change
+    again = merge_regions(sidecar.read_bytes(), regions, 400, 200, str(sidecar))
+    assert again.action == "unchanged" and again.content is None
+
+
+@requires_lfw
+@requires_exiftool
+def test_labels_export_xmp_writes_the_gallery_names_next_to_the_photos(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from gallery.cli import app
+    from gallery.ingest import ingest
+
+    photo, boxes = _two_people(tmp_path)
+    named = tmp_path / "archive" / "Aaron_Peirsol"
+    named.mkdir()
+    single = named / "one.jpg"
+    shutil.copyfile(lfw_photo("Aaron_Peirsol", 2), single)
+    photo_bytes = single.read_bytes()
+    ingest(tmp_path / "archive", tmp_path / "g", workers=0, labels="folder")
+    runner = CliRunner()
+    dry = runner.invoke(app, ["labels", "export", "--xmp", "--dry-run", "--gallery", str(tmp_path / "g")])
+    assert dry.exit_code == 0, dry.output
+    assert "would create" in dry.output and "one.jpg.xmp" in dry.output and "+Aaron_Peirsol" in dry.output
+    assert not (named / "one.jpg.xmp").exists()
+    done = runner.invoke(app, ["labels", "export", "--xmp", "--gallery", str(tmp_path / "g")])
+    assert done.exit_code == 0, done.output
+    assert single.read_bytes() == photo_bytes  # the photo file is never rewritten
+    regions = exif_regions(named / "one.jpg.xmp")
+    assert [r[0] for r in regions] == ["Aaron_Peirsol"]
+    x1, y1, x2, y2 = regions[0][1:]
+    assert 0.2 < x1 < x2 < 0.8 and 0.2 < y1 < y2 < 0.8  # the face of an LFW photo, centred
+    assert not (photo.parent / "two.jpg.xmp").exists()  # no named face there (directly in the source)
+    # read back by --labels xmp into a new gallery: the same name on the same face
+    summary = ingest(tmp_path / "archive", tmp_path / "g2", workers=0, labels="xmp")
+    assert summary.xmp_regions == 1 and summary.xmp_matched == 1
+    again = runner.invoke(app, ["labels", "export", "--xmp", "--gallery", str(tmp_path / "g")])
+    assert "1 unchanged" in again.output

@@ -283,3 +283,130 @@ def match_regions(region_boxes: list[tuple[float, float, float, float]],
             out[i] = j
             taken.add(j)
     return out
+
+
+# --- writing: MWG regions into a sidecar ----------------------------------------------------------------
+
+EMPTY_SIDECAR = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+                 b'<rdf:Description rdf:about=""/></rdf:RDF></x:xmpmeta>')
+XPACKET_BEGIN = "<?xpacket begin='\ufeff' id='W5M0MpCehiHzreSzNTczkc9d'?>\n".encode()
+XPACKET_END = b"\n<?xpacket end='w'?>\n"
+_XMLNS = re.compile(rb"""xmlns:([A-Za-z_][\w.-]*)\s*=\s*["']([^"']+)["']""")
+
+
+def sidecar_for(photo: Path) -> Path:
+    """The sidecar to write: the photo's existing one, else `NAME.EXT.xmp` (digiKam's and darktable's
+    naming; `NAME.xmp` would be shared by `IMG_1.CR2` and `IMG_1.JPG`)."""
+    return existing_sidecar(photo) or Path(photo).with_name(Path(photo).name + ".xmp")
+
+
+def _region_element(region: Region) -> ET.Element:
+    li = ET.Element(_q("rdf", "li"), {_q("rdf", "parseType"): "Resource"})
+    area = ET.SubElement(li, _q("mwg-rs", "Area"), {_q("rdf", "parseType"): "Resource"})
+    w, h = region.x2 - region.x1, region.y2 - region.y1
+    for key, value in (("x", region.x1 + w / 2), ("y", region.y1 + h / 2), ("w", w), ("h", h)):
+        ET.SubElement(area, _q("stArea", key)).text = f"{value:.6f}"
+    ET.SubElement(area, _q("stArea", "unit")).text = "normalized"
+    ET.SubElement(li, _q("mwg-rs", "Name")).text = region.name
+    ET.SubElement(li, _q("mwg-rs", "Type")).text = "Face"
+    return li
+
+
+def _existing_items(root: ET.Element) -> list[tuple[ET.Element, Region | None]]:
+    """The sidecar's MWG region items (as elements, to keep them whole) with the face region each holds
+    (None: not a named face region, kept as it is)."""
+    out: list[tuple[ET.Element, Region | None]] = []
+    for regions_el in root.iter(_q("mwg-rs", "Regions")):
+        container = _struct(regions_el).find(_q("mwg-rs", "RegionList"))
+        if container is None:
+            continue
+        for array in container:
+            for li in array.findall(_q("rdf", "li")):
+                try:
+                    found, _ = _mwg_regions(_wrap_one(li))
+                except XmpError:
+                    found = []
+                out.append((li, found[0] if found else None))
+    return out
+
+
+def _wrap_one(li: ET.Element) -> ET.Element:
+    """A Regions tree holding one item, to read it with the same code as a whole packet."""
+    root = ET.Element("root")
+    regions = ET.SubElement(root, _q("mwg-rs", "Regions"))
+    bag = ET.SubElement(ET.SubElement(regions, _q("mwg-rs", "RegionList")), _q("rdf", "Bag"))
+    bag.append(li)
+    return root
+
+
+@dataclass(frozen=True)
+class SidecarChange:
+    """What writing a photo's named faces does to its sidecar."""
+
+    sidecar: str
+    action: str  # create | update | unchanged
+    added: list[str]  # names of regions the sidecar did not have
+    replaced: list[str]  # "old → new" for face regions of the same face under another name
+    kept: int  # regions of the sidecar left as they were (other faces, other region types)
+    content: bytes | None = None  # the new sidecar (None when unchanged)
+
+
+def merge_regions(existing: bytes | None, regions: list[Region], width: int, height: int,
+                  sidecar: str = "") -> SidecarChange:
+    """A sidecar holding `regions` (normalised, photo as shown) as MWG face regions, merged into
+    `existing`: every other field is kept; an existing face region on the same face (IoU at least
+    0.5) is replaced, other regions are kept. XmpError when `existing` is malformed (never overwritten)."""
+    root = parse_xml(existing if existing is not None else EMPTY_SIDECAR)
+    for prefix, uri in _XMLNS.findall(existing or b""):  # keep the file's own prefixes
+        try:
+            ET.register_namespace(prefix.decode(), uri.decode())
+        except ValueError:
+            pass
+    for prefix, uri in PREFIXES.items():
+        ET.register_namespace(prefix, uri)
+    items = _existing_items(root)
+    kept_items: list[ET.Element] = []
+    added: list[str] = []
+    replaced: list[str] = []
+    unchanged = True
+    claimed: set[int] = set()
+    for new in regions:
+        twin = next((i for i, (_, old) in enumerate(items) if old is not None and i not in claimed
+                     and iou((old.x1, old.y1, old.x2, old.y2), (new.x1, new.y1, new.x2, new.y2)) >= 0.5), None)
+        if twin is None:
+            added.append(new.name)
+            unchanged = False
+            continue
+        claimed.add(twin)
+        old = items[twin][1]
+        if old is not None and old.name != new.name:
+            replaced.append(f"{old.name} → {new.name}")
+            unchanged = False
+    kept_items = [li for i, (li, _) in enumerate(items) if i not in claimed]
+    if unchanged and existing is not None:
+        return SidecarChange(sidecar, "unchanged", [], [], len(items))
+    rdf = root.find(_q("rdf", "RDF")) if root.tag != _q("rdf", "RDF") else root
+    if rdf is None:
+        raise XmpError("no rdf:RDF element to hold the regions")
+    description = None
+    for candidate in rdf.findall(_q("rdf", "Description")):
+        for old_regions in candidate.findall(_q("mwg-rs", "Regions")):
+            candidate.remove(old_regions)
+            description = candidate  # the new regions go where the old ones were
+    if description is None:
+        description = rdf.find(_q("rdf", "Description"))
+    if description is None:
+        description = ET.SubElement(rdf, _q("rdf", "Description"), {_q("rdf", "about"): ""})
+    regions_el = ET.SubElement(description, _q("mwg-rs", "Regions"), {_q("rdf", "parseType"): "Resource"})
+    dims = ET.SubElement(regions_el, _q("mwg-rs", "AppliedToDimensions"), {_q("rdf", "parseType"): "Resource"})
+    ET.SubElement(dims, _q("stDim", "w")).text = str(int(width))
+    ET.SubElement(dims, _q("stDim", "h")).text = str(int(height))
+    ET.SubElement(dims, _q("stDim", "unit")).text = "pixel"
+    bag = ET.SubElement(ET.SubElement(regions_el, _q("mwg-rs", "RegionList")), _q("rdf", "Bag"))
+    for li in kept_items:
+        bag.append(li)
+    for region in regions:
+        bag.append(_region_element(region))
+    ET.indent(root, space=" ")
+    content = XPACKET_BEGIN + ET.tostring(root, encoding="utf-8", xml_declaration=False) + XPACKET_END
+    return SidecarChange(sidecar, "create" if existing is None else "update", added, replaced, len(kept_items), content)

@@ -359,6 +359,22 @@ class GalleryQueries:
             rows = s.execute(q.order_by(Face.face_id)).all()
         return FaceSet(np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows])
 
+    def named_faces_by_photo(self) -> dict[str, tuple[int, int, list[tuple[str, list[float]]]]]:
+        """Photo path → (width, height as shown, [(name, box x1 y1 x2 y2 in pixels)]) of every photo
+        with at least one live named face (what `labels export --xmp` writes)."""
+        out: dict[str, tuple[int, int, list[tuple[str, list[float]]]]] = {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Image.path, Image.width, Image.height, Identity.name, Face.x1, Face.y1, Face.x2, Face.y2)
+                .join(Image, Image.image_id == Face.image_id)
+                .join(Identity, Identity.identity_id == Face.identity_id)
+                .where(Face.deleted.is_(False))
+                .order_by(Image.path, Face.face_id)
+            )
+            for path, width, height, name, x1, y1, x2, y2 in rows:
+                out.setdefault(path, (int(width or 0), int(height or 0), []))[2].append((name, [x1, y1, x2, y2]))
+        return out
+
     def labeled_faces(self, good_only: bool = False) -> FaceSet:
         """Live faces that carry an identity label (calibration and identification benchmarks);
         `good_only`: only those not below the quality gate."""
