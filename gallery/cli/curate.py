@@ -281,9 +281,11 @@ def faces_crop(
 def labels_export(
     gallery: GalleryOpt,
     output: Annotated[Path | None, typer.Argument(help="CSV file to write (not with --xmp).")] = None,
-    xmp: Annotated[bool, typer.Option("--xmp", help="Write the names as MWG face regions into .xmp sidecars next to "
-                                                    "the photos (digiKam, Lightroom); photo files are never changed.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --xmp: list what would change, write nothing.")] = False,
+    xmp: Annotated[bool, typer.Option(
+        "--xmp", help="Write the names as MWG face regions into .xmp sidecars next to the photos (digiKam, "
+                      "Lightroom); photo files are never changed.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="With --xmp: list what would change, write nothing.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Write `face_id,path,identity` for every live face (identity empty when unlabeled), or with --xmp the
