@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from gallery.faces.formats import MissingLibrary, check_library, is_raw, open_raw
+from gallery.faces.formats import MissingLibrary, check_library, is_raw, is_video, open_raw
 from gallery.faces.xmp import extract_packet
 
 # We refuse anything above this; Pillow's own bomb guard is aligned to it (its default, 89 MP,
@@ -85,6 +85,8 @@ class DecodedPhoto:
     install: str | None = None  # reason missing_library: the command that installs the decoder
     orientation: int = 1  # the EXIF orientation that was applied (face regions in XMP may need it)
     xmp: bytes | None = None  # the embedded XMP packet, if any (face regions are read from it)
+    video: bool = False  # a video: no pixels here; its frames are sampled by gallery.faces.video
+    duration: float = 0.0  # a video's length in seconds (0: not known)
 
     @property
     def ok(self) -> bool:
@@ -162,7 +164,10 @@ def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int, int
 def decode_photo(
     path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES
 ) -> DecodedPhoto:
-    """Decode for ingestion. Never raises for a bad photo: the reason is in the result."""
+    """Decode for ingestion. Never raises for a bad photo: the reason is in the result. A video is only
+    hashed and probed here (its frames are streamed by the ingest)."""
+    if is_video(path):
+        return _video_header(path, size, mtime_ns)
     result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None)
     try:
         data = read_regular_file(path, max_file_bytes)
@@ -218,6 +223,46 @@ def decode_photo(
                          Image.Resampling.BILINEAR, reducing_gap=2.0)
     result.pixels = np.array(img, dtype=np.uint8)  # a writable copy (torch wraps it as is)
     result.scale = result.pixels.shape[1] / orient_w
+    return result
+
+
+def _video_header(path: str, size: int, mtime_ns: int) -> DecodedPhoto:
+    """A video file: its content hash (streamed: videos are large, and not held in memory), its shown
+    size and duration; or why it cannot be read."""
+    from gallery.faces.video import VideoError, probe
+
+    result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None, video=True)
+    digest = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                result.reason, result.detail = "not_a_regular_file", f"{_kind(st.st_mode)}: only regular files are read"
+                return result
+            total = 0
+            while chunk := os.read(fd, 4 << 20):
+                digest.update(chunk)
+                total += len(chunk)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        result.reason, result.detail = "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}"
+        return result
+    result.size, result.sha256 = total, digest.hexdigest()
+    if total == 0:
+        result.reason, result.detail = "empty_file", "0 bytes"
+        return result
+    try:
+        info = probe(path)
+    except VideoError as exc:
+        result.reason, result.detail = exc.args
+        if result.reason == "missing_library":
+            from gallery.faces.video import INSTALL_VIDEO
+
+            result.install = INSTALL_VIDEO
+        return result
+    result.width, result.height, result.duration = info.width, info.height, info.duration
     return result
 
 

@@ -24,6 +24,7 @@ RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".ar
                             ".rwl", ".iiq"})
 PILLOW_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 PHOTO_EXTENSIONS = PILLOW_EXTENSIONS | HEIF_EXTENSIONS | AVIF_EXTENSIONS | RAW_EXTENSIONS
+VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".m4v", ".avi", ".mkv", ".webm"})
 
 INSTALL_HEIF = "pip install pillow-heif"
 INSTALL_RAW = "pip install 'face-gallery[raw]'  (rawpy)"
@@ -97,6 +98,10 @@ def check_library(path: str, data: bytes) -> None:
             import rawpy  # noqa: F401
         except ImportError:
             raise MissingLibrary("RAW", INSTALL_RAW) from None
+
+
+def is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 def is_raw(path: str) -> bool:

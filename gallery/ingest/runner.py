@@ -86,6 +86,11 @@ class IngestSummary:
     xmp_from_region: int = 0
     xmp_warnings: int = 0
     xmp_warning_examples: list[str] = field(default_factory=list)  # the first few, "path: why"
+    # videos (gallery.ingest.video): read, seconds of video, sampled frames, face tracks found
+    videos: int = 0
+    video_seconds: float = 0.0
+    video_frames: int = 0
+    video_tracks: int = 0
     shards_written: int = 0
     orphans_removed: int = 0
     seconds: float = 0.0
@@ -194,6 +199,9 @@ class Ingestor:
         new, image_id = self._claim(file, writer)
         if not new:
             return
+        if photo.ok and photo.video and image_id is not None:
+            self._video(photo, file, image_id, writer)
+            return
         if photo.ok:
             batch.append((photo, image_id))  # type: ignore[arg-type]
         else:
@@ -248,6 +256,43 @@ class Ingestor:
         self.summary.photos_with_faces += 1
         self.summary.faces += len(boxes)
         self.summary.labeled_faces += sum(n is not None for n in labels)
+
+    def _video(self, photo: DecodedPhoto, file: FileRecord, image_id: int, writer: GalleryWriter) -> None:
+        """A video, in one piece: its tracks are stored as faces with its file row in the same commit, so
+        an interrupted video is read again from its start by the next run (resume per file)."""
+        import numpy as np
+
+        from gallery.faces.video import format_time
+        from gallery.ingest.video import video_faces
+
+        name = Path(photo.path).name
+        length = format_time(photo.duration) if photo.duration else "?"
+
+        def on_time(t: float) -> None:
+            self._report(self._on_progress, f"video {name}: {format_time(t)} of {length}")
+
+        found = video_faces(photo, self._load_pipeline(), on_time)
+        s = self.summary
+        s.videos += 1
+        s.video_seconds = round(s.video_seconds + found.seconds, 3)
+        s.video_frames += found.frames
+        s.video_tracks += found.tracks
+        detail = "; ".join(found.errors) or None
+        if not found.ok:
+            reason = "decode_error" if found.errors and found.frames == 0 else "no_face"
+            self._fail(writer, file, reason, detail or f"no face in {found.frames} sampled frames", image_id,
+                       photo.width, photo.height)
+            return
+        label = self.label_fn(Path(file.path)) or None
+        main_track = found.video[found.main]["track"]
+        labels = [label if v["track"] == main_track else None for v in found.video]
+        s.low_quality_faces += sum(q.get("quality_issue") is not None for q in found.quality)
+        writer.add_photo(file, image_id, photo.width, photo.height, label, found.main, np.stack(found.boxes),
+                         np.asarray(found.scores, np.float32), np.stack(found.landmarks), np.stack(found.embeddings),
+                         found.quality, face_labels=labels, detail=detail, video=found.video)
+        s.photos_with_faces += 1
+        s.faces += len(found.boxes)
+        s.labeled_faces += sum(n is not None for n in labels)
 
     def _load_pipeline(self) -> FacePipeline:
         """The networks load at the first photo to read: a run with nothing new (a resume, a sync of an

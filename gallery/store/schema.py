@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from gallery.errors import SchemaVersionError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # version -> SQL that brings a gallery of that version to the next one (run in one transaction);
 # tables that are new in a version need no statement: create_all adds them after the migration
 MIGRATIONS: dict[int, list[str]] = {
@@ -42,6 +42,10 @@ MIGRATIONS: dict[int, list[str]] = {
     4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
         "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
         "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
+    # faces found in videos: the frame's time and the track (NULL for faces of photos)
+    5: ["ALTER TABLE faces ADD COLUMN t_ms INTEGER", "ALTER TABLE faces ADD COLUMN track INTEGER",
+        "ALTER TABLE faces ADD COLUMN track_start_ms INTEGER", "ALTER TABLE faces ADD COLUMN track_end_ms INTEGER",
+        "ALTER TABLE faces ADD COLUMN track_template BOOLEAN NOT NULL DEFAULT 0"],
 }
 
 
@@ -155,6 +159,13 @@ class Face(Base):
     # Below the quality gate: why (e.g. "blurred: sharpness 12 < 40"); NULL: passes (or not measured).
     # Such a face stays searchable as a face but never enrols into its identity's template.
     quality_issue: Mapped[str | None] = mapped_column(String, nullable=True)
+    # A face found in a video (NULL for photos): the time of its frame (ms), its track (numbered per video)
+    # and the track's span; the track's template (mean embedding) is one more face with track_template set.
+    t_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_start_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_end_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_template: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class IdentityTemplate(Base):

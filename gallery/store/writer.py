@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 
 UNMEASURED = {"q_size": None, "q_inside": None, "q_sharpness": None, "q_pose": None, "quality_issue": None}
+NOT_VIDEO = {"t_ms": None, "track": None, "track_start_ms": None, "track_end_ms": None, "track_template": False}
 
 
 @dataclass(frozen=True)
@@ -164,11 +165,13 @@ class GalleryWriter:
         quality: Sequence[dict] | None = None,
         face_labels: Sequence[str | None] | None = None,
         detail: str | None = None,
+        video: Sequence[dict] | None = None,
     ) -> None:
         """A photo and its faces; the label goes to the main face (resolved to an id at commit), or with
         `face_labels` each face has its own (XMP face regions). `quality`: per face, the columns of its
         quality measures and verdict (q_size, q_inside, q_sharpness, q_pose, quality_issue;
-        gallery.faces.quality). `detail`: a note kept with the photo (a malformed XMP sidecar)."""
+        gallery.faces.quality). `detail`: a note kept with the photo (a malformed XMP sidecar). `video`: per
+        face of a video, its columns t_ms, track, track_start_ms, track_end_ms, track_template."""
         p = self._pending
         if face_labels is None:
             face_labels = [label if j == main else None for j in range(len(boxes))]
@@ -183,7 +186,8 @@ class GalleryWriter:
             p.faces.append(
                 dict(face_id=self._next_face_id, image_id=image_id, identity_id=face_labels[j],
                      is_main=j == main, det_score=float(scores[j]), x1=x1, y1=y1, x2=x2, y2=y2, deleted=False,
-                     **(dict(quality[j]) if quality is not None else UNMEASURED))
+                     **(dict(quality[j]) if quality is not None else UNMEASURED),
+                     **(dict(video[j]) if video is not None else NOT_VIDEO))
             )
             self._next_face_id += 1
         p.embeddings.append(np.asarray(embeddings, np.float32))
