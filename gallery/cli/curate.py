@@ -268,7 +268,8 @@ def faces_crop(
         record = g.face_records([face_id]).get(face_id)
     if record is None:
         raise NotInGallery(f"No live face with id {face_id} in this gallery.")
-    image = crop_face(record.photo, record.box, margin, size or None, max_side=MAX_CROP_SIDE)
+    image = crop_face(record.photo, record.box, margin, size or None, max_side=MAX_CROP_SIDE,
+                      t_ms=record.t_ms)
     try:
         image.save(output)
     except ValueError:  # Pillow: no writer for that extension

@@ -305,6 +305,7 @@ def _answer_table(r: dict, faces_mode: bool) -> Table:
         extra = () if faces_mode else (
             "-" if c.get("template_score") is None else f"{c['template_score']:.3f}",
             "-" if c.get("combined") is None else f"{c['combined']:.4f}")
+        where = f"video {c['photo']}, {c['clip']}" if c.get("clip") else c["photo"]
         table.add_row(str(rank), f"{label}{mark}", f"{c['score']:.3f}", *extra, str(c["faces_in_neighbours"]),
-                      safe(c["photo"]))
+                      safe(where))
     return table

@@ -3,7 +3,7 @@
 
 Sampling: one frame every 1/SAMPLE_FPS seconds of presentation time (so variable frame rates are
 sampled evenly), and the first frame after each scene cut (a cut: the mean absolute difference of two
-consecutive 32x32 grey thumbnails above CUT_THRESHOLD). A video longer than MAX_SAMPLES / SAMPLE_FPS
+consecutive 16x16 colour thumbnails above CUT_THRESHOLD). A video longer than MAX_SAMPLES / SAMPLE_FPS
 seconds is sampled more sparsely, so that no video yields more than about MAX_SAMPLES frames (a
 2-hour video: one frame every 2 s). Every frame is decoded (cuts need them all), but only sampled frames
 are converted to full RGB.
@@ -22,7 +22,7 @@ from gallery.faces.formats import VIDEO_EXTENSIONS, is_video  # noqa: F401 - par
 INSTALL_VIDEO = "pip install 'face-gallery[video]'  (PyAV)"
 SAMPLE_FPS = 2.0
 MAX_SAMPLES = 3600
-CUT_THRESHOLD = 30.0  # mean absolute grey-level difference (0-255) of consecutive 32x32 thumbnails
+CUT_THRESHOLD = 30.0  # mean absolute difference (0-255) of consecutive 16x16 colour thumbnails
 
 
 class VideoError(Exception):
@@ -119,7 +119,7 @@ def sample_frames(path: str, max_side: int = 2048, sample_fps: float = SAMPLE_FP
                 if frame.pts is None or frame.time is None:
                     continue
                 t = float(frame.time)
-                thumb = frame.to_ndarray(format="gray", width=32, height=32).astype(np.int16)
+                thumb = frame.to_ndarray(format="rgb24", width=16, height=16).astype(np.int16)
                 cut = last_thumb is not None and float(np.abs(thumb - last_thumb).mean()) > CUT_THRESHOLD
                 last_thumb = thumb
                 if t + 1e-6 < next_t and not cut:

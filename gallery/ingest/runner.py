@@ -279,9 +279,12 @@ class Ingestor:
         s.video_tracks += found.tracks
         detail = "; ".join(found.errors) or None
         if not found.ok:
-            reason = "decode_error" if found.errors and found.frames == 0 else "no_face"
-            self._fail(writer, file, reason, detail or f"no face in {found.frames} sampled frames", image_id,
-                       photo.width, photo.height)
+            if found.frames == 0:
+                reason, detail = "decode_error", detail or "no frame of the video could be decoded"
+            else:
+                why = f"no face in {found.frames} sampled frames"
+                reason, detail = "no_face", f"{why} ({detail})" if detail else why
+            self._fail(writer, file, reason, detail, image_id, photo.width, photo.height)
             return
         label = self.label_fn(Path(file.path)) or None
         main_track = found.video[found.main]["track"]

@@ -60,6 +60,21 @@ class FaceRecord:
     image_id: int
     identity_id: int | None = None
     quality_issue: str | None = None  # below the quality gate: why (gallery.faces.quality)
+    clip: str | None = None  # a face found in a video: its track's span, "00:12–00:31" (photo is the video)
+    t_ms: int | None = None  # a face found in a video: the time of its frame
+
+
+def clip_text(start_ms: int | None, end_ms: int | None) -> str | None:
+    """A video track's span as answers show it: `00:12–00:31` (`1:02:03` past an hour)."""
+    if start_ms is None or end_ms is None:
+        return None
+
+    def fmt(ms: int) -> str:
+        h, rest = divmod(int(ms) // 1000, 3600)
+        m, s = divmod(rest, 60)
+        return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+    return f"{fmt(start_ms)}–{fmt(end_ms)}"
 
 
 @dataclass(frozen=True)
@@ -412,14 +427,15 @@ class GalleryQueries:
             for part in _chunks(sorted(i for i in face_ids if 0 <= i < 2**63)):  # larger: no SQLite integer
                 rows = s.execute(
                     select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id,
-                           Face.identity_id, Face.quality_issue)
+                           Face.identity_id, Face.quality_issue, Face.track_start_ms, Face.track_end_ms, Face.t_ms)
                     .join(Image, Image.image_id == Face.image_id)
                     .outerjoin(Identity, Identity.identity_id == Face.identity_id)
                     .where(Face.face_id.in_(part), Face.deleted.is_(False))
                 )
-                for fid, name, path, x1, y1, x2, y2, image_id, identity_id, issue in rows:
+                for fid, name, path, x1, y1, x2, y2, image_id, identity_id, issue, start, end, t_ms in rows:
                     box = [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)]
-                    out[fid] = FaceRecord(fid, name, path, box, image_id, identity_id, issue)
+                    out[fid] = FaceRecord(fid, name, path, box, image_id, identity_id, issue, clip_text(start, end),
+                                          t_ms)
         return out
 
     def photos_by_content(self, sha256s: list[str]) -> dict[str, tuple[int | None, str, str | None]]:

@@ -217,7 +217,7 @@ def face_crop(
 
     record = _face(request, face_id)
     with CROPS:
-        image = crop_face(record.photo, record.box, margin, size)
+        image = crop_face(record.photo, record.box, margin, size, t_ms=record.t_ms)
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=88)
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
