@@ -265,3 +265,12 @@ def test_a_version_5_gallery_gains_the_video_columns(tmp_path: Path) -> None:
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert con.execute("SELECT count(*) FROM faces WHERE track_template = 0 AND t_ms IS NULL").fetchone()[0] == 3
     con.close()
+
+
+def test_the_distributed_ingest_leaves_videos_to_the_local_one(tmp_path: Path) -> None:
+    from gallery.ingest.distributed import decode_batch
+
+    video = _plain_video(tmp_path / "v.mp4", [(1.0, (10, 10, 10))])
+    out = decode_batch({"path": np.array([str(video)]), "size": np.array([video.stat().st_size]),
+                        "mtime_ns": np.array([video.stat().st_mtime_ns])}, str(tmp_path), 2048, 2**28)
+    assert out["reason"] == ["needs_local_ingest"] and "without --engine ray" in out["detail"][0]

@@ -147,6 +147,9 @@ def register(app: GalleryTyper) -> None:
                                                       "lets a photo in again)")
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
         table.add_row("failed photos", f"{summary.failed} ({failures})")
+        if summary.videos:
+            table.add_row("videos", f"{summary.videos} ({summary.video_seconds:.0f} s of video, {summary.video_frames} "
+                                    f"frames sampled, {summary.video_tracks} face tracks)")
         if summary.xmp_regions or summary.xmp_warnings:
             table.add_row("XMP face regions", f"{summary.xmp_regions} named: {summary.xmp_matched} on a detected face, "
                                               f"{summary.xmp_from_region} embedded from their own box (flagged)")

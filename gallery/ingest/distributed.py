@@ -104,6 +104,9 @@ def decode_batch(batch: dict[str, np.ndarray], source: str, max_side: int, max_f
     for path, size, mtime in zip(batch["path"], batch["size"], batch["mtime_ns"]):
         t0 = time.perf_counter()
         p = decode_photo(str(path), int(size), int(mtime), max_side, max_file_bytes)
+        if p.video and p.ok:
+            p.reason = "needs_local_ingest"
+            p.detail = "a video: videos are read by the local ingest (run `gallery ingest` without --engine ray)"
         out["path"].append(p.path)
         out["size"].append(p.size)
         out["mtime_ns"].append(p.mtime_ns)
@@ -352,6 +355,8 @@ class RayIngestor(Ingestor):
 
     def _record(self, p: StagedPhoto, writer: GalleryWriter, committed: dict[str, int]) -> None:
         file = FileRecord(p.path, p.size, p.mtime_ns, p.sha256)
+        if self._read_again(p.reason, None, p.detail, file, writer):
+            return
         new, image_id = self._claim(file, writer, committed)
         if not new:
             return

@@ -26,6 +26,7 @@ from gallery.ingest.scan import FoundFile
 from gallery.progress import Progress, ProgressFn, RateMeter, format_seconds
 from gallery.store import FileRecord, Gallery, GalleryWriter
 from gallery.store.keep_out import KeptOutSet
+from gallery.store.writer import READ_AGAIN
 
 if TYPE_CHECKING:
     import numpy as np
@@ -192,9 +193,7 @@ class Ingestor:
         """New content goes to the batch (with an image id claimed now, so that an identical file
         later in the same batch is already a duplicate); known content and failures are recorded."""
         file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
-        if photo.reason == "missing_library":  # not its content's fault: nothing remembered of it
-            self.summary.needs_install[photo.install or ""] = self.summary.needs_install.get(photo.install or "", 0) + 1
-            self._fail(writer, file, photo.reason, photo.detail, None, 0, 0)
+        if self._read_again(photo.reason, photo.install, photo.detail, file, writer):
             return
         new, image_id = self._claim(file, writer)
         if not new:
@@ -206,6 +205,17 @@ class Ingestor:
             batch.append((photo, image_id))  # type: ignore[arg-type]
         else:
             self._fail(writer, file, photo.reason or "unknown", photo.detail, image_id, photo.width, photo.height)
+
+    def _read_again(self, reason: str | None, install: str | None, detail: str | None, file: FileRecord,
+                    writer: GalleryWriter) -> bool:
+        """A failure that is not the file's fault (READ_AGAIN: a decoder not installed, ...): recorded and
+        counted, nothing of its content remembered, so the next run reads it. True when it was one."""
+        if reason not in READ_AGAIN:
+            return False
+        if install:
+            self.summary.needs_install[install] = self.summary.needs_install.get(install, 0) + 1
+        self._fail(writer, file, reason, detail, None, 0, 0)  # type: ignore[arg-type]
+        return True
 
     def _claim(self, file: FileRecord, writer: GalleryWriter,
                committed: Mapping[str, int] | None = None) -> tuple[bool, int | None]:

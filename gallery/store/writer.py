@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 
 UNMEASURED = {"q_size": None, "q_inside": None, "q_sharpness": None, "q_pose": None, "quality_issue": None}
+# Failures that are not the file's fault: nothing of its content is remembered and the next run reads it
+# again (a decoder not installed; a video met by the distributed ingest, which reads photos only).
+READ_AGAIN = ("missing_library", "needs_local_ingest")
 NOT_VIDEO = {"t_ms": None, "track": None, "track_start_ms": None, "track_end_ms": None, "track_template": False}
 
 
@@ -85,14 +88,14 @@ class GalleryWriter:
 
     def known_files(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
         """path → (size, mtime_ns) of the given paths already recorded by an earlier run. Files that
-        failed only because their format's decoder was not installed are left out: read again."""
+        failed for a reason in READ_AGAIN (a decoder not installed, ...) are left out: read again."""
         out: dict[str, tuple[int, int]] = {}
         with self.gallery.session() as s:
             for start in range(0, len(paths), 900):
                 for row in s.execute(
                     select(SourceFile.path, SourceFile.size, SourceFile.mtime_ns).where(
                         SourceFile.path.in_(paths[start : start + 900]),
-                        SourceFile.reason.is_(None) | (SourceFile.reason != "missing_library"),
+                        SourceFile.reason.is_(None) | SourceFile.reason.not_in(READ_AGAIN),
                     )
                 ):
                     out[row.path] = (row.size, row.mtime_ns)
