@@ -97,10 +97,12 @@ def test_a_two_hour_video_is_sampled_within_bounds(tmp_path: Path) -> None:
 
 def test_broken_and_truncated_videos_have_a_recorded_reason(tmp_path: Path) -> None:
     (tmp_path / "garbage.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 40)
-    photo = decode_photo(str(tmp_path / "garbage.mp4"), 0, 0)
+    photo = decode_photo(str(tmp_path / "garbage.mp4"), 0, 0, videos=True)
     assert photo.video and photo.reason in ("not_a_video", "decode_error") and photo.detail
     (tmp_path / "empty.mov").write_bytes(b"")
-    assert decode_photo(str(tmp_path / "empty.mov"), 0, 0).reason == "empty_file"
+    assert decode_photo(str(tmp_path / "empty.mov"), 0, 0, videos=True).reason == "empty_file"
+    # where a photo is expected (a query, an upload), a video is refused with its reason
+    assert decode_photo(str(tmp_path / "garbage.mp4"), 0, 0).reason == "not_a_photo"
     from gallery.ingest import ingest
 
     archive = tmp_path / "archive"

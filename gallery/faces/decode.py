@@ -162,11 +162,16 @@ def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int, int
 
 
 def decode_photo(
-    path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES
+    path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES,
+    videos: bool = False,
 ) -> DecodedPhoto:
-    """Decode for ingestion. Never raises for a bad photo: the reason is in the result. A video is only
-    hashed and probed here (its frames are streamed by the ingest)."""
+    """Decode for ingestion. Never raises for a bad photo: the reason is in the result. With `videos`
+    (the ingest), a video is only hashed and probed here (its frames are streamed by the ingest);
+    without, a video is refused as `not_a_photo` (a query, an upload, a crop take photos)."""
     if is_video(path):
+        if not videos:
+            return DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None, reason="not_a_photo",
+                                detail="a video: this takes photos (export a frame of it as a photo)")
         return _video_header(path, size, mtime_ns)
     result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None)
     try:
@@ -271,5 +276,5 @@ def timed_decode(
 ) -> tuple[DecodedPhoto, float]:
     """Worker-process entry point: the decode and its own duration (for per-stage figures)."""
     t0 = time.perf_counter()
-    photo = decode_photo(path, size, mtime_ns, max_side, max_file_bytes)
+    photo = decode_photo(path, size, mtime_ns, max_side, max_file_bytes, videos=True)
     return photo, time.perf_counter() - t0

@@ -103,7 +103,7 @@ def decode_batch(batch: dict[str, np.ndarray], source: str, max_side: int, max_f
                                             "height", "reason", "detail", "decode_s")}
     for path, size, mtime in zip(batch["path"], batch["size"], batch["mtime_ns"]):
         t0 = time.perf_counter()
-        p = decode_photo(str(path), int(size), int(mtime), max_side, max_file_bytes)
+        p = decode_photo(str(path), int(size), int(mtime), max_side, max_file_bytes, videos=True)
         if p.video and p.ok:
             p.reason = "needs_local_ingest"
             p.detail = "a video: videos are read by the local ingest (run `gallery ingest` without --engine ray)"
