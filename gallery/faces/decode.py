@@ -117,6 +117,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def content_sha256(path: str, max_bytes: int = MAX_FILE_BYTES) -> tuple[str | None, str | None]:
     """(the SHA-256 of a file's content as ingest computes it, None), or (None, why it was not read)."""
+    if is_video(path):
+        try:
+            sha256, total = _streamed_sha256(path)
+        except _Refused as refused:
+            return None, refused.args[1]
+        except OSError as exc:
+            return None, f"{type(exc).__name__}: {exc.strerror or exc}"
+        return (sha256, None) if total else (None, "an empty file")
     try:
         data = read_regular_file(path, max_bytes)
     except _Refused as refused:
@@ -231,30 +239,38 @@ def decode_photo(
     return result
 
 
+def _streamed_sha256(path: str) -> tuple[str, int]:
+    """(SHA-256, size) of a regular file read in chunks (a video: never held in memory whole)."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("not_a_regular_file", f"{_kind(st.st_mode)}: only regular files are read")
+        total = 0
+        while chunk := os.read(fd, 4 << 20):
+            digest.update(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), total
+
+
 def _video_header(path: str, size: int, mtime_ns: int) -> DecodedPhoto:
     """A video file: its content hash (streamed: videos are large, and not held in memory), its shown
     size and duration; or why it cannot be read."""
     from gallery.faces.video import VideoError, probe
 
     result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None, video=True)
-    digest = hashlib.sha256()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                result.reason, result.detail = "not_a_regular_file", f"{_kind(st.st_mode)}: only regular files are read"
-                return result
-            total = 0
-            while chunk := os.read(fd, 4 << 20):
-                digest.update(chunk)
-                total += len(chunk)
-        finally:
-            os.close(fd)
+        result.sha256, total = _streamed_sha256(path)
+    except _Refused as refused:
+        result.reason, result.detail = refused.args
+        return result
     except OSError as exc:
         result.reason, result.detail = "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}"
         return result
-    result.size, result.sha256 = total, digest.hexdigest()
+    result.size = total
     if total == 0:
         result.reason, result.detail = "empty_file", "0 bytes"
         return result
