@@ -54,7 +54,7 @@ def video_faces(photo: DecodedPhoto, pipeline: FacePipeline,
     """Sample, detect, embed and track the faces of one video (see the module docstring)."""
     spec = pipeline.spec
     template_points, size = spec.template_array(), spec.input_size
-    linker = TrackLinker()
+    linker = TrackLinker(spec.default_threshold)
     out = VideoFaces()
     batch: list[SampledFrame] = []
 
