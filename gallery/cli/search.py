@@ -135,7 +135,7 @@ def register(app: GalleryTyper) -> None:
             photos = expand_photo_args(queries)
             if not photos:
                 fail(f"No photos found in {', '.join(map(str, queries))} "
-                     "(photo extensions: .jpg .jpeg .png .webp .bmp .tif .tiff).")
+                     "(photos: .jpg .jpeg .png .webp .bmp .tif .tiff .heic .heif .avif, camera RAW).")
             records: list[dict] = []
             failed = 0
             with Progress(console=err, transient=True, disable=len(photos) < 2 or not err.is_terminal) as progress:
