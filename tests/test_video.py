@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +17,16 @@ av = pytest.importorskip("av", reason="videos need PyAV: pip install 'face-galle
 
 from gallery.faces.video import MAX_SAMPLES, SAMPLE_FPS, format_time, probe, sample_frames  # noqa: E402
 from tests.conftest import lfw_photo, requires_lfw  # noqa: E402
-from tests.helpers.videos import write_video  # noqa: E402
+from tests.helpers.videos import encode_frames, write_video  # noqa: E402
 
 
 def _plain_video(path: Path, segments: list[tuple[float, tuple[int, int, int]]], fps: int = 10,
                  size: tuple[int, int] = (64, 48), pts_step=None) -> Path:  # noqa: ANN001
     """Flat-colour shots; `pts_step(i)`: the pts of frame i (a variable frame rate), in 1/fps units."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        n = 0
-        for seconds, colour in segments:
-            for _ in range(int(round(seconds * fps))):
-                frame = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), colour, np.uint8), format="rgb24")
-                frame.pts = pts_step(n) if pts_step else n
-                n += 1
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    colours = [colour for seconds, colour in segments for _ in range(int(round(seconds * fps)))]
+    frames = ((np.full((size[1], size[0], 3), c, np.uint8), pts_step(n) if pts_step else n)
+              for n, c in enumerate(colours))
+    return encode_frames(path, frames, fps, size)
 
 
 def test_frames_are_sampled_at_the_rate_and_at_each_cut(tmp_path: Path) -> None:
@@ -63,20 +51,9 @@ def test_a_variable_frame_rate_is_sampled_by_time(tmp_path: Path) -> None:
 def test_rotation_metadata_turns_frames_upright(tmp_path: Path) -> None:
     # stored 64x48 with a white left half; shown turned 90 degrees counterclockwise (display rotation 90),
     # so the white half is the bottom of a 48x64 picture
-    path = tmp_path / "r.mp4"
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        stream.set_display_rotation(90)
-        img = np.zeros((48, 64, 3), np.uint8)
-        img[:, :32] = 255
-        for i in range(5):
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, :32] = 255
+    path = encode_frames(tmp_path / "r.mp4", ((img, i) for i in range(5)), 10, (64, 48), rotation=90)
     info = probe(str(path))
     assert (info.width, info.height, info.rotation) == (48, 64, 90)
     pixels = next(iter(sample_frames(str(path)))).photo.pixels
