@@ -54,7 +54,6 @@ from search.cluster.run import cluster_gallery, cluster_labels, vectors_of  # no
 from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, defaults_key  # noqa: E402
 
 
-
 def _grid(values: list[float]) -> list[float]:
     return [round(float(v), 4) for v in values]
 
@@ -176,8 +175,8 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
     # every method clusters the gate's faces only; a main face below it is scored as a face of its own
     in_run = ~all_low[chosen]
     x = all_x[chosen][in_run]
-    print(f"{int(chosen.sum()):,} faces chosen, {int(in_run.sum()):,} clustered ("
-          f"{'quality gate off' if include_low_quality else f'{int((~in_run).sum()):,} below the quality gate left out'}"
+    gate = "quality gate off" if include_low_quality else f"{int((~in_run).sum()):,} below the quality gate left out"
+    print(f"{int(chosen.sum()):,} faces chosen, {int(in_run.sum()):,} clustered ({gate}"
           f"), {int(main.sum()):,} main faces of {np.unique(truth[main]).size:,} people scored "
           f"({int((main & ~in_run).sum()):,} of them below the gate) (cap {cap}, half {half}, seed {seed})", flush=True)
 
@@ -221,11 +220,12 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
                     average("consistent", ClusterSettings(threshold=th, floor=fl, cohesion_gap=gap, join_gap=join))
         for th in LINK_THRESHOLDS:
             t = time.perf_counter()
-            add(_row("single-link", {"threshold": th}, whole(single_link(graph, th)), truth, main, time.perf_counter() - t))
+            add(_row("single-link", {"threshold": th}, whole(single_link(graph, th)), truth, main,
+                     time.perf_counter() - t))
             for mp in (2, 3, 5):
                 t = time.perf_counter()
-                add(_row("core points", {"threshold": th, "min_neighbours": mp}, whole(core_points(graph, th, mp)), truth,
-                         main, time.perf_counter() - t))
+                add(_row("core points", {"threshold": th, "min_neighbours": mp}, whole(core_points(graph, th, mp)),
+                         truth, main, time.perf_counter() - t))
     # references
     from scipy.cluster.hierarchy import fcluster, linkage
 

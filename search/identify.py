@@ -29,6 +29,7 @@ class Neighbour:
     box: list[float]
     image_id: int
     identity_id: int | None = None
+    clip: str | None = None  # a face found in a video: its track's span (photo is the video)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Candidate:
     template_score: float | None = None  # cosine with the identity's template (None: no template)
     combined: float | None = None  # the score candidates are ranked by (search.decision)
     statistic: float | None = None  # combined minus the rule's share of the best other candidate's
+    clip: str | None = None  # the face is in a video (photo): the span of its track, "00:12–00:31"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,7 +133,7 @@ def decide(
     `look_alike`: (name, template cosine) of the closest identity found by the template search alone."""
     if faces_mode:
         candidates = [
-            Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold)
+            Candidate(n.identity, round(n.score, 4), n.photo, n.box, n.face_id, 1, n.score >= threshold, clip=n.clip)
             for n in sorted(neighbours, key=lambda n: -n.score)[:k]
         ]
         top = candidates[0] if candidates else None
@@ -153,7 +155,7 @@ def decide(
             name, round(score, 4), members[0].photo, members[0].box, members[0].face_id, len(members),
             bool(stats[i] >= threshold) and i == ranking.top,
             None if np.isnan(tmpl[i]) else round(float(tmpl[i]), 4), round(float(ranking.combined[i]), 6),
-            float(stats[i]),
+            float(stats[i]), clip=members[0].clip,
         ))
     top = candidates[0] if candidates else None
     matched = top is not None and top.above_threshold

@@ -286,7 +286,7 @@ class Searcher:
             for row, q in enumerate(todo):
                 excluded = exclude_face_ids[q] if exclude_face_ids else set()
                 found = [
-                    Neighbour(int(i), float(s), r.identity, r.photo, r.box, r.image_id, r.identity_id)
+                    Neighbour(int(i), float(s), r.identity, r.photo, r.box, r.image_id, r.identity_id, r.clip)
                     for s, i in zip(scores[row], ids[row])
                     if i >= 0 and (r := records.get(int(i))) is not None and int(i) not in excluded
                     and (self.low_quality_evidence or faces_mode or r.quality_issue is None)

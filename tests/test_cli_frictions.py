@@ -294,7 +294,8 @@ def test_a_version_4_gallery_gains_the_kept_out_table(tmp_path: Path) -> None:
         con.execute("DROP TABLE kept_out")
         for (trigger,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
             con.execute(f"DROP TRIGGER {trigger}")  # version 4 had no template triggers either
-        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):  # as version 4 was
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue",  # as version 4 was
+                       "t_ms", "track", "track_start_ms", "track_end_ms", "track_template"):
             con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
         con.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
     con.close()

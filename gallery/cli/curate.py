@@ -269,7 +269,8 @@ def faces_crop(
         record = g.face_records([face_id]).get(face_id)
     if record is None:
         raise NotInGallery(f"No live face with id {face_id} in this gallery.")
-    image = crop_face(record.photo, record.box, margin, size or None, max_side=MAX_CROP_SIDE)
+    image = crop_face(record.photo, record.box, margin, size or None, max_side=MAX_CROP_SIDE,
+                      t_ms=record.t_ms)
     try:
         image.save(output)
     except ValueError:  # Pillow: no writer for that extension
@@ -280,9 +281,22 @@ def faces_crop(
 
 @labels_app.command("export")
 def labels_export(
-    output: Annotated[Path, typer.Argument(help="CSV file to write.")], gallery: GalleryOpt, as_json: JsonOpt = False
+    gallery: GalleryOpt,
+    output: Annotated[Path | None, typer.Argument(help="CSV file to write (not with --xmp).")] = None,
+    xmp: Annotated[bool, typer.Option(
+        "--xmp", help="Write the names as MWG face regions into .xmp sidecars next to the photos (digiKam, "
+                      "Lightroom); photo files are never changed.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="With --xmp: list what would change, write nothing.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Write `face_id,path,identity` for every live face (identity empty when unlabeled)."""
+    """Write `face_id,path,identity` for every live face (identity empty when unlabeled), or with --xmp the
+    named faces into each photo's XMP sidecar (merged: its other fields and regions are kept)."""
+    if xmp:
+        _export_xmp(gallery, dry_run, as_json)
+        return
+    if output is None:
+        fail("Give the CSV file to write, or --xmp to write XMP sidecars next to the photos.")
     from gallery.store import Gallery
 
     with Gallery.open(gallery) as g:
@@ -292,6 +306,27 @@ def labels_export(
         writer.writerow(["face_id", "path", "identity"])
         writer.writerows([f.face_id, f.photo, f.identity or ""] for f in faces)
     _done(as_json, {"faces": len(faces), "output": str(output)}, f"wrote {plural(len(faces), 'face')} to {output}")
+
+
+def _export_xmp(gallery: Path, dry_run: bool, as_json: bool) -> None:
+    from gallery.ingest.xmp_export import export_xmp
+
+    summary = export_xmp(gallery, dry_run=dry_run)
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+        return
+    would = "would " if dry_run else ""
+    for change in summary.changes:
+        if change.action == "unchanged":
+            continue
+        parts = [f"+{name}" for name in change.added] + [f"~{r}" for r in change.replaced]
+        out.print(f"{would}{change.action} {safe(change.sidecar)}: {safe(', '.join(parts))}"
+                  + (f" (kept {change.kept} other regions)" if change.kept else ""), highlight=False)
+    for problem in summary.problems:
+        warn(safe(problem))
+    c = summary.counts()
+    out.print(f"{plural(summary.photos, 'photo')} with named faces: {would}create {c['create']}, {would}update "
+              f"{c['update']}, {c['unchanged']} unchanged, {len(summary.problems)} left alone", highlight=False)
 
 
 @labels_app.command("import")

@@ -35,7 +35,9 @@ def register(app: GalleryTyper) -> None:
         gallery: GalleryOpt,
         labels: Annotated[
             str,
-            typer.Option(help="Identity labels: 'folder' (parent folder name), 'csv:FILE' (path,identity), 'none'."),
+            typer.Option(help="Identity labels: 'folder' (parent folder name), 'csv:FILE' (path,identity), 'none', "
+                             "'xmp' (named XMP face regions: digiKam, Lightroom, Picasa, Windows Photo Gallery), "
+                             "or 'xmp+folder' / 'xmp+csv:FILE' (a region's name wins for the face it covers)."),
         ] = "folder",
         model: Annotated[
             str | None,
@@ -144,6 +146,16 @@ def register(app: GalleryTyper) -> None:
                                                       "lets a photo in again)")
         failures = ", ".join(f"{k}: {v}" for k, v in sorted(summary.failures.items())) or "none"
         table.add_row("failed photos", f"{summary.failed} ({failures})")
+        if summary.videos:
+            table.add_row("videos", f"{summary.videos} ({summary.video_seconds:.0f} s of video, {summary.video_frames} "
+                                    f"frames sampled, {summary.video_tracks} face tracks)")
+        if summary.xmp_regions or summary.xmp_warnings:
+            table.add_row("XMP face regions", f"{summary.xmp_regions} named: {summary.xmp_matched} on a detected face, "
+                                              f"{summary.xmp_from_region} embedded from their own box (flagged)")
+        if summary.xmp_warnings:
+            table.add_row("XMP not read", f"{summary.xmp_warnings} files, e.g. {summary.xmp_warning_examples[0]}")
+        for command, count in sorted(summary.needs_install.items()):
+            table.add_row("decoder not installed", f"{count} files: {command}, then run the same ingest again")
         table.add_row("throughput", f"{summary.photos_per_s:.1f} photos/s, {summary.faces_per_s:.1f} faces/s")
         table.add_row("time", f"{summary.seconds:.1f} s")
         out.print(table)

@@ -135,7 +135,7 @@ def register(app: GalleryTyper) -> None:
             photos = expand_photo_args(queries)
             if not photos:
                 fail(f"No photos found in {', '.join(map(str, queries))} "
-                     "(photo extensions: .jpg .jpeg .png .webp .bmp .tif .tiff).")
+                     "(photos: .jpg .jpeg .png .webp .bmp .tif .tiff .heic .heif .avif, camera RAW).")
             records: list[dict] = []
             failed = 0
             with Progress(console=err, transient=True, disable=len(photos) < 2 or not err.is_terminal) as progress:
@@ -305,6 +305,7 @@ def _answer_table(r: dict, faces_mode: bool) -> Table:
         extra = () if faces_mode else (
             "-" if c.get("template_score") is None else f"{c['template_score']:.3f}",
             "-" if c.get("combined") is None else f"{c['combined']:.4f}")
+        where = f"video {c['photo']}, {c['clip']}" if c.get("clip") else c["photo"]
         table.add_row(str(rank), f"{label}{mark}", f"{c['score']:.3f}", *extra, str(c["faces_in_neighbours"]),
-                      safe(c["photo"]))
+                      safe(where))
     return table

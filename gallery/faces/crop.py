@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from gallery.errors import NotInGallery, PhotoRefused
 from gallery.faces.decode import MAX_FILE_BYTES, MAX_PIXELS, MAX_SIDE, _Refused, read_regular_file
+from gallery.faces.formats import INSTALL_RAW, heif_available, is_raw, is_video, open_raw
 
 MAX_CROP_SIDE = 4096  # pixels a side of the output
 
@@ -36,12 +37,18 @@ def _photo_bytes(photo: Path | str, max_file_bytes: int) -> bytes:
         ) from None
 
 
-def _open_scaled(photo: Path | str, scale_of: Callable[[int, int], float],
-                 max_file_bytes: int) -> tuple[Image.Image, float]:
+def _open_scaled(photo: Path | str, scale_of: Callable[[int, int], float], max_file_bytes: int,
+                 t_ms: int | None = None) -> tuple[Image.Image, float]:
     """(the photo decoded, oriented and in RGB, the factor from its pixels to the decoded image's).
     `scale_of(width, height)` says how small the caller will draw it: a JPEG much larger than that is
-    decoded at reduced resolution straight from the DCT. Refuses what an ingest refuses."""
+    decoded at reduced resolution straight from the DCT. Refuses what an ingest refuses. A video gives
+    its frame at `t_ms`; a HEIC or RAW photo is decoded as the ingest decodes it."""
+    if is_video(str(photo)):
+        return _video_frame(photo, t_ms or 0), 1.0
     data = _photo_bytes(photo, max_file_bytes)
+    if is_raw(str(photo)):
+        return _raw_image(photo, data)
+    heif_available()  # HEIC/HEIF: pillow-heif's opener, when installed
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -65,14 +72,63 @@ def _open_scaled(photo: Path | str, scale_of: Callable[[int, int], float],
 
 
 def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: int | None = 256,
-              max_side: int = MAX_CROP_SIDE, max_file_bytes: int = MAX_FILE_BYTES) -> Image.Image:
+              max_side: int = MAX_CROP_SIDE, max_file_bytes: int = MAX_FILE_BYTES,
+              t_ms: int | None = None) -> Image.Image:
     """The box (x1, y1, x2, y2 in the oriented photo's pixels) grown by `margin` of its size on each
     side, clipped to the photo, square-padded and resized to `size` (None: native resolution); the
-    output side is at most `max_side`."""
+    output side is at most `max_side`. A face found in a video is cut from its frame at `t_ms`."""
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1, 1.0) * (1 + 2 * margin)
     out_side = max(1, min(int(size) if size else round(side), max_side))
-    img, factor = _open_scaled(photo, lambda width, height: out_side / side, max_file_bytes)
+    img, factor = _open_scaled(photo, lambda width, height: out_side / side, max_file_bytes, t_ms)
+    return _cut(img, factor, box, side, out_side)
+
+
+def photo_with_face(photo: Path | str, box: list[float], max_side: int = 800,
+                    max_file_bytes: int = MAX_FILE_BYTES, t_ms: int | None = None) -> Image.Image:
+    """The whole photo, at most `max_side` pixels a side, with the face's box outlined: the face
+    where it was found, among the rest of the photo (the people page's "photos" of a person); for a
+    face found in a video, its frame at `t_ms`."""
+    max_side = max(16, min(int(max_side), MAX_CROP_SIDE))
+    img, factor = _open_scaled(photo, lambda width, height: min(1.0, max_side / max(width, height)), max_file_bytes,
+                                t_ms)
+    if max(img.size) > max_side:
+        k = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.LANCZOS)
+        factor *= k
+    x1, y1, x2, y2 = (v * factor for v in box)
+    width = max(2, round(max(img.size) / 200))
+    ImageDraw.Draw(img).rectangle((x1, y1, x2, y2), outline=(67, 160, 71), width=width)
+    return img
+
+
+def _video_frame(photo: Path | str, t_ms: int) -> Image.Image:
+    from gallery.faces.video import VideoError, frame_at
+
+    try:
+        return Image.fromarray(frame_at(str(photo), t_ms / 1000))
+    except VideoError as exc:
+        reason, detail = exc.args
+        if reason == "not_a_video" and not Path(photo).exists():
+            raise NotInGallery(f"The video of this face cannot be read any more ({photo}). It may have moved or "
+                               "changed; `gallery sync` brings the gallery up to date with the archive.") from None
+        raise PhotoRefused(reason, f"The video of this face cannot be decoded ({photo}: {detail}).") from None
+
+
+def _raw_image(photo: Path | str, data: bytes) -> tuple[Image.Image, float]:
+    try:
+        img, full_w, _, _ = open_raw(data, MAX_SIDE)
+    except ImportError:
+        raise PhotoRefused("missing_library", f"The RAW photo of this face needs rawpy ({photo}: {INSTALL_RAW}).") \
+            from None
+    except ValueError as exc:
+        raise PhotoRefused("decode_error", f"The RAW photo of this face cannot be decoded ({photo}: {exc}).") from None
+    return img.convert("RGB"), img.size[0] / max(1, full_w)
+
+
+def _cut(img: Image.Image, factor: float, box: list[float], side: float, out_side: int) -> Image.Image:
+    """The square crop of `box` (photo pixels; `img` is the photo scaled by `factor`) grown to `side`."""
+    x1, y1, x2, y2 = box
     s_side = side * factor
     left, top = (x1 + x2) / 2 * factor - s_side / 2, (y1 + y2) / 2 * factor - s_side / 2
     region = (max(0, round(left)), max(0, round(top)), min(img.width, round(left + s_side)),
@@ -84,19 +140,3 @@ def crop_face(photo: Path | str, box: list[float], margin: float = 0.4, size: in
         part = part.resize((max(1, round(part.width * k)), max(1, round(part.height * k))), Image.Resampling.LANCZOS)
         square.paste(part, (round((region[0] - left) * k), round((region[1] - top) * k)))
     return square
-
-
-def photo_with_face(photo: Path | str, box: list[float], max_side: int = 800,
-                    max_file_bytes: int = MAX_FILE_BYTES) -> Image.Image:
-    """The whole photo, at most `max_side` pixels a side, with the face's box outlined: the face
-    where it was found, among the rest of the photo (the people page's "photos" of a person)."""
-    max_side = max(16, min(int(max_side), MAX_CROP_SIDE))
-    img, factor = _open_scaled(photo, lambda width, height: min(1.0, max_side / max(width, height)), max_file_bytes)
-    if max(img.size) > max_side:
-        k = max_side / max(img.size)
-        img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.LANCZOS)
-        factor *= k
-    x1, y1, x2, y2 = (v * factor for v in box)
-    width = max(2, round(max(img.size) / 200))
-    ImageDraw.Draw(img).rectangle((x1, y1, x2, y2), outline=(67, 160, 71), width=width)
-    return img

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gallery.faces.formats import MissingLibrary, check_library, is_raw, is_video, open_raw
+from gallery.faces.xmp import extract_packet
+
 # We refuse anything above this; Pillow's own bomb guard is aligned to it (its default, 89 MP,
 # would refuse 108 MP phone photos).
 MAX_PIXELS = 200_000_000
@@ -79,6 +82,11 @@ class DecodedPhoto:
     height: int = 0
     reason: str | None = None  # unreadable | empty_file | not_an_image | truncated | too_large | ...
     detail: str | None = None
+    install: str | None = None  # reason missing_library: the command that installs the decoder
+    orientation: int = 1  # the EXIF orientation that was applied (face regions in XMP may need it)
+    xmp: bytes | None = None  # the embedded XMP packet, if any (face regions are read from it)
+    video: bool = False  # a video: no pixels here; its frames are sampled by gallery.faces.video
+    duration: float = 0.0  # a video's length in seconds (0: not known)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +117,14 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 def content_sha256(path: str, max_bytes: int = MAX_FILE_BYTES) -> tuple[str | None, str | None]:
     """(the SHA-256 of a file's content as ingest computes it, None), or (None, why it was not read)."""
+    if is_video(path):
+        try:
+            sha256, total = _streamed_sha256(path)
+        except _Refused as refused:
+            return None, refused.args[1]
+        except OSError as exc:
+            return None, f"{type(exc).__name__}: {exc.strerror or exc}"
+        return (sha256, None) if total else (None, "an empty file")
     try:
         data = read_regular_file(path, max_bytes)
     except _Refused as refused:
@@ -130,10 +146,41 @@ def draft_size(width: int, height: int, max_side: int) -> tuple[int, int] | None
     return max(1, math.ceil(width * floor / longest)), max(1, math.ceil(height * floor / longest))
 
 
+def _check_size(width: int, height: int) -> None:
+    if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+        raise _Refused("too_large", f"{width}x{height} exceeds {MAX_SIDE} px per side or {MAX_PIXELS:,} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise _Refused("too_small", f"{width}x{height} is below {MIN_SIDE} px")
+
+
+def _open_pillow(data: bytes, max_side: int) -> tuple[Image.Image, int, int, int]:
+    """(the upright RGB image, its upright full width and height, the EXIF orientation applied) of a
+    format Pillow opens (with pillow-heif's opener for HEIC/HEIF); _Refused for a size we do not read."""
+    img = Image.open(io.BytesIO(data))
+    width, height = img.size
+    _check_size(width, height)
+    if img.format == "JPEG" and (target := draft_size(width, height, max_side)):
+        img.draft("RGB", target)  # decode at reduced resolution straight from the DCT
+    orientation = img.getexif().get(0x0112, 1)
+    img.load()
+    img = ImageOps.exif_transpose(img)
+    # Orientations 5-8 rotate by 90 degrees: the photo as seen is height x width.
+    orient_w, orient_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return _to_rgb(img), orient_w, orient_h, orientation if orientation in range(1, 9) else 1
+
+
 def decode_photo(
-    path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES
+    path: str, size: int, mtime_ns: int, max_side: int = 2048, max_file_bytes: int = MAX_FILE_BYTES,
+    videos: bool = False,
 ) -> DecodedPhoto:
-    """Decode for ingestion. Never raises for a bad photo: the reason is in the result."""
+    """Decode for ingestion. Never raises for a bad photo: the reason is in the result. With `videos`
+    (the ingest), a video is only hashed and probed here (its frames are streamed by the ingest);
+    without, a video is refused as `not_a_photo` (a query, an upload, a crop take photos)."""
+    if is_video(path):
+        if not videos:
+            return DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None, reason="not_a_photo",
+                                detail="a video: this takes photos (export a frame of it as a photo)")
+        return _video_header(path, size, mtime_ns)
     result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None)
     try:
         data = read_regular_file(path, max_file_bytes)
@@ -149,25 +196,22 @@ def decode_photo(
         result.reason, result.detail = "empty_file", "0 bytes"
         return result
     try:
+        check_library(path, data)
+    except MissingLibrary as missing:
+        result.reason, result.detail, result.install = "missing_library", missing.detail, missing.install
+        return result
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
-                result.reason = "too_large"
-                result.detail = f"{width}x{height} exceeds {MAX_SIDE} px per side or {MAX_PIXELS:,} pixels"
-                return result
-            if min(width, height) < MIN_SIDE:
-                result.reason, result.detail = "too_small", f"{width}x{height} is below {MIN_SIDE} px"
-                return result
-            if img.format == "JPEG" and (target := draft_size(width, height, max_side)):
-                img.draft("RGB", target)  # decode at reduced resolution straight from the DCT
-            orientation = img.getexif().get(0x0112, 1)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            # Orientations 5-8 rotate by 90 degrees: the photo as seen is height x width.
-            orient_w, orient_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
-            img = _to_rgb(img)
+            if is_raw(path):
+                img, orient_w, orient_h, result.orientation = open_raw(data, max_side)
+                _check_size(orient_w, orient_h)
+                img = _to_rgb(img)
+            else:
+                img, orient_w, orient_h, result.orientation = _open_pillow(data, max_side)
+    except _Refused as refused:
+        result.reason, result.detail = refused.args
+        return result
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         result.reason, result.detail = "too_large", f"decompression bomb: {exc}"
         return result
@@ -184,6 +228,7 @@ def decode_photo(
         result.reason, result.detail = "decode_error", f"{type(exc).__name__}: {exc}"[:500]
         return result
     result.width, result.height = orient_w, orient_h
+    result.xmp = extract_packet(data)
     longest = max(img.size)
     if longest > max_side:
         factor = max_side / longest
@@ -194,10 +239,58 @@ def decode_photo(
     return result
 
 
+def _streamed_sha256(path: str) -> tuple[str, int]:
+    """(SHA-256, size) of a regular file read in chunks (a video: never held in memory whole)."""
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Refused("not_a_regular_file", f"{_kind(st.st_mode)}: only regular files are read")
+        total = 0
+        while chunk := os.read(fd, 4 << 20):
+            digest.update(chunk)
+            total += len(chunk)
+    finally:
+        os.close(fd)
+    return digest.hexdigest(), total
+
+
+def _video_header(path: str, size: int, mtime_ns: int) -> DecodedPhoto:
+    """A video file: its content hash (streamed: videos are large, and not held in memory), its shown
+    size and duration; or why it cannot be read."""
+    from gallery.faces.video import VideoError, probe
+
+    result = DecodedPhoto(path=path, size=size, mtime_ns=mtime_ns, sha256=None, video=True)
+    try:
+        result.sha256, total = _streamed_sha256(path)
+    except _Refused as refused:
+        result.reason, result.detail = refused.args
+        return result
+    except OSError as exc:
+        result.reason, result.detail = "unreadable", f"{type(exc).__name__}: {exc.strerror or exc}"
+        return result
+    result.size = total
+    if total == 0:
+        result.reason, result.detail = "empty_file", "0 bytes"
+        return result
+    try:
+        info = probe(path)
+    except VideoError as exc:
+        result.reason, result.detail = exc.args
+        if result.reason == "missing_library":
+            from gallery.faces.video import INSTALL_VIDEO
+
+            result.install = INSTALL_VIDEO
+        return result
+    result.width, result.height, result.duration = info.width, info.height, info.duration
+    return result
+
+
 def timed_decode(
     path: str, size: int, mtime_ns: int, max_side: int, max_file_bytes: int = MAX_FILE_BYTES
 ) -> tuple[DecodedPhoto, float]:
     """Worker-process entry point: the decode and its own duration (for per-stage figures)."""
     t0 = time.perf_counter()
-    photo = decode_photo(path, size, mtime_ns, max_side, max_file_bytes)
+    photo = decode_photo(path, size, mtime_ns, max_side, max_file_bytes, videos=True)
     return photo, time.perf_counter() - t0

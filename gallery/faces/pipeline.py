@@ -24,6 +24,11 @@ from gallery.faces.detect import Detections, FaceDetector, main_face_index
 from gallery.faces.models import ModelSpec
 from gallery.faces.quality import FaceQuality, chip_masks, measure_faces, sharpness
 
+# Where MTCNN's five landmarks (eyes, nose, mouth corners) fall inside its box, as fractions of the box's
+# width and height: the mean over the faces of 300 seeded LFW A-J photos (benchmarks/xmp_region_match.py).
+LANDMARKS_IN_BOX = np.array([[0.2819, 0.3854], [0.7323, 0.3779], [0.5042, 0.5806], [0.3201, 0.7610], [0.7116, 0.7556]],
+                            np.float32)
+
 
 @dataclass
 class EmbeddedFace:
@@ -176,6 +181,26 @@ class FacePipeline:
             offset += n
         self.seconds["align_embed"] += time.perf_counter() - t0
         return results
+
+    def embed_boxes(self, photo: DecodedPhoto, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(landmarks, embeddings, sharpness) of faces given only as boxes (original photo pixels), such
+        as a named XMP region where the detector found no face: the five landmarks are put where the
+        detector's fall inside its box on average (LANDMARKS_IN_BOX), then aligned and embedded as any
+        detected face."""
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        size = self.spec.input_size
+        if len(boxes) == 0:
+            return np.zeros((0, 5, 2), np.float32), np.zeros((0, self.spec.dim), np.float32), np.zeros(0)
+        t0 = time.perf_counter()
+        wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
+        landmarks = (boxes[:, None, :2] + LANDMARKS_IN_BOX[None] * wh).astype(np.float32)
+        pixels = torch.from_numpy(photo.pixels).permute(2, 0, 1)
+        chips = align_faces(pixels, landmarks * photo.scale, self._template, size)
+        masks = chip_masks(landmarks * photo.scale, self._template, size, photo.pixels.shape[1], photo.pixels.shape[0])
+        embeddings = self.embed_chips(chips)
+        sharp = sharpness(chips, masks)
+        self.seconds["align_embed"] += time.perf_counter() - t0
+        return landmarks, embeddings, sharp
 
     def embed_chips(self, chips: torch.Tensor) -> np.ndarray:
         """Embed aligned chips in batches; on a CUDA out-of-memory error halve the batch and go on.

@@ -39,9 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from gallery.errors import DamagedData, DeviceUnavailable, GalleryError
+from gallery.errors import DamagedData, DeviceUnavailable, GalleryError, LabelSourceError
 from gallery.faces.decode import DecodedPhoto, decode_photo
 from gallery.faces.models import ModelSpec
+from gallery.ingest.labels import split_xmp
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.runner import IngestOptions, Ingestor, IngestSummary, progress_line
 from gallery.ingest.scan import FoundFile
@@ -102,7 +103,10 @@ def decode_batch(batch: dict[str, np.ndarray], source: str, max_side: int, max_f
                                             "height", "reason", "detail", "decode_s")}
     for path, size, mtime in zip(batch["path"], batch["size"], batch["mtime_ns"]):
         t0 = time.perf_counter()
-        p = decode_photo(str(path), int(size), int(mtime), max_side, max_file_bytes)
+        p = decode_photo(str(path), int(size), int(mtime), max_side, max_file_bytes, videos=True)
+        if p.video and p.ok:
+            p.reason = "needs_local_ingest"
+            p.detail = "a video: videos are read by the local ingest (run `gallery ingest` without --engine ray)"
         out["path"].append(p.path)
         out["size"].append(p.size)
         out["mtime_ns"].append(p.mtime_ns)
@@ -351,6 +355,8 @@ class RayIngestor(Ingestor):
 
     def _record(self, p: StagedPhoto, writer: GalleryWriter, committed: dict[str, int]) -> None:
         file = FileRecord(p.path, p.size, p.mtime_ns, p.sha256)
+        if self._read_again(p.reason, None, p.detail, file, writer):
+            return
         new, image_id = self._claim(file, writer, committed)
         if not new:
             return
@@ -470,6 +476,8 @@ def ray_ingest(
     safe to re-run after any crash: it resumes."""
     if not Path(source).exists():
         raise FileNotFoundError(f"Photo source '{Path(source).resolve()}' does not exist.")
+    if split_xmp((options or IngestOptions()).labels)[0]:
+        raise LabelSourceError("--labels xmp is read by the local ingest only: run the ingest without --engine ray.")
     gallery = Gallery.open_or_create(gallery_dir)
     try:
         return RayIngestor(Path(source), gallery, options or IngestOptions(), ray_options or RayOptions()).run(

@@ -5,6 +5,10 @@
 - `csv:FILE`: rows `path,identity` (a header row `path,identity` is allowed). Paths may be absolute,
   relative to the source folder, or relative to the CSV's own folder. Empty identity = unlabeled.
 - `none`: every face is stored unlabeled.
+- `xmp`: the names of XMP face regions (digiKam, Lightroom, Picasa, Windows Photo Gallery), embedded
+  or in `.xmp` sidecars, each given to the detected face its region overlaps (gallery.faces.xmp).
+  Combined as `xmp+folder` or `xmp+csv:FILE`: a face an XMP region names takes that name (it names
+  that very face); the folder or CSV label goes to the photo's main face when no region named it.
 """
 
 from __future__ import annotations
@@ -78,16 +82,30 @@ def csv_labels(csv_path: Path, source: Path) -> LabelFn:
     return label
 
 
-def make_label_fn(spec: str, source: Path) -> LabelFn:
-    """Parse `--labels`: `folder`, `none` or `csv:FILE`."""
+def split_xmp(spec: str) -> tuple[bool, str]:
+    """(whether XMP face regions are read, the folder/CSV/none part) of a `--labels` value."""
     spec = spec.strip()
+    if spec == "xmp":
+        return True, "none"
+    if spec.startswith("xmp+"):
+        return True, spec[4:]
+    if spec.endswith("+xmp"):
+        return True, spec[:-4]
+    return False, spec
+
+
+def make_label_fn(spec: str, source: Path) -> LabelFn:
+    """Parse `--labels`: `folder`, `none`, `csv:FILE`, or either with `xmp+` (the photo-level part here;
+    the XMP regions are read per photo by the ingest)."""
+    spec = split_xmp(spec)[1]
     if spec == "folder":
         return folder_labels(source)
     if spec == "none":
         return lambda _path: None
     if spec.startswith("csv:"):
         return csv_labels(Path(spec[4:]).expanduser(), source)
-    raise LabelSourceError(f"Unknown label source '{spec}': use folder, none or csv:FILE.")
+    raise LabelSourceError(f"Unknown label source '{spec}': use folder, none, csv:FILE, xmp, xmp+folder or "
+                           "xmp+csv:FILE.")
 
 
 def read_label_rows(csv_path: Path) -> list[tuple[int, str, str | None]]:

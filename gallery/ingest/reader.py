@@ -119,7 +119,8 @@ class PhotoReader:
         if self.workers <= 0:
             for f in files:
                 t0 = time.perf_counter()
-                photo = decode_photo(str(f.path), f.size, f.mtime_ns, self.max_side, self.max_file_bytes)
+                photo = decode_photo(str(f.path), f.size, f.mtime_ns, self.max_side, self.max_file_bytes,
+                                     videos=True)
                 self.seconds["decode"] += time.perf_counter() - t0
                 yield photo
             return

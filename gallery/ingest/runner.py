@@ -19,19 +19,28 @@ from gallery.errors import ModelMismatch
 from gallery.faces.decode import MAX_FILE_BYTES, DecodedPhoto
 from gallery.faces.models import check_weights, model_for_gallery
 from gallery.faces.quality import measure_faces
-from gallery.ingest.labels import make_label_fn
+from gallery.faces.xmp import match_regions, read_photo_regions
+from gallery.ingest.labels import make_label_fn, split_xmp
 from gallery.ingest.reader import PhotoReader
 from gallery.ingest.scan import FoundFile
 from gallery.progress import Progress, ProgressFn, RateMeter, format_seconds
 from gallery.store import FileRecord, Gallery, GalleryWriter
 from gallery.store.keep_out import KeptOutSet
+from gallery.store.writer import READ_AGAIN
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from gallery.faces.pipeline import FacePipeline
+    from gallery.faces.pipeline import FacePipeline, PhotoFaces
 
 log = logging.getLogger(__name__)
+
+# A named XMP region is the detected face it overlaps most when their IoU is at least this. Measured by
+# benchmarks/xmp_region_match.py with another tool's face boxes (dlib's HOG detector) against the
+# detector's on 300 LFW A-J photos: the same face overlaps 0.53 or more in 99% of pairs (median 0.72), a
+# neighbouring face at most 0.16. 0.3 sits between, and still accepts a region drawn 1.8 times the
+# detector's box in each direction (tools that frame the whole head).
+REGION_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,20 @@ class IngestSummary:
     kept_out: int = 0  # files whose content is kept out (erased earlier): not read in, not recorded
     failed: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    # photos of a format whose decoder is not installed: install command → files (read again next run)
+    needs_install: dict[str, int] = field(default_factory=dict)
+    # --labels xmp: named face regions read, given to a detected face, embedded from their own box (no
+    # face detected there: stored with detection score 0, below the quality gate), malformed XMP files
+    xmp_regions: int = 0
+    xmp_matched: int = 0
+    xmp_from_region: int = 0
+    xmp_warnings: int = 0
+    xmp_warning_examples: list[str] = field(default_factory=list)  # the first few, "path: why"
+    # videos (gallery.ingest.video): read, seconds of video, sampled frames, face tracks found
+    videos: int = 0
+    video_seconds: float = 0.0
+    video_frames: int = 0
+    video_tracks: int = 0
     shards_written: int = 0
     orphans_removed: int = 0
     seconds: float = 0.0
@@ -106,6 +129,7 @@ class Ingestor:
                 )
             self.spec = replace(self.spec, flip=options.flip)
         self.label_fn = make_label_fn(options.labels, self.source)
+        self.read_xmp = split_xmp(options.labels)[0]
         self.pipeline: FacePipeline | None = None
         self._check_device()
         self.summary = IngestSummary(gallery=str(gallery.root), model=self.spec.name,
@@ -169,13 +193,29 @@ class Ingestor:
         """New content goes to the batch (with an image id claimed now, so that an identical file
         later in the same batch is already a duplicate); known content and failures are recorded."""
         file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+        if self._read_again(photo.reason, photo.install, photo.detail, file, writer):
+            return
         new, image_id = self._claim(file, writer)
         if not new:
+            return
+        if photo.ok and photo.video and image_id is not None:
+            self._video(photo, file, image_id, writer)
             return
         if photo.ok:
             batch.append((photo, image_id))  # type: ignore[arg-type]
         else:
             self._fail(writer, file, photo.reason or "unknown", photo.detail, image_id, photo.width, photo.height)
+
+    def _read_again(self, reason: str | None, install: str | None, detail: str | None, file: FileRecord,
+                    writer: GalleryWriter) -> bool:
+        """A failure that is not the file's fault (READ_AGAIN: a decoder not installed, ...): recorded and
+        counted, nothing of its content remembered, so the next run reads it. True when it was one."""
+        if reason not in READ_AGAIN:
+            return False
+        if install:
+            self.summary.needs_install[install] = self.summary.needs_install.get(install, 0) + 1
+        self._fail(writer, file, reason, detail, None, 0, 0)  # type: ignore[arg-type]
+        return True
 
     def _claim(self, file: FileRecord, writer: GalleryWriter,
                committed: Mapping[str, int] | None = None) -> tuple[bool, int | None]:
@@ -209,18 +249,63 @@ class Ingestor:
 
     def _store(self, writer: GalleryWriter, file: FileRecord, image_id: int, width: int, height: int, main: int,
                boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, embeddings: np.ndarray,
-               sharpness: np.ndarray | None) -> None:
-        """A photo with faces: its label (from the label source) goes to the main face; each face's
-        quality is measured and judged by the gate (gallery.faces.quality)."""
+               sharpness: np.ndarray | None, names: list[str | None] | None = None,
+               detail: str | None = None) -> None:
+        """A photo with faces: its label (from the label source) goes to the main face, unless an XMP
+        region (`names`, per face) named that face; each face's quality is measured and judged by the
+        gate (gallery.faces.quality)."""
         label = self.label_fn(Path(file.path)) or None
+        labels = list(names) if names is not None else [None] * len(boxes)
+        if labels[main] is None:
+            labels[main] = label
         quality = measure_faces(boxes, scores, landmarks, width, height, self.spec.template_array(),
                                 self.spec.input_size, sharpness)
         self.summary.low_quality_faces += sum(q.issue is not None for q in quality)
         writer.add_photo(file, image_id, width, height, label, main, boxes, scores, landmarks, embeddings,
-                         [q.columns() for q in quality])
+                         [q.columns() for q in quality], face_labels=labels, detail=detail)
         self.summary.photos_with_faces += 1
         self.summary.faces += len(boxes)
-        self.summary.labeled_faces += int(label is not None)
+        self.summary.labeled_faces += sum(n is not None for n in labels)
+
+    def _video(self, photo: DecodedPhoto, file: FileRecord, image_id: int, writer: GalleryWriter) -> None:
+        """A video, in one piece: its tracks are stored as faces with its file row in the same commit, so
+        an interrupted video is read again from its start by the next run (resume per file)."""
+        import numpy as np
+
+        from gallery.faces.video import format_time
+        from gallery.ingest.video import video_faces
+
+        name = Path(photo.path).name
+        length = format_time(photo.duration) if photo.duration else "?"
+
+        def on_time(t: float) -> None:
+            self._report(self._on_progress, f"video {name}: {format_time(t)} of {length}")
+
+        found = video_faces(photo, self._load_pipeline(), on_time)
+        s = self.summary
+        s.videos += 1
+        s.video_seconds = round(s.video_seconds + found.seconds, 3)
+        s.video_frames += found.frames
+        s.video_tracks += found.tracks
+        detail = "; ".join(found.errors) or None
+        if not found.ok:
+            if found.frames == 0:
+                reason, detail = "decode_error", detail or "no frame of the video could be decoded"
+            else:
+                why = f"no face in {found.frames} sampled frames"
+                reason, detail = "no_face", f"{why} ({detail})" if detail else why
+            self._fail(writer, file, reason, detail, image_id, photo.width, photo.height)
+            return
+        label = self.label_fn(Path(file.path)) or None
+        main_track = found.video[found.main]["track"]
+        labels = [label if v["track"] == main_track else None for v in found.video]
+        s.low_quality_faces += sum(q.get("quality_issue") is not None for q in found.quality)
+        writer.add_photo(file, image_id, photo.width, photo.height, label, found.main, np.stack(found.boxes),
+                         np.asarray(found.scores, np.float32), np.stack(found.landmarks), np.stack(found.embeddings),
+                         found.quality, face_labels=labels, detail=detail, video=found.video)
+        s.photos_with_faces += 1
+        s.faces += len(found.boxes)
+        s.labeled_faces += sum(n is not None for n in labels)
 
     def _load_pipeline(self) -> FacePipeline:
         """The networks load at the first photo to read: a run with nothing new (a resume, a sync of an
@@ -239,11 +324,55 @@ class Ingestor:
     def _process(self, batch: list[tuple[DecodedPhoto, int]], writer: GalleryWriter) -> None:
         for (photo, image_id), found in zip(batch, self._load_pipeline().embed_photos([p for p, _ in batch])):
             file = FileRecord(photo.path, photo.size, photo.mtime_ns, photo.sha256)
+            names, detail = self._xmp_names(photo, found) if self.read_xmp else (None, None)
             if not found.ok:
                 self._fail(writer, file, found.error or "unknown", found.detail, image_id, photo.width, photo.height)
                 continue
             self._store(writer, file, image_id, photo.width, photo.height, found.main, found.boxes, found.scores,
-                        found.landmarks, found.embeddings, found.sharpness)
+                        found.landmarks, found.embeddings, found.sharpness, names, detail)
+
+    def _xmp_names(self, photo: DecodedPhoto, found: PhotoFaces) -> tuple[list[str | None] | None, str | None]:
+        """The names XMP face regions give this photo's faces (None: no region), and a warning for a
+        malformed XMP source. A named region that overlaps no detected face (REGION_IOU) is embedded
+        from its own box and added to `found` (detection score 0: below the quality gate, so it is
+        stored and searchable but never enrols into its identity's template)."""
+        import numpy as np
+
+        s = self.summary
+        read = read_photo_regions(Path(photo.path), photo.xmp, photo.width, photo.height, photo.orientation)
+        if read.warning:
+            s.xmp_warnings += 1
+            if len(s.xmp_warning_examples) < 10:
+                s.xmp_warning_examples.append(f"{photo.path}: {read.warning}")
+            log.warning("XMP face regions of %s not read: %s", photo.path, read.warning)
+        detail = f"XMP not read: {read.warning}"[:500] if read.warning else None
+        if not read.regions or (not found.ok and found.error != "no_face"):
+            return None, detail
+        region_boxes = [r.box(photo.width, photo.height) for r in read.regions]
+        face_boxes = [tuple(float(v) for v in b) for b in found.boxes] if found.ok else []
+        matched = match_regions(region_boxes, face_boxes, REGION_IOU)
+        names: list[str | None] = [None] * len(face_boxes)
+        for region, face in zip(read.regions, matched):
+            if face is not None:
+                names[face] = region.name
+        lone = [i for i, face in enumerate(matched) if face is None]
+        s.xmp_regions += len(read.regions)
+        s.xmp_matched += len(read.regions) - len(lone)
+        s.xmp_from_region += len(lone)
+        if lone:
+            boxes = np.asarray([region_boxes[i] for i in lone], np.float32)
+            landmarks, embeddings, sharp = self._load_pipeline().embed_boxes(photo, boxes)
+            if not found.ok:
+                found.error = found.detail = None
+                found.main = int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
+                found.embeddings = np.zeros((0, embeddings.shape[1]), np.float32)
+            found.boxes = np.concatenate([found.boxes, boxes])
+            found.scores = np.concatenate([found.scores, np.zeros(len(lone), np.float32)])
+            found.landmarks = np.concatenate([found.landmarks, landmarks])
+            found.embeddings = np.concatenate([found.embeddings, embeddings])
+            found.sharpness = np.concatenate([found.sharpness, sharp])
+            names += [read.regions[i].name for i in lone]
+        return names, detail
 
     def _commit(self, writer: GalleryWriter) -> None:
         t0 = time.perf_counter()

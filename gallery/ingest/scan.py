@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+from gallery.faces.formats import PHOTO_EXTENSIONS, VIDEO_EXTENSIONS
+
+MEDIA_EXTENSIONS = PHOTO_EXTENSIONS | VIDEO_EXTENSIONS  # every format the ingest reads
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,8 @@ class FoundFile:
 
 
 def is_photo(path: Path) -> bool:
-    return path.suffix.lower() in PHOTO_EXTENSIONS
+    """A photo or a video the ingest reads (a video is one file, its faces found in sampled frames)."""
+    return path.suffix.lower() in MEDIA_EXTENSIONS
 
 
 def expand_photo_args(paths: list[Path]) -> list[Path]:

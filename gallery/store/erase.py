@@ -165,6 +165,11 @@ def record_erasure(gallery: Gallery, selection: ErasureSelection, command: str) 
             if wanted - known:
                 raise NotInGallery(f"No face with id {sorted(wanted - known)[:10]} in this gallery.")
             face_ids |= known
+        # a face found in a video goes with its whole track: the track's other frames and its template
+        tracked = {(i, t) for i, t in _select_in(s, Face.face_id, sorted(face_ids), Face.image_id, Face.track)
+                   if t is not None}
+        for image_id, track in sorted(tracked):
+            face_ids |= set(s.scalars(select(Face.face_id).where(Face.image_id == image_id, Face.track == track)))
         # photos the gallery keeps in an enrolment folder go whole (see the module docstring)
         touched = {r[0] for r in _select_in(s, Face.face_id, sorted(face_ids), Face.image_id)}
         kept = _select_in(s, Image.image_id, sorted(touched - image_ids), Image.image_id, Image.path)

@@ -69,6 +69,21 @@ class FaceRecord:
     image_id: int
     identity_id: int | None = None
     quality_issue: str | None = None  # below the quality gate: why (gallery.faces.quality)
+    clip: str | None = None  # a face found in a video: its track's span, "00:12–00:31" (photo is the video)
+    t_ms: int | None = None  # a face found in a video: the time of its frame
+
+
+def clip_text(start_ms: int | None, end_ms: int | None) -> str | None:
+    """A video track's span as answers show it: `00:12–00:31` (`1:02:03` past an hour)."""
+    if start_ms is None or end_ms is None:
+        return None
+
+    def fmt(ms: int) -> str:
+        h, rest = divmod(int(ms) // 1000, 3600)
+        m, s = divmod(rest, 60)
+        return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+    return f"{fmt(start_ms)}–{fmt(end_ms)}"
 
 
 @dataclass(frozen=True)
@@ -372,6 +387,22 @@ class GalleryQueries:
             rows = s.execute(q.order_by(Face.face_id)).all()
         return FaceSet(np.fromiter((r[0] for r in rows), np.int64, len(rows)), [r[1] for r in rows])
 
+    def named_faces_by_photo(self) -> dict[str, tuple[int, int, list[tuple[str, list[float]]]]]:
+        """Photo path → (width, height as shown, [(name, box x1 y1 x2 y2 in pixels)]) of every photo
+        with at least one live named face (what `labels export --xmp` writes)."""
+        out: dict[str, tuple[int, int, list[tuple[str, list[float]]]]] = {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Image.path, Image.width, Image.height, Identity.name, Face.x1, Face.y1, Face.x2, Face.y2)
+                .join(Image, Image.image_id == Face.image_id)
+                .join(Identity, Identity.identity_id == Face.identity_id)
+                .where(Face.deleted.is_(False))
+                .order_by(Image.path, Face.face_id)
+            )
+            for path, width, height, name, x1, y1, x2, y2 in rows:
+                out.setdefault(path, (int(width or 0), int(height or 0), []))[2].append((name, [x1, y1, x2, y2]))
+        return out
+
     def labeled_faces(self, good_only: bool = False) -> FaceSet:
         """Live faces that carry an identity label (calibration and identification benchmarks);
         `good_only`: only those not below the quality gate."""
@@ -409,14 +440,15 @@ class GalleryQueries:
             for part in _chunks(sorted(i for i in face_ids if 0 <= i < 2**63)):  # larger: no SQLite integer
                 rows = s.execute(
                     select(Face.face_id, Identity.name, Image.path, Face.x1, Face.y1, Face.x2, Face.y2, Face.image_id,
-                           Face.identity_id, Face.quality_issue)
+                           Face.identity_id, Face.quality_issue, Face.track_start_ms, Face.track_end_ms, Face.t_ms)
                     .join(Image, Image.image_id == Face.image_id)
                     .outerjoin(Identity, Identity.identity_id == Face.identity_id)
                     .where(Face.face_id.in_(part), Face.deleted.is_(False))
                 )
-                for fid, name, path, x1, y1, x2, y2, image_id, identity_id, issue in rows:
+                for fid, name, path, x1, y1, x2, y2, image_id, identity_id, issue, start, end, t_ms in rows:
                     box = [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)]
-                    out[fid] = FaceRecord(fid, name, path, box, image_id, identity_id, issue)
+                    out[fid] = FaceRecord(fid, name, path, box, image_id, identity_id, issue, clip_text(start, end),
+                                          t_ms)
         return out
 
     def photos_by_content(self, sha256s: list[str]) -> dict[str, tuple[int | None, str, str | None]]:

@@ -45,8 +45,12 @@ MIGRATIONS: dict[int, list[str]] = {
     4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
         "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
         "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
-    # new table: pending_syncs
-    5: ["CREATE INDEX IF NOT EXISTS ix_faces_identity_live ON faces (identity_id, deleted)"],
+    # new table: pending_syncs; listing people by (identity_id, deleted); faces found in videos: the
+    # frame's time and the track (NULL for faces of photos)
+    5: ["CREATE INDEX IF NOT EXISTS ix_faces_identity_live ON faces (identity_id, deleted)",
+        "ALTER TABLE faces ADD COLUMN t_ms INTEGER", "ALTER TABLE faces ADD COLUMN track INTEGER",
+        "ALTER TABLE faces ADD COLUMN track_start_ms INTEGER", "ALTER TABLE faces ADD COLUMN track_end_ms INTEGER",
+        "ALTER TABLE faces ADD COLUMN track_template BOOLEAN NOT NULL DEFAULT 0"],
 }
 
 
@@ -160,6 +164,13 @@ class Face(Base):
     # Below the quality gate: why (e.g. "blurred: sharpness 12 < 40"); NULL: passes (or not measured).
     # Such a face stays searchable as a face but never enrols into its identity's template.
     quality_issue: Mapped[str | None] = mapped_column(String, nullable=True)
+    # A face found in a video (NULL for photos): the time of its frame (ms), its track (numbered per video)
+    # and the track's span; the track's template (mean embedding) is one more face with track_template set.
+    t_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_start_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_end_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    track_template: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
     # Listing people counts each identity's live faces: with (identity_id, deleted) both matched by
     # one index SQLite's plan no longer depends on which single-column index happened to be created

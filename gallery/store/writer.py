@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 
 UNMEASURED = {"q_size": None, "q_inside": None, "q_sharpness": None, "q_pose": None, "quality_issue": None}
+# Failures that are not the file's fault: nothing of its content is remembered and the next run reads it
+# again (a decoder not installed; a video met by the distributed ingest, which reads photos only).
+READ_AGAIN = ("missing_library", "needs_local_ingest")
+NOT_VIDEO = {"t_ms": None, "track": None, "track_start_ms": None, "track_end_ms": None, "track_template": False}
 
 
 @dataclass(frozen=True)
@@ -83,13 +87,15 @@ class GalleryWriter:
     # --- what is already there -----------------------------------------------------------------
 
     def known_files(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """path → (size, mtime_ns) of the given paths already recorded by an earlier run."""
+        """path → (size, mtime_ns) of the given paths already recorded by an earlier run. Files that
+        failed for a reason in READ_AGAIN (a decoder not installed, ...) are left out: read again."""
         out: dict[str, tuple[int, int]] = {}
         with self.gallery.session() as s:
             for start in range(0, len(paths), 900):
                 for row in s.execute(
                     select(SourceFile.path, SourceFile.size, SourceFile.mtime_ns).where(
-                        SourceFile.path.in_(paths[start : start + 900])
+                        SourceFile.path.in_(paths[start : start + 900]),
+                        SourceFile.reason.is_(None) | SourceFile.reason.not_in(READ_AGAIN),
                     )
                 ):
                     out[row.path] = (row.size, row.mtime_ns)
@@ -160,23 +166,31 @@ class GalleryWriter:
         landmarks: np.ndarray,
         embeddings: np.ndarray,
         quality: Sequence[dict] | None = None,
+        face_labels: Sequence[str | None] | None = None,
+        detail: str | None = None,
+        video: Sequence[dict] | None = None,
     ) -> None:
-        """A photo and its faces; the label goes to the main face (resolved to an id at commit).
-        `quality`: per face, the columns of its quality measures and verdict (q_size, q_inside,
-        q_sharpness, q_pose, quality_issue; gallery.faces.quality)."""
+        """A photo and its faces; the label goes to the main face (resolved to an id at commit), or with
+        `face_labels` each face has its own (XMP face regions). `quality`: per face, the columns of its
+        quality measures and verdict (q_size, q_inside, q_sharpness, q_pose, quality_issue;
+        gallery.faces.quality). `detail`: a note kept with the photo (a malformed XMP sidecar). `video`: per
+        face of a video, its columns t_ms, track, track_start_ms, track_end_ms, track_template."""
         p = self._pending
+        if face_labels is None:
+            face_labels = [label if j == main else None for j in range(len(boxes))]
         p.images.append(
             dict(image_id=image_id, sha256=file.sha256, path=file.path, width=width, height=height,
-                 status="done", reason=None, detail=None, n_faces=len(boxes), identity_id=label,
-                 run_id=self.run_id)
+                 status="done", reason=None, detail=detail, n_faces=len(boxes),
+                 identity_id=face_labels[main] if 0 <= main < len(face_labels) else label, run_id=self.run_id)
         )
         p.files.append(self._file_row(file, image_id, "ok", None))
         for j in range(len(boxes)):
             x1, y1, x2, y2 = (float(v) for v in boxes[j])
             p.faces.append(
-                dict(face_id=self._next_face_id, image_id=image_id, identity_id=label if j == main else None,
+                dict(face_id=self._next_face_id, image_id=image_id, identity_id=face_labels[j],
                      is_main=j == main, det_score=float(scores[j]), x1=x1, y1=y1, x2=x2, y2=y2, deleted=False,
-                     **(dict(quality[j]) if quality is not None else UNMEASURED))
+                     **(dict(quality[j]) if quality is not None else UNMEASURED),
+                     **(dict(video[j]) if video is not None else NOT_VIDEO))
             )
             self._next_face_id += 1
         p.embeddings.append(np.asarray(embeddings, np.float32))

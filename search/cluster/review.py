@@ -150,7 +150,8 @@ def show_cluster(gallery_dir: Path | str, cluster_id: int, *, suggest: bool = Tr
         ordered, found = _outliers(g, [f for f in face_ids if f in records])
     detail = ClusterDetail(**asdict(summary))
     detail.faces = [{"face_id": f, "photo": records[f].photo, "box": records[f].box, "identity": records[f].identity,
-                     "similarity": round(float(sim), 4), "doubtful": bool(far)}
+                     "similarity": round(float(sim), 4), "doubtful": bool(far),
+                     **({"t_ms": records[f].t_ms, "clip": records[f].clip} if records[f].clip else {})}
                     for f, sim, far in zip(ordered.tolist(), found.similarity, found.doubtful)]
     detail.doubtful = int(found.doubtful.sum())
     return detail
@@ -239,7 +240,7 @@ def contact_sheet(gallery_dir: Path | str, cluster_id: int, out_path: Path | str
     for i, face in enumerate(faces):
         x, y = (i % cols) * tile, (i // cols) * (tile + caption)
         try:
-            sheet.paste(crop_face(face["photo"], face["box"], margin=0.2, size=tile), (x, y))
+            sheet.paste(crop_face(face["photo"], face["box"], margin=0.2, size=tile, t_ms=face.get("t_ms")), (x, y))
         except GalleryError:
             draw.text((x + 8, y + tile // 2), "photo missing", fill=DOUBTFUL_COLOUR)
         if face["doubtful"]:

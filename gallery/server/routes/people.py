@@ -228,7 +228,7 @@ def face_crop(
 
     record = _face(request, face_id)
     with CROPS:
-        image = crop_face(record.photo, record.box, margin, size)
+        image = crop_face(record.photo, record.box, margin, size, t_ms=record.t_ms)
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=88)
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
@@ -248,7 +248,7 @@ def face_photo(
 
     record = _face(request, face_id)
     with CROPS:
-        image = photo_with_face(record.photo, record.box, max_side)
+        image = photo_with_face(record.photo, record.box, max_side, t_ms=record.t_ms)
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=85)
     return Response(buf.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "private, max-age=60"})
