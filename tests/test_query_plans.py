@@ -67,6 +67,8 @@ def test_a_version_5_gallery_gains_the_listing_index(tmp_path: Path) -> None:
     con = sqlite3.connect(tmp_path / "g" / "gallery.db")
     with con:
         con.execute("DROP INDEX ix_faces_identity_live")
+        for column in ("t_ms", "track", "track_start_ms", "track_end_ms", "track_template"):  # also new in 6
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
         con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
     con.close()
     with Gallery.open(tmp_path / "g") as g:

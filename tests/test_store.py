@@ -135,8 +135,11 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
                         "identity_templates_seq_insert", "identity_templates_seq_update",
                         "identity_templates_seq_delete"):
             con.execute(f"DROP TRIGGER {trigger}")  # new in version 5, with the columns and tables below
-        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue"):
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue",
+                       "t_ms", "track", "track_start_ms", "track_end_ms", "track_template"):  # new in 5, 6
             con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
+        con.execute("DROP INDEX ix_faces_identity_live")  # new in version 6, with pending_syncs
+        con.execute("DROP TABLE pending_syncs")
         for table in ("identity_templates", "template_dirty"):
             con.execute(f"DROP TABLE {table}")
         con.execute("DELETE FROM meta WHERE key IN ('templates', 'templates_seq')")
@@ -149,5 +152,7 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM face_clusters").fetchone() == (0,)
     assert con.execute("SELECT count(*) FROM pending_erasures").fetchone() == (0,)  # new in version 5
     assert con.execute("SELECT count(*) FROM kept_out").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM pending_syncs").fetchone() == (0,)  # new in version 6
+    assert con.execute("SELECT count(*) FROM faces WHERE t_ms IS NULL AND NOT track_template").fetchone() == (3,)
     assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()
