@@ -344,7 +344,11 @@ TEMPLATE_TRIGGERS = [
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets searches read while an ingest writes; busy_timeout waits instead of failing on a lock."""
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except MemoryError:  # SQLITE_NOMEM on opening: a garbled page claims a record larger than memory
+        raise sqlite3.DatabaseError("database disk image is malformed (SQLite ran out of memory reading its "
+                                    "first pages)") from None
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
