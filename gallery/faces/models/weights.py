@@ -1,6 +1,6 @@
 """Where model weights come from, and which file they are: explicit path, cache, package or download.
 
-The cache directory is `$FACE_GALLERY_CACHE` if set, else `~/.cache/face-gallery`. Weights for a
+The cache directory is `$FACE_GALLERY_CACHE` if set, else `~/.cache/face-gallery` (gallery.settings). Weights for a
 model go to `<cache>/weights/<filename>`; a file given once with `--weights` is remembered under
 `<cache>/weights/by-sha256/<sha256>` (a hard link, or a symbolic link across file systems), so later
 commands on a gallery stamped with that hash find it without `--weights`. Every file is identified by
@@ -20,6 +20,7 @@ from typing import Protocol
 
 from gallery.errors import ModelMismatch, ModelWeightsMissing
 from gallery.fsutil import atomic_write
+from gallery.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ _HASH_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FACE_GALLERY_CACHE")
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "face-gallery"
-    return path
+    return settings().cache
 
 
 def weights_dir() -> Path:
@@ -191,7 +190,7 @@ def _download(spec: WeightsSpec) -> tuple[Path, str]:
     filename, url = spec.weights_filename, spec.weights_url
     target = weights_dir() / (filename or spec.name)
     error: Exception | None = None
-    if url and filename and not os.environ.get("FACE_GALLERY_OFFLINE"):
+    if url and filename and not settings().offline:
         import torch
 
         try:
