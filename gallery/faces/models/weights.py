@@ -20,7 +20,6 @@ from typing import Protocol
 
 from gallery.errors import ModelMismatch, ModelWeightsMissing
 from gallery.fsutil import atomic_write
-from gallery.settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,8 @@ _HASH_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
+    from gallery.settings import settings  # pydantic loads when a command needs a setting, not with the CLI
+
     return settings().cache
 
 
@@ -190,6 +191,8 @@ def _download(spec: WeightsSpec) -> tuple[Path, str]:
     filename, url = spec.weights_filename, spec.weights_url
     target = weights_dir() / (filename or spec.name)
     error: Exception | None = None
+    from gallery.settings import settings
+
     if url and filename and not settings().offline:
         import torch
 
