@@ -46,6 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from gallery.store import Gallery  # noqa: E402
 from search.cluster.graph import knn_graph  # noqa: E402
 from search.cluster.methods import core_points, single_link  # noqa: E402

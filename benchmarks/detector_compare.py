@@ -38,6 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "lfw-aj" / "images"
 MIN_FACE, THRESHOLDS, FACTOR = 20, (0.6, 0.7, 0.7), 0.709
 PRODUCT_SCORE = 0.9

@@ -19,6 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from benchmarks.synthetic import SyntheticSpec, ensure_synthetic_gallery  # noqa: E402
 from gallery.store import Gallery  # noqa: E402
 from gallery.store.erase import ErasureSelection  # noqa: E402

@@ -29,6 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gallery.device import apply_process_defaults
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from gallery.faces.decode import decode_photo  # noqa: E402
 from gallery.faces.formats import heif_available  # noqa: E402
 from gallery.ingest import ingest  # noqa: E402

@@ -43,6 +43,10 @@ for entry in (REPO, REPO / "benchmarks"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 DEFAULT_IMAGES = REPO.parent / "shared" / "data" / "lfw-aj" / "images"
 Row = tuple[str, str, str, str]  # section, figure, value, note
 

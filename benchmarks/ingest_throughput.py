@@ -12,7 +12,7 @@ Photos are linked (not copied) into a temporary folder. `--compare-dlib` adds dl
 Detectors side by side: `--detector facenet-mtcnn --detector mtcnn-batched --runs 3` measures each
 stage alone with each detector, then runs the whole ingest `--runs` times per detector, interleaved
 (A B A B ...), and reports end-to-end photos/s as min/median/max. The ingest picks its detector from
-$GALLERY_DETECTOR (gallery.faces.detect), which is set around each run.
+$FACE_GALLERY_DETECTOR (gallery.settings), which is set around each run.
 """
 
 from __future__ import annotations

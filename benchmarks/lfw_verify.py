@@ -53,6 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "lfw-aj"
 FALLBACK_SCORE = -1.0  # score of a pair with a photo that has no embedding: "different" at any threshold
 

@@ -20,8 +20,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import text
 
-from gallery.store import Gallery, append_embedded_faces
-from indexer.backup import backup, restore
+from gallery.device import apply_process_defaults
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
+from gallery.store import Gallery, append_embedded_faces  # noqa: E402
+from indexer.backup import backup, restore  # noqa: E402
 
 
 def synthetic(root: Path, n: int, dim: int) -> None:

@@ -43,6 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from gallery.store import Gallery  # noqa: E402
 from indexer import build_index  # noqa: E402
 from search.calibrate import calibrate  # noqa: E402

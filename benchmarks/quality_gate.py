@@ -31,6 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from gallery.faces.models import model_for_gallery  # noqa: E402
 from gallery.faces.quality import QUALITY_GATE, QualityGate, gate_issue  # noqa: E402
 from gallery.store import Gallery  # noqa: E402

@@ -31,6 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from benchmarks.synthetic import SyntheticFaces, fitted_spec  # noqa: E402
 from gallery.faces.models import get_model_spec  # noqa: E402
 from gallery.ingest import IngestOptions, ingest  # noqa: E402

@@ -28,6 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from gallery.store import Gallery  # noqa: E402
 
 

@@ -48,6 +48,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from gallery.device import apply_process_defaults  # noqa: E402
+
+apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
+
 from gallery.store import Gallery, append_embedded_faces, is_gallery  # noqa: E402
 
 THRESHOLD = 0.5  # the genuine/impostor boundary of the plain generator (see the module docstring)

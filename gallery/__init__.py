@@ -1,7 +1,5 @@
-"""Face gallery: ingestion of photo archives into a gallery store (SQLite + Parquet shards)."""
+"""Face gallery: ingestion of photo archives into a gallery store (SQLite + Parquet shards).
 
-import os
-
-# OpenMP threads that spin while waiting slow faiss and torch down several-fold when both share a
-# small CPU (measured on 2 cores); passive waiting costs nothing measurable otherwise.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+Importing the package changes nothing in the process: settings are read when first needed
+(gallery.settings) and process-wide defaults are applied by the entry points.
+"""

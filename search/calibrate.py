@@ -11,28 +11,37 @@ the target, and the weight kept is the one whose threshold leaves the fewest mat
 1:1: the cosine of pairs of the gallery's good-quality labeled faces, genuine (same identity) and
 impostor (different identities, sampled); the threshold is the lowest with a false match rate within
 `TARGET_FMR`. `gallery verify --gallery` uses it.
+
+Automatic: `refresh_threshold` calibrates when the rule of search.threshold says the gallery needs it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gallery.errors import CalibrationError
+from gallery.errors import CalibrationError, NoIndexError
+from gallery.store import Gallery
 from search.decision import DecisionRule
 from search.evaluation import LeaveOneOut, fnir_at_fpir, fpir_fnir, leave_one_out, rule_scores, threshold_at_fpir
-from search.searcher import Searcher
 from search.threshold import (
     MIN_NONMATED_PER_FPIR,
     NO_ONE,
     RULE_VERSION,
     TARGET_FMR,
+    TARGET_FPIR,
+    calibration_status,
     conservative_threshold,
     default_rule,
+    needs_calibration,
 )
+
+if TYPE_CHECKING:
+    from search.searcher import Searcher
 
 WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.0001, 0.1))  # runner-up weights tried
 REPORTED_FPIR = (0.001, 0.01)  # FNIR is reported at these FPIRs too
@@ -219,3 +228,26 @@ def calibrate(
             extra={"rule": rule.as_dict(), "rule_version": RULE_VERSION, "one_to_one": report.one_to_one},
         )
     return report
+
+
+def refresh_threshold(gallery_dir: Path | str) -> CalibrationReport | None:
+    """Calibrate automatically when the gallery needs it (search.threshold.needs_calibration) and has an
+    index to search; the report, or None when nothing was done. The CLI runs this after ingest, sync and
+    index build/update. Deciding costs one SQLite query; only a calibration loads the search machinery.
+    Faces never measured for quality (a gallery from before quality measures) are measured first from
+    their stored landmarks, so that the calibration leaves out those below the gate."""
+    with Gallery.open(gallery_dir) as gallery:
+        if gallery.unmeasured_face_count():
+            from gallery.ingest.quality import measure_gallery
+
+            measure_gallery(gallery)
+        if not needs_calibration(calibration_status(gallery)):
+            return None
+    from search.searcher import Searcher
+
+    try:
+        searcher = Searcher(gallery_dir)
+    except NoIndexError:
+        return None
+    with searcher:
+        return calibrate(searcher, target_fpir=TARGET_FPIR)

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from gallery.device import apply_process_defaults
+
+# The test run is an entry point like the `gallery` command: the same OpenMP waiting policy, set before
+# any test module imports torch or faiss (importing gallery itself sets nothing).
+apply_process_defaults()
+
 REPO = Path(__file__).resolve().parents[1]
 LFW = REPO.parent / "shared" / "data" / "lfw-aj"
 LFW_IMAGES = LFW / "images"

@@ -128,6 +128,8 @@ def test_whole_detector_equals_mtcnn_detect_on_random_photos_of_mixed_sizes() ->
 
 def test_detector_choice_defaults_to_batched_and_refuses_unknown_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DETECTOR_ENV, raising=False)
+    monkeypatch.delenv("GALLERY_DETECTOR", raising=False)  # the deprecated name (tests/test_settings.py)
+    assert DETECTOR_ENV == "FACE_GALLERY_DETECTOR"
     assert detector_kind() == "mtcnn-batched"
     monkeypatch.setenv(DETECTOR_ENV, "facenet-mtcnn")
     assert detector_kind() == "facenet-mtcnn" and detector_kind("mtcnn-batched") == "mtcnn-batched"

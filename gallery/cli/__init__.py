@@ -33,6 +33,9 @@ def root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log diagnostics to stderr.", metavar="")] = False,
 ) -> None:
     """Face gallery search engine: ingest photo archives, index faces, ask 'who is this?'."""
+    from gallery.device import apply_process_defaults
+
+    apply_process_defaults()  # before any command imports torch or faiss
     if verbose:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

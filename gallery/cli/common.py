@@ -207,7 +207,7 @@ def human_bytes(n: float | None) -> str:
 
 def auto_calibrate(gallery: Path, quiet: bool = False) -> dict | None:
     """After a change to the gallery: recalibrate when the rule in search.threshold says so, and say it."""
-    from search.threshold import refresh_threshold
+    from search.calibrate import refresh_threshold
 
     report = refresh_threshold(gallery)
     if report is None:

@@ -13,11 +13,11 @@ import os
 import stat
 import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gallery.faces.decoded import DecodedPhoto
 from gallery.faces.formats import MissingLibrary, check_library, is_raw, is_video, open_raw
 from gallery.faces.xmp import extract_packet
 
@@ -66,31 +66,6 @@ def read_regular_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
-
-
-@dataclass
-class DecodedPhoto:
-    """A decoded photo, or a failure with a reason code and a human-readable detail."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str | None
-    pixels: np.ndarray | None = None  # (h, w, 3) uint8, possibly downsized
-    scale: float = 1.0  # pixels = original * scale
-    width: int = 0  # original (oriented) size
-    height: int = 0
-    reason: str | None = None  # unreadable | empty_file | not_an_image | truncated | too_large | ...
-    detail: str | None = None
-    install: str | None = None  # reason missing_library: the command that installs the decoder
-    orientation: int = 1  # the EXIF orientation that was applied (face regions in XMP may need it)
-    xmp: bytes | None = None  # the embedded XMP packet, if any (face regions are read from it)
-    video: bool = False  # a video: no pixels here; its frames are sampled by gallery.faces.video
-    duration: float = 0.0  # a video's length in seconds (0: not known)
-
-    @property
-    def ok(self) -> bool:
-        return self.reason is None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

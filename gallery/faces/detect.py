@@ -16,7 +16,6 @@ under the product's score threshold or minimum size (in original pixels) are dro
 from __future__ import annotations
 
 import math
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,21 +24,24 @@ import numpy as np
 import torch
 
 from gallery.errors import GalleryError
+from gallery.settings import settings, source_of
 
 BUCKET_STEP = 32
 DETECTORS = ("mtcnn-batched", "facenet-mtcnn")
 DEFAULT_DETECTOR = "mtcnn-batched"
-DETECTOR_ENV = "GALLERY_DETECTOR"  # lets a benchmark or a user pick the detector of every pipeline
+# lets a benchmark or a user pick the detector of every pipeline (gallery.settings; formerly GALLERY_DETECTOR)
+DETECTOR_ENV = "FACE_GALLERY_DETECTOR"
 
 
 def detector_kind(kind: str | None = None) -> str:
-    """The detector to use: `kind`, else $GALLERY_DETECTOR, else the default; unknown names are a
+    """The detector to use: `kind`, else $FACE_GALLERY_DETECTOR, else the default; unknown names are a
     GalleryError (shown as a message by the CLI)."""
-    name = kind or os.environ.get(DETECTOR_ENV) or DEFAULT_DETECTOR
+    name = kind or settings().detector or DEFAULT_DETECTOR
     if name not in DETECTORS:
-        source = f"${DETECTOR_ENV}" if not kind else "detector"
+        variable = source_of("detector")
+        source = f"${variable}" if not kind else "detector"
         raise GalleryError(f"Unknown face detector '{name}' (from {source}): use one of {', '.join(DETECTORS)}"
-                           f"{'' if kind else f', or unset {DETECTOR_ENV}'}.")
+                           f"{'' if kind else f', or unset {variable}'}.")
     return name
 
 

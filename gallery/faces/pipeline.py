@@ -109,7 +109,7 @@ class FacePipeline:
         t0 = time.perf_counter()
         self.embedder = spec.load(self.device, weights)
         self.spec = self.embedder.spec  # bound to its weights file: the stamp of a new gallery
-        # detector None: $GALLERY_DETECTOR or the batched MTCNN (gallery.faces.detect.detector_kind)
+        # detector None: $FACE_GALLERY_DETECTOR or the batched MTCNN (gallery.faces.detect.detector_kind)
         self.detector = FaceDetector(device=self.device.name, min_face_size=min_face_size,
                                      threshold=det_threshold, max_batch=detect_batch_size, kind=detector)
         self.seconds["load_models"] += time.perf_counter() - t0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gallery.faces.decode import DecodedPhoto
+from gallery.faces.decoded import DecodedPhoto
 from gallery.faces.formats import VIDEO_EXTENSIONS, is_video  # noqa: F401 - part of this module's API
 
 INSTALL_VIDEO = "pip install 'face-gallery[video]'  (PyAV)"

@@ -137,6 +137,9 @@ class EmbedStage:
                 f"The gallery's staging folder {self.staging} is not visible on Ray node {socket.gethostname()}: "
                 "put the gallery on a filesystem every node mounts at the same path."
             )
+        from gallery.device import apply_process_defaults
+
+        apply_process_defaults()  # a worker process: before the pipeline imports torch
         from gallery.faces.pipeline import FacePipeline
 
         self.model_stamp = model_stamp

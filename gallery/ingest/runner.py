@@ -421,35 +421,3 @@ def progress_line(done: int, total: int | None, faces: int, rate: float | None, 
         if eta is not None:
             parts.append(f"{format_seconds(eta)} left")
     return " · ".join(parts)
-
-
-def ingest(
-    source: Path | str,
-    gallery_dir: Path | str,
-    options: IngestOptions | None = None,
-    on_progress: ProgressFn | None = None,
-    engine: str = "local",
-    address: str | None = None,
-    **overrides: Any,
-) -> IngestSummary:
-    """Ingest a photo folder (or one photo) into a gallery folder; safe to re-run (it resumes).
-
-    Options come from `options` with any keyword overrides applied (`ingest(src, g, workers=0)`).
-    `engine="ray"` reads, decodes and embeds on a Ray cluster (`address`: "auto", HOST:PORT, or None
-    for the cluster this process is connected to or a local one) and commits here, exactly once;
-    see gallery.ingest.distributed.
-    """
-    if engine not in ("local", "ray"):
-        raise ValueError(f"Unknown ingest engine '{engine}': use local or ray.")
-    opts = replace(options or IngestOptions(), **overrides)
-    if not Path(source).exists():
-        raise FileNotFoundError(f"Photo source '{Path(source).resolve()}' does not exist.")
-    if engine == "ray":
-        from gallery.ingest.distributed import RayOptions, ray_ingest
-
-        return ray_ingest(source, gallery_dir, opts, RayOptions(address=address), on_progress)
-    gallery = Gallery.open_or_create(gallery_dir)
-    try:
-        return Ingestor(Path(source), gallery, opts).run(on_progress)
-    finally:
-        gallery.close()

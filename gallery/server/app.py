@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from gallery.device import apply_process_defaults
 from gallery.errors import GalleryError
 from gallery.server.config import ServeConfig
 from gallery.server.docs import mount_docs
@@ -42,6 +43,7 @@ def _error(status: int, body: dict[str, Any]) -> JSONResponse:
 
 
 def create_app(config: ServeConfig) -> FastAPI:
+    apply_process_defaults()  # before the search service loads torch and faiss
     gallery = Gallery.open(config.gallery)
     service = SearchService(config.gallery_path, config.device)
     if config.uploads_dir:  # in the server's folder in the gallery: a killed server's uploads are found and removed

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-ENV_VAR = "GALLERY_SERVE_CONFIG"
+from gallery.settings import env_name, settings
+
+ENV_VAR = env_name("serve_config")  # FACE_GALLERY_SERVE_CONFIG (formerly GALLERY_SERVE_CONFIG)
 DEFAULT_MAX_UPLOAD_MB = 20  # one request body: a phone photo is 3-12 MB
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 MAX_ENROL_PHOTOS = 20
@@ -33,7 +34,7 @@ class ServeConfig:
 
     @classmethod
     def from_env(cls) -> ServeConfig:
-        raw = os.environ.get(ENV_VAR)
+        raw = settings().serve_config
         if not raw:
             raise RuntimeError(f"{ENV_VAR} is not set: start the server with `gallery serve`.")
         return cls(**json.loads(raw))

@@ -52,7 +52,7 @@ def refresh_index(gallery: Path) -> dict[str, Any] | None:
 
 
 def calibrate_if_due(gallery: Path) -> dict | None:
-    from search.threshold import refresh_threshold
+    from search.calibrate import refresh_threshold
 
     report = refresh_threshold(gallery)
     return report.as_dict() if report is not None else None

@@ -19,8 +19,9 @@ them directly; recomputing is idempotent, so an interrupted operation that runs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from sqlalchemy import delete, event, select
@@ -32,7 +33,15 @@ from gallery.store.schema import Face, IdentityTemplate, TemplateDirty
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from gallery.store.gallery import Gallery
+
+class EmbeddingSource(Protocol):
+    """What the templates read of a gallery (gallery.store.gallery.Gallery is one): this module sits
+    below the gallery, which installs its commit hook and builds the templates of an older gallery."""
+
+    def session(self) -> AbstractContextManager[Session]: ...
+    def read_embeddings(self, face_ids: np.ndarray | list[int], session: Session | None = None) -> np.ndarray: ...
+    def iter_embeddings(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
 
 SQLITE_MAX_PARAMS = 900
 TEMPLATES_META = "templates"  # meta key: {"version": 1} once every identity's template was built
@@ -106,7 +115,7 @@ def drop_templates(s: Session, identity_ids: Iterable[int]) -> None:
         s.execute(delete(TemplateDirty).where(TemplateDirty.identity_id.in_(part)))
 
 
-def refresh_templates(s: Session, identity_ids: Iterable[int], gallery: Gallery | None = None) -> None:
+def refresh_templates(s: Session, identity_ids: Iterable[int], gallery: EmbeddingSource | None = None) -> None:
     """Recompute these identities' templates from their counted faces as this transaction sees them
     (an identity left with none loses its template). Reads the faces' embeddings from the shards."""
     gallery = gallery if gallery is not None else s.info.get("gallery")
@@ -145,7 +154,7 @@ def install_commit_hook(factory: sessionmaker) -> None:
     event.listen(factory, "before_commit", refresh_marked)
 
 
-def _sums_from_shards(gallery: Gallery, s: Session) -> dict[int, tuple[int, np.ndarray]]:
+def _sums_from_shards(gallery: EmbeddingSource, s: Session) -> dict[int, tuple[int, np.ndarray]]:
     """identity id -> (faces, float64 sum) recomputed from the counted faces, streaming the shards once."""
     rows = s.execute(select(Face.face_id, Face.identity_id).where(counted_faces()).order_by(Face.face_id)).all()
     owner = {int(f): int(i) for f, i in rows}
@@ -164,7 +173,7 @@ def _sums_from_shards(gallery: Gallery, s: Session) -> dict[int, tuple[int, np.n
     return out
 
 
-def build_all_templates(gallery: Gallery, force: bool = False) -> int:
+def build_all_templates(gallery: EmbeddingSource, force: bool = False) -> int:
     """Compute every identity's template (once for a gallery from before templates existed; `force`:
     again, as repair does); returns how many. Streams the shards once."""
     with gallery.session() as s, s.begin():
@@ -179,7 +188,7 @@ def build_all_templates(gallery: Gallery, force: bool = False) -> int:
     return len(sums)
 
 
-def template_problems(gallery: Gallery, tolerance: float = 1e-5) -> list[str]:
+def template_problems(gallery: EmbeddingSource, tolerance: float = 1e-5) -> list[str]:
     """Identities whose stored template differs from one recomputed from their faces (`gallery check
     --deep`); an empty list when all agree."""
     with gallery.session() as s:

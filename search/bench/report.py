@@ -1,4 +1,5 @@
-"""What a benchmark leaves on disk: bench.csv, bench.json and the recall-vs-latency curves (PNG).
+"""What a benchmark leaves on disk: its `BenchReport`, as bench.csv, bench.json and the recall-vs-latency
+curves (PNG). search.bench.sweep fills the report; this module knows nothing of how.
 
 `plot_curves` is shared with benchmarks/recall_latency.py, so that `gallery bench` on a user's gallery
 and the synthetic suite draw the same picture. matplotlib is imported only when a plot is drawn.
@@ -10,14 +11,38 @@ import csv
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from search.bench.sweep import BenchReport
+from typing import Any
 
 CSV_FIELDS = ["label", "method", "setting", "nprobe", "rerank", "candidates", "recall@1", "recall@10", "mate_recall",
               "p50_ms", "p95_ms", "p99_ms", "mean_ms", "qps", "bytes_per_vector", "applicable", "recommended"]
+
+
+@dataclass
+class BenchReport:
+    gallery: str
+    index: dict[str, Any]
+    queries: dict[str, Any]
+    k: int
+    threshold: float | None
+    threshold_source: str
+    target_recall: float
+    target_metric: str
+    points: list[dict[str, Any]]
+    exact: dict[str, Any] | None
+    recommended: dict[str, Any] | None
+    why: str
+    meets_target: bool
+    applied: bool
+    identification: dict[str, Any] | None
+    ground_truth: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _all_points(report: BenchReport) -> list[dict[str, Any]]:

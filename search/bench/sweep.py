@@ -41,7 +41,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +53,7 @@ from gallery.store import Gallery
 from indexer.choose import GPU_MAX_NPROBE
 from indexer.memory import memory_available
 from search.bench.metrics import METRICS, GroundTruth, K, evaluate, exact_ground_truth
-from search.bench.report import write_outputs
+from search.bench.report import BenchReport, write_outputs
 from search.threshold import resolve_one_to_one
 
 if TYPE_CHECKING:
@@ -69,32 +68,6 @@ EXACT_MARGIN = 1.2  # an index setting must be this much faster than exact searc
 EXACT_MIN_GAIN_MS = 0.05
 MAX_NPROBE = GPU_MAX_NPROBE  # the FAISS GPU cap; beyond it an IVF index scans most of its lists anyway
 FLAT_BASELINE_MEMORY_FRACTION = 0.4  # the exact baseline holds every vector: only when it fits easily
-
-
-@dataclass
-class BenchReport:
-    gallery: str
-    index: dict[str, Any]
-    queries: dict[str, Any]
-    k: int
-    threshold: float | None
-    threshold_source: str
-    target_recall: float
-    target_metric: str
-    points: list[dict[str, Any]]
-    exact: dict[str, Any] | None
-    recommended: dict[str, Any] | None
-    why: str
-    meets_target: bool
-    applied: bool
-    identification: dict[str, Any] | None
-    ground_truth: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
-    environment: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # --- queries ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Where model weights come from, and which file they are: explicit path, cache, package or download.
 
-The cache directory is `$FACE_GALLERY_CACHE` if set, else `~/.cache/face-gallery`. Weights for a
+The cache directory is `$FACE_GALLERY_CACHE` if set, else `~/.cache/face-gallery` (gallery.settings). Weights for a
 model go to `<cache>/weights/<filename>`; a file given once with `--weights` is remembered under
 `<cache>/weights/by-sha256/<sha256>` (a hard link, or a symbolic link across file systems), so later
 commands on a gallery stamped with that hash find it without `--weights`. Every file is identified by
@@ -16,24 +16,41 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from gallery.errors import ModelMismatch, ModelWeightsMissing
 from gallery.fsutil import atomic_write
 
-if TYPE_CHECKING:
-    from gallery.faces.models.spec import ModelSpec
-
 log = logging.getLogger(__name__)
+
+
+class WeightsSpec(Protocol):
+    """What finding a model's weights reads of its spec (gallery.faces.models.spec.ModelSpec has it all):
+    this module sits below the spec, which calls `locate_weights` when it loads a model."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def weights_filename(self) -> str | None: ...
+    @property
+    def weights_url(self) -> str | None: ...
+    @property
+    def packaged_weights(self) -> str | None: ...
+    @property
+    def weights_formats(self) -> str: ...
+    @property
+    def weights_elsewhere(self) -> tuple[str, ...]: ...
+    @property
+    def weights_sha256(self) -> str | None: ...
 
 _HASHES: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime) -> sha256, for this process
 _HASH_LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FACE_GALLERY_CACHE")
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "face-gallery"
-    return path
+    from gallery.settings import settings  # pydantic loads when a command needs a setting, not with the CLI
+
+    return settings().cache
 
 
 def weights_dir() -> Path:
@@ -93,7 +110,7 @@ def _short(sha256: str) -> str:
     return sha256[:16]
 
 
-def _packaged(spec: ModelSpec) -> Path | None:
+def _packaged(spec: WeightsSpec) -> Path | None:
     if spec.packaged_weights is None:
         return None
     module_name, function = spec.packaged_weights.split(":")
@@ -103,7 +120,7 @@ def _packaged(spec: ModelSpec) -> Path | None:
         return None
 
 
-def _candidates(spec: ModelSpec) -> list[Path]:
+def _candidates(spec: WeightsSpec) -> list[Path]:
     """Known places, most specific first: the file remembered by hash, the cache, facenet-pytorch's
     download folder, where deepface or keras-vggface keep the file, the file a package ships."""
     found: list[Path] = []
@@ -120,7 +137,7 @@ def _candidates(spec: ModelSpec) -> list[Path]:
     return [p for p in found if p.is_file()]
 
 
-def _mismatch(spec: ModelSpec, path: Path, sha256: str) -> ModelMismatch:
+def _mismatch(spec: WeightsSpec, path: Path, sha256: str) -> ModelMismatch:
     return ModelMismatch(
         f"Weights mismatch for model '{spec.name}': the gallery was built with the weights file of SHA-256 "
         f"{_short(spec.weights_sha256 or '')}…, and {path} has SHA-256 {_short(sha256)}…. Other weights give "
@@ -129,7 +146,7 @@ def _mismatch(spec: ModelSpec, path: Path, sha256: str) -> ModelMismatch:
     )
 
 
-def check_weights(spec: ModelSpec, explicit: Path | None) -> None:
+def check_weights(spec: WeightsSpec, explicit: Path | None) -> None:
     """Refuse an explicit weights file that is not the one the gallery was built with, before any work
     (a run with nothing new to read never loads the model, and would not notice)."""
     if explicit is None or not spec.weights_sha256:
@@ -142,7 +159,7 @@ def check_weights(spec: ModelSpec, explicit: Path | None) -> None:
         raise _mismatch(spec, path, sha256)
 
 
-def locate_weights(spec: ModelSpec, explicit: Path | None) -> tuple[Path, str]:
+def locate_weights(spec: WeightsSpec, explicit: Path | None) -> tuple[Path, str]:
     """(path, sha256) of the weights file for `spec`; a spec that expects a hash gets only that file."""
     expected = spec.weights_sha256
     if explicit is not None:
@@ -170,11 +187,13 @@ def locate_weights(spec: ModelSpec, explicit: Path | None) -> tuple[Path, str]:
     return _download(spec)
 
 
-def _download(spec: ModelSpec) -> tuple[Path, str]:
+def _download(spec: WeightsSpec) -> tuple[Path, str]:
     filename, url = spec.weights_filename, spec.weights_url
     target = weights_dir() / (filename or spec.name)
     error: Exception | None = None
-    if url and filename and not os.environ.get("FACE_GALLERY_OFFLINE"):
+    from gallery.settings import settings
+
+    if url and filename and not settings().offline:
         import torch
 
         try:
