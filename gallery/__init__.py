@@ -3,5 +3,5 @@
 import os
 
 # OpenMP threads that spin while waiting slow faiss and torch down several-fold when both share a
-# small CPU (measured on 2 cores); passive waiting costs nothing measurable otherwise.
+# small CPU (measured on a 2-core x86 VM, no GPU); passive waiting costs nothing measurable otherwise.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
