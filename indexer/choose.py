@@ -18,7 +18,7 @@ The rules (faiss wiki "Guidelines to choose an index" and the benchmark in bench
 - from ``LARGE_IVF_VECTORS`` faces (2M) on CPU, the coarse quantizer is an HNSW graph over the centroids
   (``IVF{nlist}_HNSW32``, the faiss wiki's choice for 10M-100M vectors) trained by two-level k-means
   (``faiss.contrib.clustering.two_level_clustering``): at 10M x 128 a flat k-means over 16,384 lists and
-  the flat assignment of every vector cost tens of minutes on 2 cores, the two-level training about a
+  the flat assignment of every vector cost tens of minutes on a 2-core x86 VM, the two-level training about a
   minute, and the graph finds a query's lists without scanning all 16,384 centroids;
 - exact re-ranking of the PQ candidates with the float vectors (a memory-mapped file on disk) is on by
   default for every compressed index: PQ alone caps recall@1 well below 1;
@@ -52,7 +52,7 @@ HNSW_QUANTIZER_M = 32
 # The HNSW coarse quantizer's search breadth. faiss' default efSearch 16 missed the list holding a
 # query's true nearest neighbour for 4-5% of queries at 10M x 128 (16,384 lists), whatever the nprobe
 # (up to 1024), which capped recall@1 at 0.96 and mate recall at 0.87; 64 found it for all 100 probed
-# queries, 128 leaves a margin (benchmarks/recall_latency.py, issue 16). efConstruction: a better graph
+# queries, 128 leaves a margin (benchmarks/recall_latency.py). efConstruction: a better graph
 # over the centroids costs well under a second at 16k centroids.
 HNSW_QUANTIZER_EF_SEARCH = 128
 HNSW_QUANTIZER_ADD_EF_SEARCH = 16  # faiss' default, kept while adding: see indexer.loaded.tune_hnsw_quantizer
@@ -100,7 +100,7 @@ def default_nprobe(nlist: int, dim: int = 512) -> int:
     vectors share one mean direction and pack a query's neighbours tightly): 4*sqrt(nlist) rounded up
     to a power of two, 256 at nlist 4096 and 512 at 16,384. On the generator fitted to dlib-resnet the
     old 1.5% gave mate recall 0.95 at 1M and 0.89 at 10M; mate recall >= 0.99 needed 256 lists at 1M
-    and 512 (with re-rank 400) at 10M (benchmarks/recall_latency.py, issue 16)."""
+    and 512 (with re-rank 400) at 10M (benchmarks/recall_latency.py)."""
     if dim <= CROWDED_MAX_DIM:
         return int(min(nlist, 1 << math.ceil(math.log2(4.0 * math.sqrt(nlist)))))
     return int(min(nlist, max(16, nlist // 64)))
@@ -127,8 +127,8 @@ def train_size_for(nlist: int, n: int, per_centroid: int = DEFAULT_TRAIN_PER_CEN
 def _target_code_bytes(dim: int) -> int:
     """D/8 bytes (at least 32) above 128-d; D/2 bytes (one 4-bit code per dimension) up to 128-d: on
     128-d vectors fitted to dlib-resnet's real similarities, 32-byte codes left mate recall at 0.72-0.91
-    at 1M faces whatever the nprobe/re-rank depth, 64-byte codes reach 0.996 (benchmarks/recall_latency.py,
-    issue 16)."""
+    at 1M faces whatever the nprobe/re-rank depth, 64-byte codes reach 0.996 (benchmarks/recall_latency.py).
+    """
     if dim <= 128:
         return max(dim // 2, 1)
     return int(min(max(dim // 8, 32), max(dim // 2, 1)))

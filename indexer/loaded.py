@@ -91,7 +91,7 @@ class LoadedIndex:
         return self._deleted.get()
 
     def to_gpu(self, all_gpus: bool = False) -> LoadedIndex:
-        """Search on one GPU, or sharded over all GPUs (all_gpus=True). Untested: no GPU here."""
+        """Search on one GPU, or sharded over all GPUs (all_gpus=True). Not run by the CPU-only tests."""
         self._gpu = gpu.GpuSearcher(self.index, all_gpus=all_gpus)
         return self
 

@@ -13,7 +13,7 @@ import numpy as np
 from gallery.errors import NoIndexError
 from gallery.store import Gallery
 
-TAIL_WARN_FACES = 50_000  # 50k x 128-d is ~25 MB and a few ms per query on 2 cores: time to index
+TAIL_WARN_FACES = 50_000  # 50k x 128-d is ~25 MB and a few ms per query (2-core x86 VM): time to index
 
 
 class UnindexedTail:

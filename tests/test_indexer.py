@@ -105,7 +105,7 @@ def test_choose_index_by_size_dim_and_budget():
     assert ten.bytes_per_vector == 72 and ten.nlist == 16384 and "two-level" in ten.reason
     assert choose_index(10_000_000, 128, device="cuda").factory == "IVF16384,PQ64np"  # GPU: flat quantizer
 
-    # default search settings, as measured (issue 16): up to 128-d more lists, and more candidates as a
+    # default search settings, as measured (recall_latency.py): up to 128-d more lists, and more candidates as a
     # query scans more codes; above 128-d 1.5% of the lists and 100 candidates
     settings = {(n, d): (choose_index(n, d).nprobe, choose_index(n, d).rerank_candidates)
                 for n, d in ((1_000_000, 128), (10_000_000, 128), (1_000_000, 512), (10_000_000, 512))}

@@ -1,4 +1,4 @@
-"""The gallery never lies and never hangs (issue 11): each numbered finding has a test here.
+"""The gallery never lies and never hangs: each numbered finding has a test here.
 
 1 damaged shards are named, never indexed or served; 2 special and huge files are refused without
 reading; 3 killed runs leave no process behind, SIGTERM exits 130; 4 lost shards, half-created

@@ -1,4 +1,4 @@
-"""The shape of the code (DESIGN.md): imports point down, the store owns the data, the CLI is fast.
+"""The shape of the code (docs/design.md): imports point down, the store owns the data, the CLI is fast.
 
     gallery.cli → {search, indexer, gallery.ingest} → {gallery.faces, gallery.store}
                 → {gallery.errors, gallery.device, gallery.settings, gallery.fsutil, gallery.progress}

@@ -1,6 +1,6 @@
 """Distributed ingest on Ray Data, run in local mode: the same gallery as the local ingest, exactly once.
 
-Ray starts once for the module with RAY_CPUS logical CPUs on this 2-core machine: the embedding actor
+Ray starts once for the module with RAY_CPUS logical CPUs (a 2-core machine suffices): the embedding actor
 reserves 2 of them (RayOptions.actor_cpus), so the decode tasks always have 2 slots and the actor can
 never starve them. The killed-job test runs the CLI in a subprocess that joins this Ray (--address).
 """

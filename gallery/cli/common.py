@@ -31,7 +31,7 @@ _exit_without_teardown = False
 def exit_without_teardown() -> None:
     """Called by a one-shot command (search, verify) once it has closed everything it opened: the
     console entry point then ends the process at once instead of running the interpreter's teardown,
-    which with torch loaded takes about half a second on a 2-core CPU and finishes nothing a done
+    which with torch loaded takes about half a second on a 2-core x86 VM and finishes nothing a done
     command needs. Only the console entry point acts on it (never a test's CliRunner)."""
     global _exit_without_teardown
     _exit_without_teardown = True

@@ -1,7 +1,7 @@
 """Non-maximum suppression for the detector: torchvision's compiled NMS kernel, without torchvision.
 
 `import torchvision` (or `torchvision.ops`) imports every `torchvision.models` module and, through
-`roi_align`, torch's whole compiler stack (`torch._dynamo`): about 2.4 s on a 2-core CPU, for the one
+`roi_align`, torch's whole compiler stack (`torch._dynamo`): about 2.4 s on a 2-core x86 VM, for the one
 kernel the detector calls. This module loads only torchvision's compiled operator library
 (`torch.ops.load_library`, what torchvision's own `extension.py` does) and calls `torch.ops.torchvision.nms`;
 `batched_nms` is torchvision's two strategies, with its thresholds, so the boxes kept are the same.

@@ -13,7 +13,7 @@ Measures (all from what detection and alignment already produce):
   eye distance (0 frontal; about 0.5 and beyond for a profile).
 
 A face below the gate (`QUALITY_GATE`, measured on LFW A–J by benchmarks/quality_gate.py; see its
-docstring and the README) is stored and shown with its reason, but never enrols into its identity's
+docstring and docs/quality.md) is stored and shown with its reason, but never enrols into its identity's
 template, is left out of calibration and clustering, and as a query is answered "too poor to
 identify" instead of a guess.
 
@@ -50,7 +50,7 @@ class QualityGate:
         return asdict(self)
 
 
-# Measured on LFW A–J with dlib-resnet (benchmarks/quality_gate.py and the README's "Face quality"), for the
+# Measured on LFW A–J with dlib-resnet (benchmarks/quality_gate.py and docs/quality.md), for the
 # two harms of a poor face: it is named less often (made-worse photos: chips under 90% inside the photo were
 # named 4-55% of the time against 68%, detection scores under 0.99 7-20%, pose over 0.6 19% against 65%), and
 # it joins different people into one group (the LFW background faces that made mixed clusters: cut off,

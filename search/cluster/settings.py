@@ -48,7 +48,7 @@ class ClusterSettings:
 
 # Tuned on half of the LFW A–J people (product ingest, dlib-resnet with flip averaging, faces below the
 # quality gate left out) with at most 6 and at most 20 photos per person, checked on the other half
-# (benchmarks/cluster_quality.py, the README's figures). Flip averaging raises every cosine a little,
+# (benchmarks/cluster_quality.py; docs/people-and-clusters.md). Flip averaging raises every cosine a little,
 # so a gallery built without it (its model stamp has no "flip") keeps the setting tuned on such
 # embeddings: the flip setting would cost it about 0.01 of BCubed F there.
 MODEL_DEFAULTS: dict[str, ClusterSettings] = {

@@ -23,7 +23,7 @@ DEFAULT_MODEL = "dlib-resnet"  # ships its weights on PyPI: works on every machi
 # keeps its own. Measured through the product's ingest and search (benchmarks/open_set.py heldout, the same
 # LFW A–J photos ingested with and without it, 5 splits): rank-1 0.949 -> 0.961 and FNIR at FPIR 1% / 0.1%
 # 0.239 / 0.551 -> 0.195 / 0.435 with the best-face rule, 0.183 / 0.334 -> 0.150 / 0.298 with the decision
-# statistic; it doubles the embedding work of an ingest (see the README).
+# statistic; it doubles the embedding work of an ingest (see docs/cli.md).
 FLIP_DEFAULT = True
 
 # Mean positions of MTCNN's 5 landmarks (left eye, right eye, nose, mouth left, mouth right) inside
@@ -69,7 +69,7 @@ FACENET_VGGFACE2 = ModelSpec(
     input_size=160,
     template=FACENET_TEMPLATE,
     preprocessing="mtcnn5-similarity-v1/std127.5",
-    # Not measurable here (weights need GitHub): cosine 0.40 corresponds to the Euclidean distance
+    # Not measured offline (the weights come from GitHub): cosine 0.40 corresponds to the Euclidean distance
     # 1.1 between unit vectors that is commonly used with this model. Calibrate on your gallery.
     default_threshold=0.40,
     threshold_source="literature (Euclidean 1.1 on unit vectors); run `gallery calibrate`",
