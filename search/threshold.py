@@ -4,7 +4,8 @@ Two questions, two thresholds:
 - **1:K identification** ("who is this?", `gallery search`): the decision rule of search.decision (combined
   score of best face and template, minus a weight x the runner-up's) against a threshold on that
   statistic. In order: an explicit value (`--threshold`, on the statistic); the gallery's calibration
-  (rule and threshold calibrated together, `gallery calibrate`, run automatically by `refresh_threshold`);
+  (rule and threshold calibrated together, `gallery calibrate`, run automatically by
+  gallery.app.indexing.calibrate_if_due);
   a labeled gallery that is not calibrated: the model's default rule with a *conservative default*
   threshold for its number of identities (`CONSERVATIVE`, measured); a model without measurements names
   no one.
@@ -27,16 +28,11 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gallery.errors import GalleryError, NoIndexError
+from gallery.errors import GalleryError
 from gallery.faces.models import ModelSpec, get_model_spec
 from gallery.store import Gallery
 from search.decision import DecisionRule
-
-if TYPE_CHECKING:
-    from search.calibrate import CalibrationReport
 
 MIN_CALIBRATION_IDENTITIES = 10  # identities with a mate: fewer gives too few mated searches to trust
 STALE_GROWTH = 1.25  # labeled faces x1.25 since the last calibration: calibrate again
@@ -208,27 +204,3 @@ def calibration_status(gallery: Gallery) -> CalibrationStatus:
 def needs_calibration(status: CalibrationStatus) -> bool:
     """The automatic rule: enough identities with a mate, and no calibration yet or a stale one."""
     return status.can_calibrate and (status.calibrated_at is None or status.stale)
-
-
-def refresh_threshold(gallery_dir: Path | str) -> CalibrationReport | None:
-    """Calibrate automatically when the gallery needs it (the rule above) and has an index to search;
-    the report, or None when nothing was done. The CLI runs this after ingest, sync and index
-    build/update. Deciding costs one SQLite query; only a calibration loads the search machinery.
-    Faces never measured for quality (a gallery from before quality measures) are measured first from
-    their stored landmarks, so that the calibration leaves out those below the gate."""
-    with Gallery.open(gallery_dir) as gallery:
-        if gallery.unmeasured_face_count():
-            from gallery.ingest.quality import measure_gallery
-
-            measure_gallery(gallery)
-        if not needs_calibration(calibration_status(gallery)):
-            return None
-    from search.calibrate import calibrate
-    from search.searcher import Searcher
-
-    try:
-        searcher = Searcher(gallery_dir)
-    except NoIndexError:
-        return None
-    with searcher:
-        return calibrate(searcher, target_fpir=TARGET_FPIR)

@@ -11,7 +11,6 @@ from pathlib import Path
 ENV_VAR = "GALLERY_SERVE_CONFIG"
 DEFAULT_MAX_UPLOAD_MB = 20  # one request body: a phone photo is 3-12 MB
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
-MAX_ENROL_PHOTOS = 20
 
 
 @dataclass
