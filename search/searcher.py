@@ -84,6 +84,10 @@ class Searcher:
         self._pipeline: FacePipeline | None = None
         self._pipeline_lock = threading.Lock()  # the models are loaded once
         self._models_lock = threading.Lock()  # one photo through the detector and embedder at a time
+        # one k-NN at a time: FAISS and numpy already use the cores for one query, and several at once only
+        # compete (benchmarks/serve_load.py on a 2-core x86 VM, 4 clients of embedding searches: p99 61 ms one
+        # at a time, 158 ms all at once)
+        self._knn_lock = threading.Lock()
 
     def refresh_decision(self) -> None:
         """(Re)read the decision rule, the 1:K threshold and the 1:1 threshold in force (after a calibration
@@ -226,6 +230,12 @@ class Searcher:
     ) -> list[FaceAnswer]:
         """Answer each row of an (n, D) array of unit embeddings (`threshold`: this query's own, see
         `decision_threshold`)."""
+        with self._knn_lock:
+            return self._search_embeddings(embeddings, k, faces_mode, query, faces, exclude_face_ids, threshold)
+
+    def _search_embeddings(self, embeddings: np.ndarray, k: int | None, faces_mode: bool, query: str | None,
+                           faces: Sequence[dict] | None, exclude_face_ids: Sequence[set[int]] | None,
+                           threshold: float | None) -> list[FaceAnswer]:
         k = k or self.k
         value, source = self.decision_threshold(threshold, faces_mode)
         x = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)

@@ -361,11 +361,9 @@ def _erase(gallery: Path, as_json: bool, command: str, wait: float, keep_out: bo
     from gallery.app.people import erase
 
     report = erase(gallery, command, wait, keep_out=keep_out, **selection)
+    message = ErasureReport(**report.model_dump(exclude={"archive"})).message(gallery)
     if as_json:  # the object the API's erase answers
         print(report.model_dump_json())
-    message = ErasureReport(**report.model_dump(exclude={"archive"})).message(gallery)
-    if as_json:
-        pass
     elif report.status == "pending":
         err.print(f"[bold yellow]{safe(message)}[/]", highlight=False, soft_wrap=True)
     else:
