@@ -1,4 +1,4 @@
-"""Time to erase one person from a large gallery through the product's own `indexer.erasure.erase`.
+"""Time to erase one person from a large gallery through the product's own `gallery.app.erasure.erase`.
 
 A synthetic gallery (benchmarks/synthetic.py: N faces, ~8 per identity, 100k faces per shard) with the
 default index (chosen by size; IVF-PQ with a re-rank file at 1M), then one identity erased: SQLite rows
@@ -24,10 +24,10 @@ from gallery.device import apply_process_defaults  # noqa: E402
 apply_process_defaults()  # as the `gallery` command does: before torch and faiss load
 
 from benchmarks.synthetic import SyntheticSpec, ensure_synthetic_gallery  # noqa: E402
+from gallery.app.erasure import erase  # noqa: E402
 from gallery.store import Gallery  # noqa: E402
 from gallery.store.erase import ErasureSelection  # noqa: E402
 from indexer import build_index, index_info  # noqa: E402
-from indexer.erasure import erase  # noqa: E402
 from indexer.manifest import read_manifest  # noqa: E402
 
 

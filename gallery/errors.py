@@ -46,9 +46,10 @@ class PhotoRefused(GalleryError):
     """A photo the product will not open: not a regular file, over the size or pixel limits. `reason`
     is the ingest's reason code for it."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, file: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.file = file  # the name the photo was given (an upload's file name), when there is one
 
 
 class LabelConflict(GalleryError):
@@ -116,9 +117,15 @@ class CalibrationError(GalleryError):
 
 
 class VerifyError(GalleryError):
-    """A photo given to verify has no usable face: the question has no answer (exit 1, as search)."""
+    """A photo given to verify has no usable face: the question has no answer (exit 1, as search).
+    `reason` is the pipeline's reason code (no_face, not_an_image, ...), `file` the photo's name."""
 
     exit_code = 1
+
+    def __init__(self, message: str, reason: str | None = None, file: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.file = file
 
 
 class BenchError(GalleryError):

@@ -8,8 +8,17 @@ most a temporary file (named `.NAME.PID.tmp`) that the owner's clean-up removes.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def clean_name(filename: str | None, fallback: str = "upload") -> str:
+    """A file name safe to put in a folder (no path, no odd characters), keeping the extension."""
+    name = _UNSAFE.sub("_", Path(filename or "").name).strip("._") or fallback
+    return name[-120:]
 
 
 def fsync_dir(path: Path) -> None:

@@ -195,3 +195,13 @@ def remove_index(gallery: Any) -> None:
 
 def has_manifest(index_dir: Path) -> bool:
     return (index_dir / MANIFEST).is_file()
+
+
+def manifest_version(index_dir: Path) -> tuple[int, int] | None:
+    """What tells a long-lived reader that the index changed (a build, an update or an erasure writes a
+    new manifest): the manifest's (mtime in ns, size), or None when there is no index."""
+    try:
+        st = (Path(index_dir) / MANIFEST).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -12,20 +12,19 @@ the target, and the weight kept is the one whose threshold leaves the fewest mat
 impostor (different identities, sampled); the threshold is the lowest with a false match rate within
 `TARGET_FMR`. `gallery verify --gallery` uses it.
 
-Automatic: `refresh_threshold` calibrates when the rule of search.threshold says the gallery needs it.
+Automatic: `gallery.app.indexing.calibrate_if_due` calibrates when the rule of search.threshold says the gallery
+needs it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gallery.errors import CalibrationError, NoIndexError
-from gallery.store import Gallery
+from gallery.errors import CalibrationError
 from search.decision import DecisionRule
 from search.evaluation import LeaveOneOut, fnir_at_fpir, fpir_fnir, leave_one_out, rule_scores, threshold_at_fpir
 from search.threshold import (
@@ -33,11 +32,8 @@ from search.threshold import (
     NO_ONE,
     RULE_VERSION,
     TARGET_FMR,
-    TARGET_FPIR,
-    calibration_status,
     conservative_threshold,
     default_rule,
-    needs_calibration,
 )
 
 if TYPE_CHECKING:
@@ -229,25 +225,3 @@ def calibrate(
         )
     return report
 
-
-def refresh_threshold(gallery_dir: Path | str) -> CalibrationReport | None:
-    """Calibrate automatically when the gallery needs it (search.threshold.needs_calibration) and has an
-    index to search; the report, or None when nothing was done. The CLI runs this after ingest, sync and
-    index build/update. Deciding costs one SQLite query; only a calibration loads the search machinery.
-    Faces never measured for quality (a gallery from before quality measures) are measured first from
-    their stored landmarks, so that the calibration leaves out those below the gate."""
-    with Gallery.open(gallery_dir) as gallery:
-        if gallery.unmeasured_face_count():
-            from gallery.ingest.quality import measure_gallery
-
-            measure_gallery(gallery)
-        if not needs_calibration(calibration_status(gallery)):
-            return None
-    from search.searcher import Searcher
-
-    try:
-        searcher = Searcher(gallery_dir)
-    except NoIndexError:
-        return None
-    with searcher:
-        return calibrate(searcher, target_fpir=TARGET_FPIR)

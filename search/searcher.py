@@ -7,6 +7,7 @@ the index was built (search.tail); SQLite maps their vector ids to identities an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from gallery.faces.models import check_weights, model_for_gallery
 from gallery.faces.pipeline import FacePipeline, PhotoFaces
 from gallery.store import Gallery
 from indexer import LoadedIndex, load_index
+from indexer.manifest import manifest_version
 from search.decision import DecisionRule
 from search.identify import FaceAnswer, Neighbour, decide, parse_aggregation, too_poor_answer
 from search.tail import TAIL_WARN_FACES, UnindexedTail, merge_topk
@@ -28,7 +30,9 @@ LOOK_ALIKES = 8  # templates searched per query for a look-alike the nearest fac
 
 
 class Searcher:
-    """Answers queries against one gallery. Thread-compatible for reads; open one per process."""
+    """Answers queries against one gallery; one searcher answers many threads at once (a server's
+    requests), each query with its own threshold when it gives one (`threshold=`): nothing a query
+    asks changes the searcher. Open one per process."""
 
     def __init__(
         self,
@@ -67,6 +71,7 @@ class Searcher:
             self.refresh_decision()
             self.quality_gate = quality_gate
             self.low_quality_evidence = low_quality_evidence  # False: gallery faces below the gate name no one
+            self._index_version = manifest_version(self.gallery.index_dir)  # before loading: a change after it shows
             self.index: LoadedIndex = load_index(self.gallery)
             self.templates = TemplateSearch(self.gallery)
             self.tail = UnindexedTail(self.gallery, int(self.index.manifest["last_shard_id"]), self.spec.dim)
@@ -77,6 +82,12 @@ class Searcher:
         self._device = device
         self._weights = weights
         self._pipeline: FacePipeline | None = None
+        self._pipeline_lock = threading.Lock()  # the models are loaded once
+        self._models_lock = threading.Lock()  # one photo through the detector and embedder at a time
+        # one k-NN at a time: FAISS and numpy already use the cores for one query, and several at once only
+        # compete (benchmarks/serve_load.py on a 2-core x86 VM, 4 clients of embedding searches: p99 61 ms one
+        # at a time, 158 ms all at once)
+        self._knn_lock = threading.Lock()
 
     def refresh_decision(self) -> None:
         """(Re)read the decision rule, the 1:K threshold and the 1:1 threshold in force (after a calibration
@@ -91,12 +102,40 @@ class Searcher:
         one, self.one_to_one_source = resolve_one_to_one(self.gallery, threshold)
         self.one_to_one = float(one) if one is not None else self.threshold
 
+    def decision_threshold(self, threshold: float | None = None, faces_mode: bool = False) -> tuple[float, str]:
+        """(threshold, source) a query is decided with: the one it gives, else the gallery's in force, on
+        the decision statistic (1:K, identities) or on the cosine of two faces (1:1, faces mode and
+        verification)."""
+        if threshold is not None:
+            return float(threshold), "threshold parameter (1:1)" if faces_mode else "threshold parameter"
+        return (self.one_to_one, self.one_to_one_source) if faces_mode else (self.threshold, self.threshold_source)
+
     @property
     def pipeline(self) -> FacePipeline:
         """The detector and embedder, loaded on first photo query (embedding queries need neither)."""
         if self._pipeline is None:
-            self._pipeline = FacePipeline(self.spec, self._device, self._weights)
+            with self._pipeline_lock:
+                if self._pipeline is None:
+                    self._pipeline = FacePipeline(self.spec, self._device, self._weights)
         return self._pipeline
+
+    def use_pipeline_of(self, other: Searcher) -> None:
+        """Share the models `other` has loaded already (the same gallery reopened after an index change:
+        the index changed, not the model)."""
+        if other.spec == self.spec and other._pipeline is not None:
+            self._pipeline = other._pipeline
+
+    def faces_of(self, photo: Path | str, largest_only: bool = False) -> PhotoFaces:
+        """The faces of a photo, detected, aligned and embedded with the gallery's model (one photo at a
+        time through the models: on a few cores parallel model runs only compete)."""
+        pipeline = self.pipeline
+        with self._models_lock:
+            return pipeline.faces_of(photo, largest_only=largest_only)
+
+    def index_is_current(self) -> bool:
+        """False once the index was rebuilt, updated or patched since this searcher loaded it: a long-lived
+        reader (a server) opens a new searcher then."""
+        return manifest_version(self.gallery.index_dir) == self._index_version
 
     def close(self) -> None:
         self.templates.close()
@@ -126,25 +165,28 @@ class Searcher:
     # --- queries -----------------------------------------------------------------------------
 
     def search(
-        self, photo: Path | str, largest_only: bool = False, faces_mode: bool = False, k: int | None = None
+        self, photo: Path | str, largest_only: bool = False, faces_mode: bool = False, k: int | None = None,
+        threshold: float | None = None,
     ) -> tuple[PhotoFaces, list[FaceAnswer]]:
         """All faces of a photo (or its main face), each answered; a face below the quality gate is
-        answered "too poor to identify" with its reason. An unusable photo has `.error` set."""
-        found = self.pipeline.faces_of(photo, largest_only=largest_only)
+        answered "too poor to identify" with its reason. An unusable photo has `.error` set.
+        `threshold`: this query's own (see `decision_threshold`)."""
+        found = self.faces_of(photo, largest_only=largest_only)
         if not found.ok:
             return found, []
-        return found, self.answer_faces(found, k=k, faces_mode=faces_mode, query=str(photo))
+        return found, self.answer_faces(found, k=k, faces_mode=faces_mode, query=str(photo), threshold=threshold)
 
     def answer_faces(self, found: PhotoFaces, k: int | None = None, faces_mode: bool = False,
-                     query: str | None = None) -> list[FaceAnswer]:
+                     query: str | None = None, threshold: float | None = None) -> list[FaceAnswer]:
         """Answers for the embedded faces of one photo, in detection order (quality gate included)."""
         quality = [q.as_dict() for q in found.quality(self.spec)]
         faces = [{"index": f.index, "box": f.box, "det_score": f.det_score, "is_main": f.is_main}
                  for f in found.faces]
-        return self._answer_gated(found.embeddings, quality, faces, [query] * len(faces), k, faces_mode)
+        return self._answer_gated(found.embeddings, quality, faces, [query] * len(faces), k, faces_mode,
+                                  threshold=threshold)
 
     def search_stored(self, face_ids: Sequence[int], k: int | None = None, faces_mode: bool = False,
-                      exclude_self: bool = True) -> list[FaceAnswer]:
+                      exclude_self: bool = True, threshold: float | None = None) -> list[FaceAnswer]:
         """Answer gallery faces as queries (their stored embeddings and quality verdicts), each one
         excluded from its own answer: "who else is this face?" and the held-out benchmarks."""
         ids = [int(f) for f in face_ids]
@@ -153,25 +195,27 @@ class Searcher:
         quality = [{"ok": rows[f]["quality_issue"] is None, "issue": rows[f]["quality_issue"]} for f in ids]
         faces = [{"face_id": f} for f in ids]
         return self._answer_gated(x, quality, faces, [None] * len(ids), k, faces_mode,
-                                  [{f} for f in ids] if exclude_self else None)
+                                  [{f} for f in ids] if exclude_self else None, threshold=threshold)
 
     def _answer_gated(self, x: np.ndarray, quality: list[dict], faces: list[dict], queries: list[str | None],
-                      k: int | None, faces_mode: bool, exclude: list[set[int]] | None = None) -> list[FaceAnswer]:
+                      k: int | None, faces_mode: bool, exclude: list[set[int]] | None = None,
+                      threshold: float | None = None) -> list[FaceAnswer]:
         """Search the faces that pass the quality gate; the others are answered "too poor to identify"."""
-        threshold = self.one_to_one if faces_mode else self.threshold
+        value, source = self.decision_threshold(threshold, faces_mode)
         usable = [i for i, q in enumerate(quality) if q["ok"] or not self.quality_gate]
         answers: list[FaceAnswer | None] = [None] * len(faces)
         if usable:
             found = self.search_embeddings(np.stack([x[i] for i in usable]), k=k, faces_mode=faces_mode,
                                            faces=[faces[i] for i in usable],
-                                           exclude_face_ids=[exclude[i] for i in usable] if exclude else None)
+                                           exclude_face_ids=[exclude[i] for i in usable] if exclude else None,
+                                           threshold=threshold)
             for i, a in zip(usable, found):
                 a.query, a.quality = queries[i], quality[i]
                 answers[i] = a
         for i, a in enumerate(answers):
             if a is None:
-                answers[i] = too_poor_answer(queries[i], faces[i], threshold, quality[i], faces_mode)
-                answers[i].threshold_source = self.one_to_one_source if faces_mode else self.threshold_source
+                answers[i] = too_poor_answer(queries[i], faces[i], value, quality[i], faces_mode)
+                answers[i].threshold_source = source
         return [a for a in answers if a is not None]
 
     def search_embeddings(
@@ -182,19 +226,28 @@ class Searcher:
         query: str | None = None,
         faces: Sequence[dict] | None = None,
         exclude_face_ids: Sequence[set[int]] | None = None,
+        threshold: float | None = None,
     ) -> list[FaceAnswer]:
-        """Answer each row of an (n, D) array of unit embeddings."""
+        """Answer each row of an (n, D) array of unit embeddings (`threshold`: this query's own, see
+        `decision_threshold`)."""
+        with self._knn_lock:
+            return self._search_embeddings(embeddings, k, faces_mode, query, faces, exclude_face_ids, threshold)
+
+    def _search_embeddings(self, embeddings: np.ndarray, k: int | None, faces_mode: bool, query: str | None,
+                           faces: Sequence[dict] | None, exclude_face_ids: Sequence[set[int]] | None,
+                           threshold: float | None) -> list[FaceAnswer]:
         k = k or self.k
+        value, source = self.decision_threshold(threshold, faces_mode)
         x = np.ascontiguousarray(np.atleast_2d(embeddings), dtype=np.float32)
         if x.shape[1] != self.spec.dim:
             raise ValueError(f"Embeddings have dimension {x.shape[1]}; this gallery's model has {self.spec.dim}.")
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         if faces_mode:
             neighbours = self.neighbours(x, k, True, exclude_face_ids)
-            answers = [decide(query, faces[i] if faces else None, neighbours[i], k, self.one_to_one, faces_mode=True)
+            answers = [decide(query, faces[i] if faces else None, neighbours[i], k, value, faces_mode=True)
                        for i in range(len(x))]
             for answer in answers:
-                answer.threshold_source = self.one_to_one_source
+                answer.threshold_source = source
             return answers
         # at least 3 identities, as the calibration searches (search.evaluation): the same candidates
         neighbours = self.neighbours(x, max(k, 3), False, exclude_face_ids)
@@ -204,11 +257,11 @@ class Searcher:
         answers = []
         for i in range(len(x)):
             names = {n.identity_id: n.identity for n in neighbours[i] if n.identity_id is not None}
-            answer = decide(query, faces[i] if faces else None, neighbours[i], k, self.threshold, self.aggregation,
+            answer = decide(query, faces[i] if faces else None, neighbours[i], k, value, self.aggregation,
                             rule=self.rule, template_scores={names[j]: c for j, c in cosines[i].items() if j in names},
                             look_alike=(look_names[look[i][0]], look[i][1]) if look[i] is not None
                             and look[i][0] in look_names else None)
-            answer.threshold_source = self.threshold_source
+            answer.threshold_source = source
             answers.append(answer)
         return answers
 

@@ -3,14 +3,17 @@
 An ingest is visible to the very next query: the searcher merges the index's answer with an exact
 inner-product search over the live faces of the shards the index does not cover yet. `gallery index
 update` folds the tail into the index; past `TAIL_WARN_FACES` the tail costs enough per query that
-search says so.
+search says so (and an ingest folds it in: gallery.app.indexing).
+
+Many threads may search one tail at once: a refresh swaps in the new (ids, vectors) pair whole.
 """
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
-from gallery.errors import NoIndexError
 from gallery.store import Gallery
 
 TAIL_WARN_FACES = 50_000  # 50k x 128-d is ~25 MB and a few ms per query (2-core x86 VM): time to index
@@ -25,45 +28,56 @@ class UnindexedTail:
         self.dim = dim
         self._watch = gallery.watch_changes()
         self._loaded: set[int] = set()  # shard ids read so far
-        self.ids = np.zeros(0, np.int64)
-        self.vectors = np.zeros((0, dim), np.float32)
+        self._lock = threading.Lock()
+        self._data = (np.zeros(0, np.int64), np.zeros((0, dim), np.float32))  # (ids, vectors), swapped whole
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._data[0]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._data[1]
 
     @property
     def size(self) -> int:
-        return int(self.ids.size)
+        return int(self._data[0].size)
 
     def refresh(self) -> None:
         """Read shards committed since the last look and drop faces deleted since (only when SQLite
         says something changed)."""
-        if not self._watch.poll():
-            return
-        new = [r for r in self.gallery.shard_rows(after_shard_id=self.last_shard_id) if r.shard_id not in self._loaded]
-        parts_ids, parts_x = [self.ids], [self.vectors]
-        for ids, x in self.gallery.iter_embeddings(new):
-            parts_ids.append(ids)
-            parts_x.append(np.asarray(x, np.float32))
-        self._loaded.update(r.shard_id for r in new)
-        ids, vectors = np.concatenate(parts_ids), np.concatenate(parts_x)
-        if ids.size:
-            deleted = self.gallery.deleted_ids()
-            keep = ~np.isin(ids, deleted) if deleted.size else np.ones(ids.size, bool)
-            ids, vectors = ids[keep], vectors[keep]
-        self.ids, self.vectors = ids, np.ascontiguousarray(vectors)
+        with self._lock:
+            if not self._watch.poll():
+                return
+            new = [r for r in self.gallery.shard_rows(after_shard_id=self.last_shard_id)
+                   if r.shard_id not in self._loaded]
+            parts_ids, parts_x = [self.ids], [self.vectors]
+            for ids, x in self.gallery.iter_embeddings(new):
+                parts_ids.append(ids)
+                parts_x.append(np.asarray(x, np.float32))
+            self._loaded.update(r.shard_id for r in new)
+            ids, vectors = np.concatenate(parts_ids), np.concatenate(parts_x)
+            if ids.size:
+                deleted = self.gallery.deleted_ids()
+                keep = ~np.isin(ids, deleted) if deleted.size else np.ones(ids.size, bool)
+                ids, vectors = ids[keep], vectors[keep]
+            self._data = (ids, np.ascontiguousarray(vectors))
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k (scores, ids) over the tail, padded with (-inf, -1)."""
+        held_ids, held = self._data
         n = x.shape[0]
         scores = np.full((n, k), -np.inf, np.float32)
         ids = np.full((n, k), -1, np.int64)
-        if self.size == 0 or k <= 0:
+        if held_ids.size == 0 or k <= 0:
             return scores, ids
-        sims = x @ self.vectors.T  # (n, tail)
-        kk = min(k, self.size)
+        sims = x @ held.T  # (n, tail)
+        kk = min(k, held_ids.size)
         part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
         top = np.take_along_axis(sims, part, axis=1)
         order = np.argsort(-top, axis=1, kind="stable")
         scores[:, :kk] = np.take_along_axis(top, order, axis=1)
-        ids[:, :kk] = self.ids[np.take_along_axis(part, order, axis=1)]
+        ids[:, :kk] = held_ids[np.take_along_axis(part, order, axis=1)]
         return scores, ids
 
     def close(self) -> None:
@@ -77,18 +91,3 @@ def merge_topk(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray
     ids = np.concatenate([a[1], b[1]], axis=1)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
-
-
-def index_advice(gallery: Gallery) -> str | None:
-    """What to run after an ingest so that searches stay fast, or None when nothing is needed."""
-    from indexer.manifest import read_manifest
-
-    try:
-        manifest = read_manifest(gallery.index_dir, gallery.root)
-    except NoIndexError:
-        return f"searches need an index: gallery index build --gallery {gallery.root}"
-    tail = gallery.live_face_count(after_face_id=int(manifest["max_face_id"]))
-    if tail > TAIL_WARN_FACES:
-        return (f"{tail:,} faces are not in the index yet (searched exactly until then); "
-                f"fold them in: gallery index update --gallery {gallery.root}")
-    return None

@@ -15,6 +15,8 @@ change; `PRAGMA data_version` says when to look).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from gallery.store import Gallery
@@ -34,38 +36,52 @@ class TemplateSearch:
         self.limit = limit
         self._watch = gallery.watch_changes()
         self._seq: int | None = None
-        self.ids = np.zeros(0, np.int64)
-        self.vectors = np.zeros((0, 0), np.float32)
-        self.enabled = True
+        self._lock = threading.Lock()
+        # (ids, vectors, enabled), swapped whole: many threads may search at once
+        self._data: tuple[np.ndarray, np.ndarray, bool] = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32), True)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._data[0]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._data[1]
+
+    @property
+    def enabled(self) -> bool:
+        return self._data[2]
 
     def refresh(self) -> None:
-        if not self._watch.poll():
-            return
-        seq, count = self.gallery.templates_version()
-        if seq == self._seq:
-            return
-        self._seq = seq
-        self.enabled = count <= self.limit
-        if self.enabled:
-            self.ids, self.vectors = self.gallery.all_templates()
-        else:
-            self.ids, self.vectors = np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+        with self._lock:
+            if not self._watch.poll():
+                return
+            seq, count = self.gallery.templates_version()
+            if seq == self._seq:
+                return
+            self._seq = seq
+            if count <= self.limit:
+                ids, vectors = self.gallery.all_templates()
+                self._data = (ids, vectors, True)
+            else:
+                self._data = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32), False)
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k (cosines, identity ids) per query, padded with (-inf, -1); empty past the limit."""
         self.refresh()
+        held_ids, held, enabled = self._data
         n = x.shape[0]
         scores = np.full((n, k), -np.inf, np.float32)
         ids = np.full((n, k), -1, np.int64)
-        if not self.enabled or self.ids.size == 0 or k <= 0:
+        if not enabled or held_ids.size == 0 or k <= 0:
             return scores, ids
-        sims = x @ self.vectors.T
-        kk = min(k, self.ids.size)
+        sims = x @ held.T
+        kk = min(k, held_ids.size)
         part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
         top = np.take_along_axis(sims, part, axis=1)
         order = np.argsort(-top, axis=1, kind="stable")
         scores[:, :kk] = np.take_along_axis(top, order, axis=1)
-        ids[:, :kk] = self.ids[np.take_along_axis(part, order, axis=1)]
+        ids[:, :kk] = held_ids[np.take_along_axis(part, order, axis=1)]
         return scores, ids
 
     def close(self) -> None:

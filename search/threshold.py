@@ -5,7 +5,7 @@ Two questions, two thresholds:
   score of best face and template, minus a weight x the runner-up's) against a threshold on that
   statistic. In order: an explicit value (`--threshold`, on the statistic); the gallery's calibration
   (rule and threshold calibrated together, `gallery calibrate`, run automatically by
-  `search.calibrate.refresh_threshold`);
+  gallery.app.indexing.calibrate_if_due);
   a labeled gallery that is not calibrated: the model's default rule with a *conservative default*
   threshold for its number of identities (`CONSERVATIVE`, measured); a model without measurements names
   no one.

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from gallery.app.erasure import erase
+from gallery.app.maintenance import check
 from gallery.cli import app
 from gallery.errors import GalleryError, IndexBusyError
 from gallery.faces.models import get_model_spec, registered
@@ -21,8 +23,6 @@ from gallery.store import Gallery, append_embedded_faces
 from gallery.store.erase import ErasureSelection
 from indexer import build_index, load_index, update_index
 from indexer.backup import backup, restore
-from indexer.erasure import erase
-from indexer.health import check
 from search import Searcher
 from search.decision import BEST_FACE
 from tests.helpers.galleries import stamp, unit_vectors

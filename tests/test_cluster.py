@@ -237,8 +237,8 @@ def test_cluster_name_add_reject_split_erase(tmp_path: Path) -> None:
         name_cluster(root, 10_000, "X")
 
     # erasing a clustered person works (cluster rows go with the faces)
+    from gallery.app.erasure import erase
     from gallery.store.erase import ErasureSelection
-    from indexer.erasure import erase
 
     bob = [r for r in list_clusters(root) if r.name == "Bob"][0]
     erase(root, ErasureSelection(identity="Bob"), command="identities erase")

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from gallery.app.erasure import erase
+from gallery.app.maintenance import compact
 from gallery.cli import app
 from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
 from gallery.store.erase import ErasureSelection
 from gallery.store.templates import normalised
 from indexer import build_index, index_info
-from indexer.erasure import compact, erase
 from search import Searcher
 from search.decision import BEST_FACE
 from tests.conftest import copy_lfw_people, lfw_photo, requires_lfw

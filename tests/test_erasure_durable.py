@@ -266,7 +266,7 @@ def test_a_partial_vectors_file_of_a_killed_index_build_is_reported_and_removed(
 KILLED_ERASE = """
 import os, signal, sys
 from dataclasses import replace
-import indexer.erasure as erasure
+import gallery.app.erasure as erasure
 place, when = sys.argv[2], sys.argv[3]
 def dying(step):
     def run(g, work):

@@ -1,6 +1,7 @@
 """The shape of the code (docs/design.md): imports point down, the store owns the data, the CLI is fast.
 
-    gallery.cli → {search, indexer, gallery.ingest} → {gallery.faces, gallery.store}
+    {gallery.cli, gallery.server} → gallery.app → {search, indexer, gallery.ingest}
+                → {gallery.faces, gallery.store}
                 → {gallery.errors, gallery.device, gallery.settings, gallery.fsutil, gallery.progress}
 
 Every import is checked, also those inside functions and under TYPE_CHECKING: a lazy import that points
@@ -36,10 +37,13 @@ ALLOWED: dict[str, set[str]] = {
     "gallery.ingest": BOTTOM | {"gallery.faces", "gallery.store"},
     "indexer": BOTTOM | {"gallery.store"},
     "search": BOTTOM | {"gallery.faces", "gallery.store", "indexer", "gallery.ingest"},
-    "gallery.server": BOTTOM | {"gallery.faces", "gallery.store", "gallery.ingest", "indexer", "search"},
+    # the application layer: one function per use case, under both the CLI and the server
+    "gallery.app": BOTTOM | {"gallery.faces", "gallery.store", "gallery.ingest", "indexer", "search"},
+    "gallery.server": BOTTOM | {"gallery.faces", "gallery.store", "gallery.ingest", "indexer", "search",
+                                "gallery.app"},
     "gallery.cli": BOTTOM | {"gallery.faces", "gallery.store", "gallery.ingest", "indexer", "search",
-                             "gallery.server"},
-    "benchmarks": BOTTOM | {"gallery.faces", "gallery.store", "gallery.ingest", "indexer", "search"},
+                             "gallery.app", "gallery.server"},
+    "benchmarks": BOTTOM | {"gallery.faces", "gallery.store", "gallery.ingest", "indexer", "search", "gallery.app"},
 }
 ROOMS = sorted(ALLOWED, key=len, reverse=True)
 

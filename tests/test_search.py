@@ -12,11 +12,11 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from gallery.app.verify import verify
 from gallery.cli import app
 from gallery.ingest import IngestOptions, ingest
 from search import NoIndexError, Searcher
 from search.calibrate import calibrate
-from search.verify import verify
 from tests.conftest import copy_lfw_people, lfw_photo, requires_lfw
 
 pytestmark = requires_lfw

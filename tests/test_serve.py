@@ -278,6 +278,27 @@ def test_verify(served) -> None:
     assert_reason(c.post("/v1/verify", files=files(lfw_photo("Ben_Affleck", 6))), 422, "bad_request")
 
 
+def test_verify_against_an_identity_and_status_answer_like_the_cli(served) -> None:
+    """One use case each (gallery.app.verify, gallery.app.status): the API's answer is the CLI's --json."""
+    server, keys, gallery, _ = served
+    c = server.client(keys["search"])
+    probe = lfw_photo("Ben_Affleck", 6)
+    api = c.post("/v1/verify", files={"file_a": (probe.name, probe.read_bytes(), "image/jpeg")},
+                 data={"identity": "Ben_Affleck"}).json()
+    cli = json.loads(gallery_cli("verify", str(probe), "--identity", "Ben_Affleck", "--gallery", str(gallery),
+                                 "--json").stdout)
+    assert api["photo_a"] == probe.name and cli["photo_a"] == str(probe)
+    assert {**api, "photo_a": None} == {**cli, "photo_a": None}
+    assert cli["same"] is True and cli["faces_compared"] == 3 and cli["question"] == "1:1"
+    alone = gallery_cli("verify", str(probe), "--identity", "Ben_Affleck", check=False)
+    assert alone.exit_code == 2 and "--gallery" in alone.stderr
+    status = c.get("/v1/status").json()
+    info = json.loads(gallery_cli("info", "--gallery", str(gallery), "--json").stdout)
+    assert status["server"]["auth"] == "api keys" and info["server"] is None and info["jobs_running"] is None
+    same = ("server", "jobs_running", "disk_bytes")
+    assert {k: v for k, v in status.items() if k not in same} == {k: v for k, v in info.items() if k not in same}
+
+
 # --- limits and bad input -------------------------------------------------------------------------
 
 
@@ -583,3 +604,37 @@ def test_enrolling_into_an_empty_gallery_makes_it_searchable(tmp_path: Path) -> 
         assert answers[0].identity == "Al Gore"
     finally:
         service.close()
+
+
+def test_openapi_documents_every_answer(tmp_path: Path) -> None:
+    """/openapi.json gives a schema for the success answer of every route (the typed answers of
+    gallery.app.answers), and the search and verify uploads are documented forms with a JSON alternative."""
+    from gallery.server.app import create_app
+    from gallery.server.config import ServeConfig
+    from gallery.store import Gallery
+
+    Gallery.open_or_create(tmp_path / "g").close()
+    config = ServeConfig(gallery=str(tmp_path / "g"), jobs_dir=str(tmp_path / "jobs"),
+                         enrol_dir=str(tmp_path / "enrolled"), device="cpu")
+    spec = create_app(config).openapi()
+    missing = []
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            success = next(code for code in ("200", "201", "202") if code in operation["responses"])
+            contents = operation["responses"][success].get("content") or {}
+            schemas = [body.get("schema") or {} for body in contents.values()]
+            # a named model (or a list of them), or an image: never a bare "object"
+            if not any("$ref" in sc or "$ref" in sc.get("items", {}) or sc.get("format") == "binary"
+                       for sc in schemas):
+                missing.append(f"{method.upper()} {path} ({success})")
+    assert not missing, "answers without a schema: " + ", ".join(missing)
+    search = spec["paths"]["/v1/search"]["post"]
+    assert search["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SearchAnswer"}
+    bodies = search["requestBody"]["content"]
+    assert "multipart/form-data" in bodies and "application/json" in bodies
+    form = spec["components"]["schemas"][bodies["multipart/form-data"]["schema"]["$ref"].split("/")[-1]]
+    assert {"file", "k", "threshold", "largest_only", "faces"} <= set(form["properties"])
+    verify = spec["paths"]["/v1/verify"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"file_a", "file_b", "identity", "threshold"} <= set(
+        spec["components"]["schemas"][verify["$ref"].split("/")[-1]]["properties"])

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from gallery.app.erasure import erase
+from gallery.app.maintenance import check, compact, repair
 from gallery.cli import app
 from gallery.store import Gallery
 from gallery.store.erase import ErasureSelection
 from indexer import build_index, load_index
-from indexer.erasure import compact, erase
-from indexer.health import check, repair
 from tests.helpers.galleries import make_gallery, unit_vectors
 
 DIM = 32

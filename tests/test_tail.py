@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gallery.app.indexing import index_advice
 from gallery.faces.models import get_model_spec, registered
 from gallery.store import Gallery, append_embedded_faces
 from indexer import build_index, update_index
 from search import Searcher
 from search.decision import BEST_FACE
-from search.tail import index_advice, merge_topk
+from search.tail import merge_topk
 from tests.helpers.galleries import stamp, unit_vectors
 
 DIM = 16

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -123,7 +122,9 @@ def register(app: GalleryTyper) -> None:
             if status is not None:
                 status.stop()
         if as_json:
-            print(json.dumps(report.as_dict(), default=str))
+            from gallery.app.answers import BenchAnswer
+
+            print(BenchAnswer.model_validate(report.as_dict()).model_dump_json())
             return
         idx = report.index
         table = Table(

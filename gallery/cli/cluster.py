@@ -1,11 +1,10 @@
 """`gallery cluster` and `gallery clusters ...`: find the people in an unlabeled archive, review, name.
 
-Thin layers over search.cluster.
+Thin layers over gallery.app.clusters; `--json` prints the answers the /v1/clusters API gives.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -34,8 +33,12 @@ Similarity = Annotated[float | None, typer.Option(
          "measured default).", callback=finite_threshold, show_default=False)]
 
 
-def _print_json(data: object) -> None:
-    print(json.dumps(data))
+def _print_json(answer: object) -> None:
+    """An answer (gallery.app.answers), or a list of them, as one line of JSON."""
+    from pydantic import TypeAdapter
+
+    print(TypeAdapter(type(answer)).dump_json(answer).decode() if isinstance(answer, list)
+          else answer.model_dump_json())  # type: ignore[attr-defined]
 
 
 @clusters_app.callback(invoke_without_command=True)
@@ -51,11 +54,12 @@ def clusters_list(
     if ctx.invoked_subcommand is not None:
         return
     gallery = listing_gallery(gallery)
-    from search.cluster import count_clusters, list_clusters
+    from gallery.app.clusters import clusters
+    from search.cluster import count_clusters
 
-    rows = list_clusters(gallery, min_size=min_size, limit=limit, suggest=suggest)
+    rows = clusters(gallery, min_size=min_size, limit=limit, suggest=suggest)
     if as_json:
-        _print_json([r.as_dict() for r in rows])
+        _print_json(rows)
         return
     if not rows:
         note(f"No clusters yet: run gallery cluster --gallery {gallery}")
@@ -82,12 +86,12 @@ def clusters_show(
 ) -> None:
     """The faces of one cluster, those far from the rest first (? marks the faces a stricter split would
     take out); --sheet draws them for a glance."""
-    from search.cluster import contact_sheet, show_cluster
+    from gallery.app.clusters import cluster as show_cluster
 
-    detail = show_cluster(gallery, cluster)
-    written = contact_sheet(gallery, cluster, sheet, max_faces=max_faces) if sheet is not None else None
+    detail = show_cluster(gallery, cluster, sheet, max_faces=max_faces)
+    written = detail.sheet
     if as_json:
-        _print_json({**detail.as_dict(), "sheet": str(written) if written else None})
+        _print_json(detail)
         return
     title = f"cluster {cluster}: {plural(detail.size, 'face')}"
     title += f", named {safe(detail.name)}" if detail.name else ""
@@ -119,11 +123,11 @@ def clusters_name(
 ) -> None:
     """Give the cluster's faces a name (an existing name merges the cluster into that person); faces far
     from the rest of the cluster are listed (--strict leaves them unnamed)."""
-    from search.cluster import name_cluster
+    from gallery.app.clusters import name as name_cluster
 
     result = name_cluster(gallery, cluster, name, strict=strict)
     if as_json:
-        _print_json(result.as_dict())
+        _print_json(result)
         return
     how = "merged into the existing" if result.merged else "named"
     out.print(safe(f"cluster {cluster}: {plural(result.faces_labeled, 'face')} {how} '{result.name}'"), highlight=False)
@@ -142,11 +146,11 @@ def clusters_name(
 def clusters_split(cluster: ClusterArg, gallery: GalleryOpt, threshold: Similarity = None,
                    as_json: JsonOpt = False) -> None:
     """Cluster one cluster again with a stricter setting; its parts become new clusters."""
-    from search.cluster import split_cluster
+    from gallery.app.clusters import split
 
-    result = split_cluster(gallery, cluster, threshold=threshold)
+    result = split(gallery, cluster, threshold=threshold)
     if as_json:
-        _print_json(result.as_dict())
+        _print_json(result)
         return
     if not result.into and not result.unclustered:
         out.print(f"cluster {cluster} stays one cluster at threshold {result.threshold:.3f} "
@@ -165,11 +169,11 @@ def clusters_reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Take faces out of a cluster: they become unclustered and never rejoin it."""
-    from search.cluster import reject_faces
+    from gallery.app.clusters import reject
 
-    result = reject_faces(gallery, cluster, face_ids)
+    result = reject(gallery, cluster, face_ids)
     if as_json:
-        _print_json(result.as_dict())
+        _print_json(result)
         return
     out.print(f"cluster {cluster}: {plural(result.rejected, 'face')} taken out")
 
@@ -209,18 +213,17 @@ def register(app: GalleryTyper) -> None:
     ) -> None:
         """Group faces into candidate people: the first run clusters every face, later runs add new faces
         to the clusters (named ones keep their names and pass them on)."""
-        from search.cluster import cluster_gallery
+        from gallery.app.clusters import cluster_run
 
         def progress(event: object) -> None:
             if not quiet and not as_json:
                 note(f"{event.stage}: {event.total:,} {event.message}")  # type: ignore[attr-defined]
 
-        result = cluster_gallery(gallery, rebuild=rebuild, include_labeled=include_labeled,
-                                 include_low_quality=include_low_quality, threshold=threshold,
-                                 floor=floor, k=k, method=method, cohesion_gap=cohesion_gap, join_gap=join_gap,
-                                 progress=progress)
+        result = cluster_run(gallery, rebuild=rebuild, progress=progress, include_labeled=include_labeled,
+                             include_low_quality=include_low_quality, threshold=threshold,
+                             floor=floor, k=k, method=method, cohesion_gap=cohesion_gap, join_gap=join_gap)
         if as_json:
-            _print_json(result.as_dict())
+            _print_json(result)
             return
         if result.incremental and not result.new_faces:
             out.print("no new faces since the last clustering (to start over: --rebuild)")

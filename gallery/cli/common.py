@@ -42,10 +42,15 @@ def wants_exit_without_teardown() -> bool:
 
 
 def finite_threshold(value: float | None) -> float | None:
-    """--threshold: a cosine similarity, so a finite number in [-1, 1]."""
-    if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
-        raise typer.BadParameter(f"{value} is not a cosine similarity: give a number from -1 to 1.")
-    return value
+    """--threshold: checked by the one threshold rule (gallery.app.answers.check_threshold)."""
+    if value is None:
+        return None
+    from gallery.app.answers import InvalidThreshold, check_threshold
+
+    try:
+        return check_threshold(value)
+    except InvalidThreshold as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def fpir_range(value: float) -> float:
@@ -205,32 +210,34 @@ def human_bytes(n: float | None) -> str:
     return f"{n:.1f} TiB"
 
 
-def auto_calibrate(gallery: Path, quiet: bool = False) -> dict | None:
-    """After a change to the gallery: recalibrate when the rule in search.threshold says so, and say it."""
-    from search.calibrate import refresh_threshold
-
-    report = refresh_threshold(gallery)
-    if report is None:
-        return None
-    if not quiet:
-        hint(f"calibrated the match threshold automatically: {report.threshold:.4f} with runner-up weight "
-             f"{report.rule['weight']:g} (FPIR {report.fpir:.2%}, FNIR {report.fnir:.2%}, {report.identities} "
-             "identities); see `gallery info`")
-    return report.as_dict()
+def print_json(answer: Any) -> None:
+    """An answer (gallery.app.answers) as one line of JSON: the object the HTTP API answers too."""
+    print(answer.model_dump_json())
 
 
-def finish_erasures(gallery: Path, quiet: bool = False) -> dict | None:
-    """After a write: finish erasures an interruption left pending (when no other writer runs), and
-    say so. None when there were none."""
-    from indexer.erasure import finish_pending_if_any
-
-    outcome = finish_pending_if_any(gallery)
-    if outcome is None:
-        return None
-    if not quiet and outcome.finished:
-        note(f"finished {len(outcome.finished)} pending erasure(s)")
-    if not quiet and outcome.pending:
-        warn(f"an erasure is still pending ({'; '.join(f'{p}: {w}' for p, w in outcome.blocked.items())}); "
+def say_after_write(after: Any, gallery: Path) -> None:
+    """What a write that added faces did to keep the gallery searchable (gallery.app.answers.AfterWrite):
+    erasures finished or still pending, the index built or updated, the calibration, what to run next."""
+    erasures = after.erasures
+    if erasures is not None and erasures.finished:
+        note(f"finished {erasures.finished} pending erasure(s)")
+    if erasures is not None and erasures.pending:
+        warn(f"an erasure is still pending ({'; '.join(f'{p}: {w}' for p, w in erasures.blocked.items())}); "
              f"`gallery repair --gallery {gallery}` finishes it")
-    return {"finished": len(outcome.finished), "pending": len(outcome.pending)}
+    index = after.index
+    if index.action == "build":
+        hint(f"built the index: {index.factory}, {index.ntotal:,} faces")
+    elif index.action == "update":
+        hint(f"folded the new faces into the index: {index.ntotal:,} faces")
+    say_calibration(after.calibration)
+    if after.next:
+        hint(f"next: {after.next}")
 
+
+def say_calibration(report: Any) -> None:
+    """The automatic calibration a write ran (a gallery.app.answers.Calibration), if any."""
+    if report is None:
+        return
+    hint(f"calibrated the match threshold automatically: {report.threshold:.4f} with runner-up weight "
+         f"{report.rule['weight']:g} (FPIR {report.fpir:.2%}, FNIR {report.fnir:.2%}, {report.identities} "
+         "identities); see `gallery info`")

@@ -102,12 +102,15 @@ def identities_show(
     """The faces of one person: face id, photo, box, detection score, quality."""
     from dataclasses import asdict
 
+    from gallery.app.answers import IdentityFaces
     from gallery.store import Gallery
 
     with Gallery.open(gallery) as g:
         faces = g.identity_faces(name)
-    if as_json:
-        print(json.dumps({"identity": name, "faces": [asdict(f) for f in faces]}))
+        shown = IdentityFaces.model_validate({"identity": name, "identity_id": g.identity_id(name),
+                                              "faces": [asdict(f) for f in faces]})
+    if as_json:  # the object GET /v1/identities/{name} answers
+        print(shown.model_dump_json())
         return
     low = sum(1 for f in faces if f.quality and not f.quality["ok"])
     table = Table("face", Column("photo", overflow="fold"), "box", "score", "main", Column("quality", overflow="fold"),
@@ -354,17 +357,17 @@ KeepOutOpt = Annotated[bool, typer.Option(
 
 
 def _erase(gallery: Path, as_json: bool, command: str, wait: float, keep_out: bool, **selection: object) -> None:
-    from gallery.store.erase import ErasureSelection
-    from indexer.erasure import erase
+    from gallery.app.erasure import ErasureReport
+    from gallery.app.people import erase
 
-    report = erase(gallery, ErasureSelection(**selection, keep_out=keep_out), command,  # type: ignore[arg-type]
-                   lock_wait_s=wait)
-    if as_json:
-        print(json.dumps(report.as_dict()))
+    report = erase(gallery, command, wait, keep_out=keep_out, **selection)
+    message = ErasureReport(**report.model_dump(exclude={"archive"})).message(gallery)
+    if as_json:  # the object the API's erase answers
+        print(report.model_dump_json())
     elif report.status == "pending":
-        err.print(f"[bold yellow]{safe(report.message(gallery))}[/]", highlight=False, soft_wrap=True)
+        err.print(f"[bold yellow]{safe(message)}[/]", highlight=False, soft_wrap=True)
     else:
-        out.print(safe(report.message(gallery)), highlight=False, soft_wrap=True)
+        out.print(safe(message), highlight=False, soft_wrap=True)
     if not as_json and report.photos:
         # Erasure never touches the photo archive: say what the next ingest or sync of it would do.
         if keep_out:
@@ -474,12 +477,14 @@ def register(app: GalleryTyper) -> None:
     ) -> None:
         """Check the database, every shard (presence, size, checksum, rows, ids), runs and the index.
         Exit 0 when all is well, 1 with what to run next when not."""
-        from indexer.health import check as run_check
+        from gallery.app.answers import CheckAnswer
+        from gallery.app.maintenance import check as run_check
 
         findings = run_check(gallery, deep=deep)
         bad = [f for f in findings if not f.ok]
         if as_json:
-            print(json.dumps({"ok": not bad, "findings": [f.as_dict() for f in findings]}))
+            print(CheckAnswer.model_validate({"ok": not bad, "findings": [f.as_dict() for f in findings]})
+                  .model_dump_json())
         else:
             table = Table("area", "", "detail", "to mend it", title=f"Check of {safe(str(gallery))}")
             for f in findings:
@@ -494,8 +499,8 @@ def register(app: GalleryTyper) -> None:
         else from their photos (every face keeps its id, label and curation; only what nothing restores is
         dropped, each face named with the reason), finish pending erasures, remove crash leftovers, close
         stale runs, rebuild a damaged index with its own settings. Exit 3 when an erasure is still pending."""
+        from gallery.app.maintenance import repair as run_repair
         from gallery.ingest.reembed import reembed_faces
-        from indexer.health import repair as run_repair
 
         result = run_repair(gallery, lock_wait_s=wait, reembed=reembed_faces)
         if "database" in result:  # cannot be opened: nothing else can be mended
@@ -538,7 +543,7 @@ def register(app: GalleryTyper) -> None:
     @app.command()
     def compact(gallery: GalleryOpt, as_json: JsonOpt = False, wait: WaitOpt = 30.0) -> None:
         """Reclaim the space of deleted faces: rewrite mostly-deleted shards, shed deleted ids from the index."""
-        from indexer.erasure import compact as run_compact
+        from gallery.app.maintenance import compact as run_compact
 
         result = run_compact(gallery, lock_wait_s=wait)
         _done(as_json, result, f"{result['shards_rewritten']} shards rewritten, {result['faces_erased']} deleted "

@@ -1,4 +1,5 @@
-"""`gallery index build|update|info`: a thin typer layer over the indexer API."""
+"""`gallery index build|update|info`: a thin typer layer over gallery.app.indexing (the index operation,
+then pending erasures finished and the calibration when due) and the indexer's info."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from gallery.cli.common import (
     GalleryOpt,
     GalleryTyper,
     JsonOpt,
-    auto_calibrate,
-    finish_erasures,
     human_bytes,
     note,
     out,
     plural,
     safe,
+    say_calibration,
+    warn,
 )
 
 index_app = GalleryTyper(
@@ -85,32 +86,46 @@ def build_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Build (or rebuild) the index from every live face; the old index stays usable until it is done."""
-    from indexer import build_index
+    from gallery.app.indexing import build
 
     if not as_json:
         note(f"Building the index of {gallery} ...")
-    manifest = build_index(gallery, factory=factory, memory_budget=memory_budget, rerank=rerank, device=device,
-                           nprobe=nprobe, seed=seed)
-    manifest["erasures"] = finish_erasures(gallery, quiet=as_json)  # type: ignore[typeddict-unknown-key]
+    manifest = build(gallery, factory=factory, memory_budget=memory_budget, rerank=rerank, device=device,
+                     nprobe=nprobe, seed=seed)
     if as_json:
-        manifest["calibration"] = auto_calibrate(gallery, quiet=True)
         _print_json(manifest)
         return
+    _say_erasures(manifest, gallery)
     _table(f"Index built for {gallery}", _summary_rows(manifest))
-    auto_calibrate(gallery)  # says so, after the table it follows from
+    _say_calibration(manifest)  # after the table it follows from
+
+
+def _say_erasures(manifest: dict, gallery: object) -> None:
+    erasures = manifest.get("erasures") or {}
+    if erasures.get("finished"):
+        note(f"finished {erasures['finished']} pending erasure(s)")
+    if erasures.get("pending"):
+        warn(f"an erasure is still pending ({'; '.join(f'{p}: {w}' for p, w in erasures['blocked'].items())}); "
+             f"`gallery repair --gallery {gallery}` finishes it")
+
+
+def _say_calibration(manifest: dict) -> None:
+    from gallery.app.answers import Calibration
+
+    if manifest.get("calibration"):
+        say_calibration(Calibration.model_validate(manifest["calibration"]))
 
 
 @index_app.command("update")
 def update_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     """Add the faces ingested since the last build, without retraining."""
-    from indexer import update_index
+    from gallery.app.indexing import update
 
-    manifest = update_index(gallery)
-    manifest["erasures"] = finish_erasures(gallery, quiet=as_json)  # type: ignore[typeddict-unknown-key]
+    manifest = update(gallery)
     if as_json:
-        manifest["calibration"] = auto_calibrate(gallery, quiet=True)
         _print_json(manifest)
         return
+    _say_erasures(manifest, gallery)
     added = manifest.get("added", 0)
     out.print(
         f"Added {plural(added, 'face')}; the index now holds {manifest['ntotal']:,} (vector ids up to "
@@ -118,13 +133,12 @@ def update_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
         if added
         else "The index is up to date: no new faces."
     )
-    auto_calibrate(gallery)
+    _say_calibration(manifest)
 
 
 @index_app.command("info")
 def info_cmd(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
     """The index's manifest and how stale it is (live faces not indexed yet)."""
-    from gallery.cli.common import warn
     from indexer import index_info
 
     info = index_info(gallery)

@@ -1,13 +1,12 @@
 """`gallery info`, `gallery models`: what a gallery holds and which models exist.
 
-These read SQLite and the model table only: they import no torch and no faiss.
+`gallery info` renders gallery.app.status (the object GET /v1/status answers); they import no torch.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 
 from rich.table import Table
 
@@ -32,33 +31,22 @@ def register(app: GalleryTyper) -> None:
     @app.command()
     def info(gallery: GalleryOpt, as_json: JsonOpt = False) -> None:
         """Summarise a gallery: model, photos, faces, identities, failures, shards, disk size, threshold."""
-        from gallery.store import Gallery
-        from gallery.store.keep_out import kept_out_count
-        from search.threshold import calibration_record, calibration_status, resolve_decision, resolve_one_to_one
+        from gallery.app.status import status
+        from search.decision import DecisionRule
 
-        with Gallery.open(gallery) as g:
-            summary = g.info()
-            decision = resolve_decision(g)
-            threshold, source = decision.threshold, decision.source
-            one, one_source = resolve_one_to_one(g)
-            calibration = calibration_status(g)
-            report = (calibration_record(g) or {}).get("report") or {}
-            problems = g.quick_problems()
-            kept_out = kept_out_count(g)
-        identification = {"rule": decision.rule.as_dict(), "weight": decision.rule.weight,
-                          "fnir_at": report.get("fnir_at"), "rank1": report.get("rank1")}
+        summary = status(gallery)
         if as_json:
-            data = summary.as_dict()
-            data.update(model=summary.model["name"] if summary.model else None, model_stamp=summary.model,
-                        threshold=threshold, threshold_source=source, one_to_one_threshold=one,
-                        one_to_one_source=one_source, identification=identification, calibration=asdict(calibration),
-                        problems=problems, kept_out=kept_out)
-            print(json.dumps(data))
+            print(summary.model_dump_json())
             return
+        threshold, source = summary.threshold, summary.threshold_source
+        one, one_source = summary.one_to_one_threshold, summary.one_to_one_source
+        calibration, problems, kept_out = summary.calibration, summary.problems, summary.kept_out
+        rule = DecisionRule.from_dict(summary.rule)
+        report = {"fnir_at": summary.identification.fnir_at, "rank1": summary.identification.rank1}
         table = Table(title=f"Gallery {safe(str(gallery))}", show_header=False)
         table.add_column()
         table.add_column(overflow="fold")  # a weights hash wraps rather than being cut
-        table.add_row("model", _model_text(summary.model) if summary.model else "(none yet)")
+        table.add_row("model", _model_text(summary.model_stamp) if summary.model_stamp else "(none yet)")
         table.add_row("photos", str(summary.photos))
         table.add_row("faces", f"{summary.faces} ({summary.labeled_faces} labeled, {summary.deleted_faces} deleted)")
         table.add_row("identities", str(summary.identities))
@@ -73,7 +61,7 @@ def register(app: GalleryTyper) -> None:
             table.add_row("quality", f"{summary.low_quality_faces} faces below the quality gate (stored, not enrolled)"
                           + (f"; {summary.unmeasured_faces} not measured" if summary.unmeasured_faces else ""))
         if threshold is not None:
-            table.add_row("1:K threshold (search)", f"{threshold:.4f} on {safe(decision.rule.describe())} — "
+            table.add_row("1:K threshold (search)", f"{threshold:.4f} on {safe(rule.describe())} — "
                           f"{safe(source)}")
         if one is not None:
             table.add_row("1:1 threshold (verify)", f"{one:.4f} on the cosine of two faces — {safe(one_source)}")
@@ -81,7 +69,7 @@ def register(app: GalleryTyper) -> None:
             table.add_row("identification", ", ".join(f"FNIR {'-' if v is None else f'{v:.1%}'} at FPIR {k}"
                                                        for k, v in report["fnir_at"].items())
                           + f", rank-1 {report.get('rank1', float('nan')):.1%}, runner-up weight "
-                          f"{decision.rule.weight:g} (leave-one-out at calibration)")
+                          f"{rule.weight:g} (leave-one-out at calibration)")
         if calibration.outdated:
             table.add_row("calibrated", "[yellow]for an earlier decision rule: recalibrated at the next index build, "
                           f"ingest or sync, or now with gallery calibrate --gallery {safe(str(gallery))}[/]")

@@ -1,8 +1,8 @@
-"""`gallery ingest`: a thin layer over gallery.ingest.ingest."""
+"""`gallery ingest` and `gallery sync`: thin layers over gallery.app.ingest (ingest, then erasures, the
+index when due and the calibration when due, as the server's ingest jobs)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -18,12 +18,11 @@ from gallery.cli.common import (
     MaxFileSizeOpt,
     PresetOpt,
     WeightsOpt,
-    auto_calibrate,
     err,
     fail,
-    finish_erasures,
-    hint,
     out,
+    print_json,
+    say_after_write,
     warn,
 )
 
@@ -85,9 +84,9 @@ def register(app: GalleryTyper) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Find, embed and store every face of a photo archive. Re-running resumes; nothing is added twice."""
+        from gallery.app.ingest import ingest_then_refresh
         from gallery.faces.models import get_model_spec
         from gallery.ingest import IngestOptions
-        from gallery.ingest import ingest as run_ingest
         from gallery.progress import Progress as Event
 
         options = IngestOptions(
@@ -104,13 +103,11 @@ def register(app: GalleryTyper) -> None:
         if engine == "local" and (address is not None or actors is not None):
             fail("--address and --actors go with --engine ray.")
         if engine == "ray":
-            from gallery.ingest.distributed import RayOptions, ray_ingest
-
             # Ray Data draws its own progress (stderr); the summary below is the local ingest's.
-            summary = ray_ingest(source, gallery, options,
-                                 RayOptions(address=address, actors=actors, progress=not (quiet or as_json)))
+            summary = ingest_then_refresh(source, gallery, options, engine="ray", address=address, actors=actors,
+                                          ray_progress=not (quiet or as_json))
         elif quiet or as_json or not err.is_terminal:
-            summary = run_ingest(source, gallery, options)
+            summary = ingest_then_refresh(source, gallery, options)
         else:
             # a pulse until the scan's count is known, then done/total with the rate and the time left
             with Progress(SpinnerColumn(), TextColumn("[bold]ingest"), BarColumn(),
@@ -121,16 +118,9 @@ def register(app: GalleryTyper) -> None:
                 def on_progress(event: Event) -> None:
                     progress.update(task, completed=event.done, total=event.total, message=event.message)
 
-                summary = run_ingest(source, gallery, options, on_progress=on_progress)
-        from gallery.store import Gallery
-        from search.tail import index_advice
-
-        erasures = finish_erasures(gallery, quiet=as_json)
-        with Gallery.open(gallery) as g:
-            advice = index_advice(g)
+                summary = ingest_then_refresh(source, gallery, options, on_progress=on_progress)
         if as_json:
-            calibration = auto_calibrate(gallery, quiet=True)
-            print(json.dumps({**summary.as_dict(), "next": advice, "calibration": calibration, "erasures": erasures}))
+            print_json(summary)
             return
         if model is None and summary.warning:
             warn(summary.warning)
@@ -159,9 +149,7 @@ def register(app: GalleryTyper) -> None:
         table.add_row("throughput", f"{summary.photos_per_s:.1f} photos/s, {summary.faces_per_s:.1f} faces/s")
         table.add_row("time", f"{summary.seconds:.1f} s")
         out.print(table)
-        auto_calibrate(gallery)
-        if advice:
-            hint(f"next: {advice}")
+        say_after_write(summary, gallery)
 
 
 def register_sync(app: GalleryTyper) -> None:
@@ -180,16 +168,14 @@ def register_sync(app: GalleryTyper) -> None:
     ) -> None:
         """Make the gallery follow the archive: removed files leave, changed files are read again, renamed
         ones keep their faces (new path, new folder label), new ones are ingested. Unchanged files are not read."""
+        from gallery.app.ingest import sync_then_refresh
         from gallery.ingest import IngestOptions
-        from gallery.ingest.sync import sync as run_sync
 
-        summary = run_sync(source, gallery, IngestOptions(labels=labels, workers=workers, device=device,
-                                                               max_file_size=max_file_size * 2**20),
-                           retry_failed=retry_failed)
-        erasures = finish_erasures(gallery, quiet=as_json)
+        summary = sync_then_refresh(source, gallery, IngestOptions(labels=labels, workers=workers, device=device,
+                                                                   max_file_size=max_file_size * 2**20),
+                                    retry_failed=retry_failed)
         if as_json:
-            print(json.dumps({**summary.as_dict(), "calibration": auto_calibrate(gallery, quiet=True),
-                              "erasures": erasures}))
+            print_json(summary)
             return
         ing = summary.ingest
         out.print(
@@ -201,4 +187,4 @@ def register_sync(app: GalleryTyper) -> None:
             f"{summary.faces_removed} faces removed, {ing.get('seconds', 0):.1f} s",
             highlight=False,
         )
-        auto_calibrate(gallery)
+        say_after_write(summary, gallery)

@@ -1,4 +1,5 @@
-"""`gallery search`, `gallery calibrate`, `gallery verify`: thin CLI over search.Searcher & co.
+"""`gallery search`, `gallery calibrate`, `gallery verify`: thin CLI over search.Searcher, search.calibrate
+and gallery.app.verify; `--json` prints the answers of gallery.app.answers (those the HTTP API gives).
 
 Exit codes of `search`: 0 every query photo answered (an "unknown" face is an answer); 1 some query
 photos could not be answered (unreadable, no face), each reported, the batch went on; 2 a problem
@@ -124,6 +125,7 @@ def register(app: GalleryTyper) -> None:
         if output is not None and output.suffix.lower() not in (".csv", ".jsonl", ".json"):
             raise typer.BadParameter(f"{output}: write .csv or .jsonl (one JSON object per line)",
                                      param_hint="--output")
+        from gallery.app.answers import SearchResult
         from gallery.ingest.scan import expand_photo_args
         from search.searcher import Searcher
 
@@ -136,7 +138,7 @@ def register(app: GalleryTyper) -> None:
             if not photos:
                 fail(f"No photos found in {', '.join(map(str, queries))} "
                      "(photos: .jpg .jpeg .png .webp .bmp .tif .tiff .heic .heif .avif, camera RAW).")
-            records: list[dict] = []
+            found_all: list = []  # per photo: (photo, found, answers)
             failed = 0
             with Progress(console=err, transient=True, disable=len(photos) < 2 or not err.is_terminal) as progress:
                 task = progress.add_task("search", total=len(photos))
@@ -144,29 +146,23 @@ def register(app: GalleryTyper) -> None:
                     found, answers = searcher.search(photo, largest_only=largest_only, faces_mode=faces)
                     if not found.ok:
                         failed += 1
-                        records.append(
-                            {
-                                "query": str(photo),
-                                "error": found.error,
-                                "detail": found.detail,
-                                "face": None,
-                                "identity": None,
-                                "unknown": None,
-                                "score": None,
-                                "candidates": [],
-                            }
-                        )
                         if not as_json and output is None:
                             err.print(f"[yellow]{safe(str(photo))}:[/] {found.error} — {safe(found.detail or '')}")
-                    else:
-                        records.extend(a.as_dict() for a in answers)
+                    found_all.append((photo, found, answers))
                     progress.advance(task)
             warnings = searcher.warnings
         finally:
             searcher.close()
             exit_without_teardown()
-        for r in records:
-            r["warnings"] = warnings
+        results: list[SearchResult] = []
+        for photo, found, answers in found_all:
+            if found.ok:
+                results.extend(SearchResult.of(a, warnings) for a in answers)
+            else:
+                results.append(SearchResult(query=str(photo), error=found.error, detail=found.detail,
+                                            threshold=None, mode="faces" if faces else "identities",
+                                            warnings=warnings))
+        records = [r.model_dump() for r in results]
         for w in warnings:
             warn(w)
         if output is not None:
@@ -179,9 +175,9 @@ def register(app: GalleryTyper) -> None:
             else:
                 output.write_text("".join(json.dumps(r) + "\n" for r in records))
             note(f"wrote {len(records)} records for {len(photos)} photos to {output} ({failed} failed)")
-        if as_json:
-            for r in records:
-                print(json.dumps(r))
+        if as_json:  # one answer per line: the objects POST /v1/search answers under `results`
+            for result in results:
+                print(result.model_dump_json())
         elif output is None:
             for r in records:
                 if not r.get("error"):
@@ -208,13 +204,14 @@ def register(app: GalleryTyper) -> None:
     ) -> None:
         """Choose the decision rule's runner-up weight and threshold together for a target FPIR, and the 1:1
         threshold, on the gallery's own labeled faces, and store them."""
+        from gallery.app.answers import Calibration
         from search.calibrate import calibrate as run_calibrate
         from search.searcher import Searcher
 
         with Searcher(gallery, nprobe=nprobe) as searcher:
             report = run_calibrate(searcher, target_fpir, max_probes, seed, apply=not dry_run, weight=weight)
         if as_json:
-            print(json.dumps(report.as_dict()))
+            print(Calibration.model_validate(report.as_dict()).model_dump_json())
             return
         table = Table(show_header=False, title=f"Calibration of {gallery}")
         rule = report.rule
@@ -245,10 +242,14 @@ def register(app: GalleryTyper) -> None:
     @app.command()
     def verify(
         photo_a: Annotated[Path, typer.Argument(help="First photo (its main face).")],
-        photo_b: Annotated[Path, typer.Argument(help="Second photo (its main face).")],
+        photo_b: Annotated[Path | None, typer.Argument(help="Second photo (its main face); or --identity.",
+                                                       show_default=False)] = None,
         gallery: Annotated[
             Path | None, typer.Option("--gallery", "-g", help="Use this gallery's model and threshold.")
         ] = None,
+        identity: Annotated[str | None, typer.Option(
+            help="Compare with this person of the gallery (their best-matching face) instead of a second photo.",
+            show_default=False)] = None,
         model: Annotated[
             str | None, typer.Option(help="Model when no gallery is given (default: dlib-resnet).", show_default=False)
         ] = None,
@@ -258,19 +259,24 @@ def register(app: GalleryTyper) -> None:
         preset: PresetOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
-        """Are these two photos the same person? (1:1 verification of their main faces.)"""
-        from search.verify import verify as run_verify
+        """Are these two photos the same person? (1:1 verification of their main faces; or of photo A's main
+        face against a gallery identity: --identity NAME --gallery G.)"""
+        from gallery.app.verify import verify as run_verify
 
-        result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights, preset)
+        if (photo_b is None) == (identity is None):
+            fail("Give a second photo or --identity NAME (with --gallery), not both.")
+        result = run_verify(photo_a, photo_b, gallery, model, threshold, device, weights, preset, identity=identity)
         exit_without_teardown()
-        if as_json:
-            print(json.dumps(result.as_dict()))
+        if as_json:  # the object POST /v1/verify answers
+            print(result.model_dump_json())
             return
         verdict = "[bold green]same person[/]" if result.same else "[bold yellow]different people[/]"
         d = decimals_apart(result.score, result.threshold)
+        against = (f" (best of {plural(result.faces_compared or 0, 'face')} of {safe(result.identity)}: face "
+                   f"{result.face_id})" if result.identity is not None else "")
         out.print(
             f"{verdict}: similarity {result.score:.{d}f} {'>=' if result.same else '<'} 1:1 threshold "
-            f"{result.threshold:.{d}f} ({safe(result.threshold_source)}; model {result.model})"
+            f"{result.threshold:.{d}f} ({safe(result.threshold_source)}; model {result.model}){against}"
         )
         for name, q in (("A", result.quality_a), ("B", result.quality_b)):
             if q and not q["ok"]:

@@ -12,7 +12,6 @@ from gallery.settings import env_name, settings
 ENV_VAR = env_name("serve_config")  # FACE_GALLERY_SERVE_CONFIG (formerly GALLERY_SERVE_CONFIG)
 DEFAULT_MAX_UPLOAD_MB = 20  # one request body: a phone photo is 3-12 MB
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
-MAX_ENROL_PHOTOS = 20
 
 
 @dataclass

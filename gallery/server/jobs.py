@@ -24,7 +24,7 @@ from gallery.progress import Progress
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[Callable[[Progress], None]], dict[str, Any]]
+Work = Callable[[Callable[[Progress], None]], Any]  # -> a pydantic answer (or a JSON-able dict)
 
 
 class Jobs:
@@ -98,7 +98,8 @@ class Jobs:
             record.update(state="running", started_at=time.time())
             self._write(record)
             try:
-                record["result"] = work(on_progress)
+                result = work(on_progress)  # a typed answer (gallery.app.answers), kept as its JSON
+                record["result"] = result.model_dump(mode="json") if hasattr(result, "model_dump") else result
                 record["state"] = "done"
             except Exception as exc:  # noqa: BLE001 - a job's failure is its record, never a dead thread
                 from gallery.server.service import api_error_of

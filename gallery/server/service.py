@@ -1,11 +1,13 @@
 """One worker's search machinery: a `Searcher` loaded once, reloaded when the index changes, and the
 one mapping from the product's errors to HTTP answers (a reason, never a 500).
 
-Searches share one lock: the detector, the embedder and the searcher's tail are not made for
-concurrent use, and on a few cores parallel model runs only compete. Writers (ingest jobs, edits,
-erasure) do not take it: SQLite's WAL lets searches read while they write, the searcher sees new
-faces and deletions at its next query, and a new index manifest (build, update, erasure) is picked
-up by the next search.
+Requests share the searcher and run at once: each passes its own threshold with its query (nothing a
+request asks changes the searcher), the searcher lets one photo at a time through the detector and
+embedder (on a few cores parallel model runs only compete) while embedding searches, listings and
+edits go on. Writers (ingest jobs, edits, erasure) take no lock of the searcher: SQLite's WAL lets
+searches read while they write, the searcher sees new faces and deletions at its next query, and a new
+index (build, update, erasure) is picked up by the next request, which opens a new searcher; the old
+one is closed when its last request ends.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gallery.errors import (
     NoIndexError,
     NotInGallery,
     PhotoRefused,
+    VerifyError,
 )
 
 if TYPE_CHECKING:
@@ -50,9 +53,12 @@ def api_error_of(exc: BaseException) -> ApiError | None:
     """The HTTP answer for a known problem of the product, or None for a bug."""
     if isinstance(exc, ApiError):
         return exc
-    if isinstance(exc, PhotoRefused):  # the ingest's reason code: not_a_regular_file, too_large, ...
-        return ApiError(422, exc.reason, str(exc))
+    if isinstance(exc, PhotoRefused | VerifyError) and exc.reason:  # the ingest's reason: not_an_image, no_face...
+        return ApiError(422, exc.reason, str(exc), **({"file": exc.file} if exc.file is not None else {}))
+    from gallery.app.answers import InvalidThreshold
+
     table: list[tuple[type[BaseException], int, str]] = [
+        (InvalidThreshold, 422, "bad_request"),
         (NotInGallery, 404, "not_found"),
         (GalleryNotFound, 404, "no_gallery"),
         (LabelConflict, 409, "conflict"),
@@ -70,25 +76,16 @@ def api_error_of(exc: BaseException) -> ApiError | None:
 
 
 class SearchService:
-    """The worker's Searcher, opened on first use and reopened when the index manifest changes."""
+    """The worker's Searcher, opened on first use and reopened when the index changes."""
 
     def __init__(self, gallery: Path, device: str = "auto") -> None:
         self.gallery = Path(gallery)
         self.device = device
-        self.lock = threading.Lock()
+        self._lock = threading.Lock()  # held to pick (or reopen) the searcher, never for a whole request
         self._searcher: Searcher | None = None
-        self._manifest_key: tuple[int, int] | None = None
+        self._users: dict[int, int] = {}  # id(searcher) -> requests using it now
+        self._retired: dict[int, Searcher] = {}  # replaced searchers still in use: closed by their last user
         self._watch: Any = None
-
-    def _manifest_state(self) -> tuple[int, int] | None:
-        from gallery.store.gallery import INDEX_DIR
-        from indexer.manifest import MANIFEST
-
-        try:
-            st = (self.gallery / INDEX_DIR / MANIFEST).stat()
-        except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_size
 
     def _current(self) -> Searcher:
         """The searcher for the gallery as it is now (called with the lock held)."""
@@ -96,15 +93,15 @@ class SearchService:
             self._check_searchable()
         from search.searcher import Searcher
 
-        state = self._manifest_state()
-        if self._searcher is None or state != self._manifest_key:
+        if self._searcher is None or not self._searcher.index_is_current():
             fresh = Searcher(self.gallery, device=self.device)
-            if self._searcher is not None:
-                fresh._pipeline = self._searcher._pipeline  # the loaded models stay: only the index changed
-                self._searcher.close()
+            old = self._searcher
+            if old is not None:
+                fresh.use_pipeline_of(old)  # the loaded models stay: only the index changed
+                self._retire(old)
             if self._watch is not None:
                 self._watch.close()
-            self._searcher, self._manifest_key = fresh, state
+            self._searcher = fresh
             self._watch = fresh.gallery.watch_changes()
             self._watch.poll()
         elif self._watch.poll():
@@ -114,6 +111,12 @@ class SearchService:
             except GalleryError as exc:
                 log.warning("kept the previous decision rule: %s", exc)
         return self._searcher
+
+    def _retire(self, old: Searcher) -> None:
+        if self._users.get(id(old)):
+            self._retired[id(old)] = old
+        else:
+            old.close()
 
     def _check_searchable(self) -> None:
         """A gallery without faces has nothing to search: say so without loading torch and the models."""
@@ -126,18 +129,24 @@ class SearchService:
                                                      f"gallery ingest PHOTOS --gallery {self.gallery}).")
 
     @contextmanager
-    def searcher(self, threshold: float | None = None) -> Iterator[Searcher]:
-        """The searcher, for this request alone with an explicit threshold when one is given."""
-        with self.lock:
+    def searcher(self) -> Iterator[Searcher]:
+        """The searcher for one request (shared with the requests running at the same time; a request
+        passes its own threshold to the searcher's methods)."""
+        with self._lock:
             s = self._current()
-            saved = s.threshold, s.threshold_source, s.one_to_one, s.one_to_one_source
-            if threshold is not None:  # the threshold of the question asked: statistic (1:K) or cosine (1:1)
-                s.threshold, s.threshold_source = float(threshold), "threshold parameter"
-                s.one_to_one, s.one_to_one_source = float(threshold), "threshold parameter (1:1)"
-            try:
-                yield s
-            finally:
-                s.threshold, s.threshold_source, s.one_to_one, s.one_to_one_source = saved
+            self._users[id(s)] = self._users.get(id(s), 0) + 1
+        try:
+            yield s
+        finally:
+            with self._lock:
+                left = self._users[id(s)] - 1
+                if left:
+                    self._users[id(s)] = left
+                else:
+                    del self._users[id(s)]
+                    retired = self._retired.pop(id(s), None)
+                    if retired is not None:
+                        retired.close()
 
     def warm_up(self) -> None:
         """Load the index and the models now; a gallery that cannot be searched yet (no index) is fine."""
@@ -148,10 +157,13 @@ class SearchService:
             log.info("not searchable yet: %s", exc)
 
     def close(self) -> None:
-        with self.lock:
+        with self._lock:
             if self._searcher is not None:
                 self._searcher.close()
                 self._searcher = None
+            for old in self._retired.values():
+                old.close()
+            self._retired.clear()
             if self._watch is not None:
                 self._watch.close()
                 self._watch = None

@@ -1,28 +1,19 @@
-"""Uploaded photos: read within the upload limit, kept in a temporary file, and decoded by the
-ingest's own decoder, so a bad upload is refused with the same reason an ingest records
-(not_an_image, truncated, too_large for a decompression bomb, ...), as a 4xx answer."""
+"""Uploaded photos: kept in a temporary file, and refused with the reason an ingest records
+(not_an_image, truncated, too_large for a decompression bomb, no_face, ...), as a 4xx answer. The
+upload limit itself is the Limits middleware's (gallery.server.limits)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gallery.faces.decode import decode_photo
+from gallery.fsutil import clean_name
 from gallery.server.service import ApiError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def clean_name(filename: str | None, fallback: str = "upload") -> str:
-    """A file name safe to put in a folder (no path, no odd characters), keeping the extension."""
-    name = _UNSAFE.sub("_", Path(filename or "").name).strip("._") or fallback
-    return name[-120:]
 
 
 def from_base64(text: str, field: str) -> bytes:
@@ -50,9 +41,3 @@ def refuse_failed(error: str | None, detail: str | None, filename: str | None) -
     if error is None:
         return
     raise ApiError(422, error, f"{filename or 'upload'}: {detail or error}", file=filename)
-
-
-def check_decodes(path: Path, filename: str | None, max_bytes: int) -> None:
-    """Decode once as ingest would, refusing what ingest would record as failed."""
-    photo = decode_photo(str(path), path.stat().st_size, 0, max_file_bytes=max_bytes)
-    refuse_failed(photo.reason, photo.detail, filename)
