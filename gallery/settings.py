@@ -108,7 +108,7 @@ def _warn_deprecated() -> None:
 
 
 def _watched() -> tuple[tuple[str, str | None], ...]:
-    names = [env_name(f) for f in Settings.model_fields] + list(DEPRECATED)
+    names = [env_name(f) for f in Settings.model_fields] + list(DEPRECATED) + ["HOME"]  # the cache's default
     return tuple((n, os.environ.get(n)) for n in names)
 
 

@@ -45,6 +45,8 @@ def check_index(g: Gallery) -> list[Finding]:
         return [Finding("index", False, str(exc), fix)]
     problems = []
     erased: list[str] = []
+    pending_work: list[str] = []  # ids of an erasure not finished yet: its own finding, not the index's
+    pending = g.pending_erasure_face_ids()
     path = g.index_dir / str(manifest.get("index_file"))
     faces = g.all_face_ids()
     held = np.zeros(0, np.int64)
@@ -57,9 +59,13 @@ def check_index(g: Gallery) -> list[Finding]:
         else:
             held = index_ids(index)
             gone = np.setdiff1d(held, faces)
+            in_pending = np.intersect1d(gone, pending)
+            gone = np.setdiff1d(gone, pending)
             if gone.size:
                 erased.append(f"{path.name} holds {gone.size:,} ids of faces the gallery no longer has (erased or "
                               "dropped)")
+            if in_pending.size:
+                pending_work.append(f"{path.name} still holds {in_pending.size:,} ids of a pending erasure")
     except _Damaged:
         problems.append(f"{path.name} is damaged: its checksum does not match the one recorded when it was "
                         "written (searches answer by an exact scan until it is rebuilt)")
@@ -80,6 +86,10 @@ def check_index(g: Gallery) -> list[Finding]:
                                 "vectors (zeroed, garbled or cut off; searches score those faces from their shards)")
         if size > 0:
             left = nonzero_rows_outside(vectors, int(manifest["dim"]), faces)
+            if np.intersect1d(left, pending).size:
+                pending_work.append(f"re-rank file {vectors.name} still holds the vectors of "
+                                    f"{np.intersect1d(left, pending).size:,} faces of a pending erasure")
+            left = np.setdiff1d(left, pending)
             if left.size:
                 erased.append(f"re-rank file {vectors.name} holds the vectors of {left.size:,} faces the gallery no "
                               "longer has (their rows are not zero)")
@@ -89,6 +99,8 @@ def check_index(g: Gallery) -> list[Finding]:
         problems.append(f"covers {len(lost)} shards the gallery no longer has (dropped by a repair)")
     findings = [Finding("index", False, p, fix) for p in problems]
     findings += [Finding("index", False, e, f"gallery repair --gallery {g.root}") for e in erased]
+    findings += [Finding("erasure", False, w, f"gallery repair --gallery {g.root} (or any later writer) finishes it")
+                 for w in pending_work]
     findings += _leftover_findings(g, manifest)
     if findings:
         return findings
