@@ -87,7 +87,7 @@ async function searchPhoto(file) {
     showAnswers(answer);
     const named = answer.results.filter((r) => !r.unknown).length;
     const poor = answer.results.filter((r) => r.too_poor).length;
-    say(`${answer.results.length} face(s): ${named} named, ${answer.results.length - named - poor} unknown` +
+    say(`${plural(answer.results.length, "face")}: ${named} named, ${answer.results.length - named - poor} unknown` +
         (poor ? `, ${poor} too poor to identify.` : "."), true);
   } catch (error) {
     say(String(error.message || error));
