@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from gallery.store import Gallery
+from search.topk import exact_top_k
 
 TAIL_WARN_FACES = 50_000  # 50k x 128-d is ~25 MB and a few ms per query (2-core x86 VM): time to index
 
@@ -66,19 +67,7 @@ class UnindexedTail:
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k (scores, ids) over the tail, padded with (-inf, -1)."""
         held_ids, held = self._data
-        n = x.shape[0]
-        scores = np.full((n, k), -np.inf, np.float32)
-        ids = np.full((n, k), -1, np.int64)
-        if held_ids.size == 0 or k <= 0:
-            return scores, ids
-        sims = x @ held.T  # (n, tail)
-        kk = min(k, held_ids.size)
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        top = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        scores[:, :kk] = np.take_along_axis(top, order, axis=1)
-        ids[:, :kk] = held_ids[np.take_along_axis(part, order, axis=1)]
-        return scores, ids
+        return exact_top_k(x, held, held_ids, k)
 
     def close(self) -> None:
         self._watch.close()

@@ -20,6 +20,7 @@ import threading
 import numpy as np
 
 from gallery.store import Gallery
+from search.topk import exact_top_k
 
 # Identities up to which all templates are scanned exactly per query, measured with
 # `python benchmarks/open_set.py template-scan` (2-core x86 VM, 128-d, one query): p50 0.12 ms at 1,000,
@@ -70,19 +71,9 @@ class TemplateSearch:
         """Exact top-k (cosines, identity ids) per query, padded with (-inf, -1); empty past the limit."""
         self.refresh()
         held_ids, held, enabled = self._data
-        n = x.shape[0]
-        scores = np.full((n, k), -np.inf, np.float32)
-        ids = np.full((n, k), -1, np.int64)
-        if not enabled or held_ids.size == 0 or k <= 0:
-            return scores, ids
-        sims = x @ held.T
-        kk = min(k, held_ids.size)
-        part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        top = np.take_along_axis(sims, part, axis=1)
-        order = np.argsort(-top, axis=1, kind="stable")
-        scores[:, :kk] = np.take_along_axis(top, order, axis=1)
-        ids[:, :kk] = held_ids[np.take_along_axis(part, order, axis=1)]
-        return scores, ids
+        if not enabled:
+            return exact_top_k(x, held[:0], held_ids[:0], k)
+        return exact_top_k(x, held, held_ids, k)
 
     def close(self) -> None:
         self._watch.close()
