@@ -156,3 +156,33 @@ def test_a_version_1_gallery_is_migrated_forward(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM faces WHERE t_ms IS NULL AND NOT track_template").fetchone() == (3,)
     assert con.execute("SELECT sha256 FROM shards").fetchall() == [(None,)]  # unverified, still readable
     con.close()
+
+
+def test_a_version_5_gallery_without_quality_columns_is_migrated_forward(tmp_path: Path) -> None:
+    # version 5 first held the pending-erasure tables only; the quality columns, templates and kept-out
+    # photos joined it later, so a gallery of that first version 5 lacks them and must gain them
+    with Gallery.open_or_create(tmp_path / "g") as g:
+        append_embedded_faces(g, stamp(4), unit_vectors(3, 4, seed=0))
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    with con:
+        for trigger in ("faces_mark_templates_update", "faces_mark_templates_delete", "identities_drop_template",
+                        "identity_templates_seq_insert", "identity_templates_seq_update",
+                        "identity_templates_seq_delete"):
+            con.execute(f"DROP TRIGGER {trigger}")
+        con.execute("DROP INDEX ix_faces_identity_live")
+        for column in ("q_size", "q_inside", "q_sharpness", "q_pose", "quality_issue",
+                       "t_ms", "track", "track_start_ms", "track_end_ms", "track_template"):
+            con.execute(f"ALTER TABLE faces DROP COLUMN {column}")
+        for table in ("pending_syncs", "kept_out", "identity_templates", "template_dirty"):
+            con.execute(f"DROP TABLE {table}")
+        con.execute("DELETE FROM meta WHERE key IN ('templates', 'templates_seq')")
+        con.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    con.close()
+    with Gallery.open(tmp_path / "g") as g:
+        assert g.delete_faces([1], ignore=True) == 1 and g.live_face_count() == 2
+    con = sqlite3.connect(tmp_path / "g" / "gallery.db")
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    assert con.execute("SELECT count(*) FROM faces WHERE q_size IS NULL AND quality_issue IS NULL").fetchone() == (3,)
+    assert con.execute("SELECT count(*) FROM faces WHERE t_ms IS NULL AND NOT track_template").fetchone() == (3,)
+    assert con.execute("SELECT count(*) FROM kept_out").fetchone() == (0,)
+    con.close()

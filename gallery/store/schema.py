@@ -7,6 +7,7 @@ Parquet shards hold what never changes (embeddings, boxes); this database holds 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -34,6 +35,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from gallery.errors import SchemaVersionError
 
 SCHEMA_VERSION = 6
+QUALITY_COLUMNS = ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
+                   "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
+                   "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"]
 # version -> SQL that brings a gallery of that version to the next one (run in one transaction);
 # tables that are new in a version need no statement: create_all adds them after the migration
 MIGRATIONS: dict[int, list[str]] = {
@@ -42,12 +46,13 @@ MIGRATIONS: dict[int, list[str]] = {
     3: [],  # clusters, face_clusters, cluster_rejections, api_keys
     # face quality (NULL: not measured yet; see gallery.store.quality); new tables: identity templates,
     # pending_erasures, pending_erasure_ids, kept_out
-    4: ["ALTER TABLE faces ADD COLUMN q_size FLOAT", "ALTER TABLE faces ADD COLUMN q_inside FLOAT",
-        "ALTER TABLE faces ADD COLUMN q_sharpness FLOAT", "ALTER TABLE faces ADD COLUMN q_pose FLOAT",
-        "ALTER TABLE faces ADD COLUMN quality_issue VARCHAR"],
+    4: QUALITY_COLUMNS,
     # new table: pending_syncs; listing people by (identity_id, deleted); faces found in videos: the
-    # frame's time and the track (NULL for faces of photos)
-    5: ["CREATE INDEX IF NOT EXISTS ix_faces_identity_live ON faces (identity_id, deleted)",
+    # frame's time and the track (NULL for faces of photos). The quality columns again: a version-5
+    # gallery written before they joined version 5 (pending erasures only) has none of them; one that
+    # has them keeps them (an ADD COLUMN of a column that exists is skipped, see _migrate).
+    5: [*QUALITY_COLUMNS,
+        "CREATE INDEX IF NOT EXISTS ix_faces_identity_live ON faces (identity_id, deleted)",
         "ALTER TABLE faces ADD COLUMN t_ms INTEGER", "ALTER TABLE faces ADD COLUMN track INTEGER",
         "ALTER TABLE faces ADD COLUMN track_start_ms INTEGER", "ALTER TABLE faces ADD COLUMN track_end_ms INTEGER",
         "ALTER TABLE faces ADD COLUMN track_template BOOLEAN NOT NULL DEFAULT 0"],
@@ -379,6 +384,22 @@ def make_engine(db_path: Path, read_only: bool = False) -> Engine:
     return engine
 
 
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", re.IGNORECASE)
+
+
+def _migrate(session: Session, statement: str) -> None:
+    """Run one migration statement; an ADD COLUMN of a column the table already has is skipped (SQLite
+    has no ADD COLUMN IF NOT EXISTS), so that galleries that reached one version number by different
+    routes all migrate forward."""
+    added = _ADD_COLUMN.match(statement.strip())
+    if added is not None:
+        table, column = added.groups()
+        columns = {row[1] for row in session.execute(text(f"PRAGMA table_info({table})"))}
+        if column in columns:
+            return
+    session.execute(text(statement))
+
+
 def init_db(engine: Engine, where: Path, read_only: bool = False) -> None:
     """Create missing tables, migrate an older gallery forward; refuse one from a newer version. A
     read-only gallery is only checked: it must be of this version already."""
@@ -400,7 +421,7 @@ def init_db(engine: Engine, where: Path, read_only: bool = False) -> None:
         version = json.loads(row.value) if row is not None else None
         while isinstance(version, int) and version in MIGRATIONS and version < SCHEMA_VERSION:
             for statement in MIGRATIONS[version]:
-                session.execute(text(statement))
+                _migrate(session, statement)
             version += 1
             row.value = json.dumps(version)  # type: ignore[union-attr]
     Base.metadata.create_all(engine)
