@@ -253,3 +253,20 @@ def test_the_distributed_ingest_leaves_videos_to_the_local_one(tmp_path: Path) -
     out = decode_batch({"path": np.array([str(video)]), "size": np.array([video.stat().st_size]),
                         "mtime_ns": np.array([video.stat().st_mtime_ns])}, str(tmp_path), 2048, 2**28)
     assert out["reason"] == ["needs_local_ingest"] and "without --engine ray" in out["detail"][0]
+
+
+def test_a_face_is_cut_from_a_video_frame_decoded_smaller_than_the_video(tmp_path: Path) -> None:
+    # a frame over the crop's limit (4096 a side) is decoded smaller: the face's box (video pixels) is
+    # scaled with it
+    from gallery.faces.crop import MAX_CROP_SIDE, crop_face, photo_with_face
+
+    width = 2 * MAX_CROP_SIDE  # the frame comes out 4096x32
+    pixels = np.zeros((64, width, 3), np.uint8)
+    pixels[8:56, width - 96 : width - 48] = 255  # a white square near the right end
+    path = encode_frames(tmp_path / "v.mp4", ((pixels, n) for n in range(3)), 10, (width, 64))
+    box = [width - 88, 16, width - 56, 48]
+    face = np.asarray(crop_face(path, box, margin=0.0, size=16, t_ms=100))
+    assert face.shape == (16, 16, 3) and face.mean() > 200
+    whole = np.asarray(photo_with_face(path, box, max_side=MAX_CROP_SIDE, t_ms=100))
+    outline = whole[16, MAX_CROP_SIDE - 44 : MAX_CROP_SIDE - 28]  # the box outlined where it is: x 4052..4068
+    assert whole.shape == (32, MAX_CROP_SIDE, 3) and np.abs(outline.astype(int) - (67, 160, 71)).max() < 40

@@ -44,7 +44,7 @@ def _open_scaled(photo: Path | str, scale_of: Callable[[int, int], float], max_f
     decoded at reduced resolution straight from the DCT. Refuses what an ingest refuses. A video gives
     its frame at `t_ms`; a HEIC or RAW photo is decoded as the ingest decodes it."""
     if is_video(str(photo)):
-        return _video_frame(photo, t_ms or 0), 1.0
+        return _video_frame(photo, t_ms or 0)
     data = _photo_bytes(photo, max_file_bytes)
     if is_raw(str(photo)):
         return _raw_image(photo, data)
@@ -102,11 +102,12 @@ def photo_with_face(photo: Path | str, box: list[float], max_side: int = 800,
     return img
 
 
-def _video_frame(photo: Path | str, t_ms: int) -> Image.Image:
+def _video_frame(photo: Path | str, t_ms: int) -> tuple[Image.Image, float]:
     from gallery.faces.video import VideoError, frame_at
 
     try:
-        return Image.fromarray(frame_at(str(photo), t_ms / 1000))
+        frame = frame_at(str(photo), t_ms / 1000, MAX_CROP_SIDE)
+        return Image.fromarray(frame.pixels), frame.scale
     except VideoError as exc:
         reason, detail = exc.args
         if reason == "not_a_video" and not Path(photo).exists():

@@ -161,9 +161,10 @@ def format_time(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
-def frame_at(path: str, t: float, max_side: int = 4096) -> np.ndarray:
+def frame_at(path: str, t: float, max_side: int = 4096) -> DecodedPhoto:
     """The upright RGB frame of a video at time `t` (seconds): the first frame at or after it (what
-    `faces crop` shows for a face found in a video)."""
+    `faces crop` shows for a face found in a video), at most `max_side` a side; its `scale` is the
+    factor from the video's pixels (those of the faces' boxes) to the frame's."""
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -176,7 +177,7 @@ def frame_at(path: str, t: float, max_side: int = 4096) -> np.ndarray:
                 break
         if last is None:
             raise VideoError("decode_error", f"no frame at {format_time(t)}")
-        return _frame_photo(path, last, max_side).pixels  # type: ignore[return-value]
+        return _frame_photo(path, last, max_side)
     finally:
         container.close()
 
