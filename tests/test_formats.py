@@ -72,6 +72,24 @@ def test_dng_is_decoded_upright_from_sensor_data_or_preview(tmp_path: Path, orie
     assert top_left > rest + 100, (top_left, rest)
 
 
+@pytest.mark.parametrize("with_preview", [False, True])
+def test_a_raw_face_is_cut_and_shown_where_the_ingest_found_it(tmp_path: Path, with_preview: bool) -> None:
+    """Crops and photo views decode a RAW photo as the ingest does (upright, preview or sensor data) and
+    put a box in the upright photo's pixels on the same place."""
+    from gallery.faces.crop import crop_face, photo_with_face
+
+    src = _synthetic(128, 96)
+    stored = np.asarray(src.transpose(STORED[6]))
+    sensor = np.full_like(stored, 128) if with_preview else stored
+    path = write_dng(tmp_path / "x.dng", sensor, 6, preview=stored if with_preview else None)
+    white = np.asarray(crop_face(path, [8, 8, 56, 40], margin=0.0, size=32)).mean()
+    black = np.asarray(crop_face(path, [72, 56, 120, 88], margin=0.0, size=32)).mean()
+    assert white > 200 and black < 60, (white, black)
+    view = photo_with_face(path, [8, 8, 56, 40], max_side=256)
+    assert view.size == (128, 96)  # upright, never enlarged
+    assert view.getpixel((8, 24)) == (67, 160, 71)  # the box's left edge, where the face was found
+
+
 def test_a_small_preview_is_not_used_when_detection_needs_more(tmp_path: Path) -> None:
     src = np.asarray(_synthetic(256, 192))
     tiny_black_preview = np.zeros((48, 64, 3), np.uint8)

@@ -117,13 +117,22 @@ def _video_frame(photo: Path | str, t_ms: int) -> tuple[Image.Image, float]:
 
 
 def _raw_image(photo: Path | str, data: bytes) -> tuple[Image.Image, float]:
+    """A RAW photo decoded for a crop or a view: never larger than MAX_CROP_SIDE a side (the camera's
+    preview when it is that large, else a half-size demosaic where that is enough), refused past the
+    ingest's pixel limits."""
     try:
-        img, full_w, _, _ = open_raw(data, MAX_SIDE)
+        img, full_w, full_h, _ = open_raw(data, MAX_CROP_SIDE)
     except ImportError:
         raise PhotoRefused("missing_library", f"The RAW photo of this face needs rawpy ({photo}: {INSTALL_RAW}).") \
             from None
     except ValueError as exc:
         raise PhotoRefused("decode_error", f"The RAW photo of this face cannot be decoded ({photo}: {exc}).") from None
+    if full_w * full_h > MAX_PIXELS or max(full_w, full_h) > MAX_SIDE:
+        raise PhotoRefused("too_large", f"The photo of this face is {full_w}x{full_h}: over {MAX_SIDE} px a side or "
+                                        f"{MAX_PIXELS:,} pixels ({photo}).")
+    if max(img.size) > MAX_CROP_SIDE:  # a preview larger than the crop can use
+        k = MAX_CROP_SIDE / max(img.size)
+        img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.Resampling.LANCZOS)
     return img.convert("RGB"), img.size[0] / max(1, full_w)
 
 
