@@ -70,9 +70,7 @@ class TemplateSearch:
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k (cosines, identity ids) per query, padded with (-inf, -1); empty past the limit."""
         self.refresh()
-        held_ids, held, enabled = self._data
-        if not enabled:
-            return exact_top_k(x, held[:0], held_ids[:0], k)
+        held_ids, held, _ = self._data  # past the limit nothing is held: all padding
         return exact_top_k(x, held, held_ids, k)
 
     def close(self) -> None:
