@@ -169,3 +169,21 @@ def test_check_deep_finds_a_wrong_template_and_repair_mends_it(g: Gallery) -> No
     assert not finding.ok and "1 identity templates disagree" in finding.detail and "repair" in finding.fix
     assert repair_store(g)["templates_rebuilt"] == 3
     assert_templates_follow(g)
+
+
+def test_template_search_is_exact_up_to_its_limit_and_empty_past_it(tmp_path: Path) -> None:
+    from search.templates import TemplateSearch
+
+    x = unit_vectors(6, 4, seed=3)
+    with Gallery.open_or_create(tmp_path / "g") as g:
+        append_embedded_faces(g, stamp(4), x, identities=["a", "a", "b", "b", "c", "c"])
+        within, past = TemplateSearch(g, limit=3), TemplateSearch(g, limit=2)
+        try:
+            scores, ids = within.search(x[:1], 5)  # three identities: three templates, then padding
+            assert within.enabled and (ids[0, :3] >= 0).all() and np.all(np.diff(scores[0, :3]) <= 0)
+            assert (ids[0, 3:] == -1).all() and np.isneginf(scores[0, 3:]).all()
+            scores, ids = past.search(x[:1], 5)  # more identities than the limit: nothing is scanned
+            assert not past.enabled and (ids == -1).all() and np.isneginf(scores).all()
+        finally:
+            within.close()
+            past.close()
