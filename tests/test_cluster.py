@@ -137,12 +137,12 @@ def test_settings_defaults_and_refusals() -> None:
 
 
 def test_a_gallery_without_flip_averaging_keeps_the_setting_tuned_without_it() -> None:
-    # flip averaging raises every cosine: its galleries get the setting tuned on flipped embeddings,
-    # galleries built before it the one tuned on plain embeddings
+    # flip averaging raises every cosine: its galleries get the setting tuned on flipped embeddings
+    # (with the crowd check), galleries built before it the one tuned on plain embeddings before it
     flipped = MODEL_DEFAULTS[defaults_key({"name": "dlib-resnet", "flip": True})]
     plain = MODEL_DEFAULTS[defaults_key({"name": "dlib-resnet"})]
-    assert flipped == MODEL_DEFAULTS["dlib-resnet"]
-    assert plain.threshold < flipped.threshold and plain.floor < flipped.floor
+    assert flipped == MODEL_DEFAULTS["dlib-resnet"] and flipped.crowd() is not None
+    assert plain != flipped and plain.threshold < flipped.threshold and plain.crowd() is None
     assert defaults_key({"name": "some-model"}) == "some-model"  # no entry: the model's name, as before
     assert defaults_key(None) == ""
 

@@ -1,6 +1,7 @@
 """Clusters a person can name without checking every face: the consistency check keeps look-alike
-groups apart, review shows the faces far from the rest first, naming reports (and with --strict
-skips) them, and a caller can leave faces out of a clustering. No data needed: made-up embeddings."""
+groups apart, the crowd check keeps a crowd of look-alike people from becoming one cluster, review
+shows the faces far from the rest first, naming reports (and with --strict skips) them, and a caller
+can leave faces out of a clustering. No data needed: made-up embeddings."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from typer.testing import CliRunner
 from gallery.errors import GalleryError
 from gallery.store import Gallery, append_embedded_faces
 from search.cluster import cluster_gallery, contact_sheet, list_clusters, name_cluster, show_cluster
-from search.cluster.graph import knn_graph
-from search.cluster.methods import average_link, cohesion
+from search.cluster.graph import KnnGraph, knn_graph
+from search.cluster.methods import _agglomerate, average_link, cohesion, crowd_levels
 from search.cluster.outliers import outlyingness, similarity_to_rest
 from search.cluster.run import cluster_labels
-from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings
+from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, resolve_settings
 from tests.helpers.galleries import stamp
 
 runner = CliRunner()
@@ -57,7 +58,9 @@ def test_two_tight_groups_joined_by_a_loose_bridge_stay_apart() -> None:
     after = cluster_labels(x, graph, DEFAULT)
     a, b, bridge = groups_of(after, group)
     assert len(a) == 1 and len(b) == 1 and a != b  # each person whole, the two apart
-    assert bridge <= a | b  # the bridge faces joined one side or the other, not both into one
+    # each bridge face joined one side or stayed alone (as close to both people as they are to each
+    # other, the crowd check leaves them out): none put the two people into one cluster
+    assert all(lab in a | b or (after == lab).sum() == 1 for lab in bridge)
 
 
 def test_a_large_cluster_does_not_absorb_a_smaller_one_whose_faces_are_far_from_it() -> None:
@@ -98,6 +101,97 @@ def test_plain_average_linkage_is_unchanged_by_a_check_that_never_binds() -> Non
     plain = average_link(x, graph, 0.8)
     loose = average_link(x, graph, 0.8, check=Consistency(gap=1.0, join_gap=1.0))
     assert np.array_equal(plain, loose) and np.unique(plain).size == 3
+
+
+# --- the crowd check -----------------------------------------------------------------------------
+
+def crowd(inside: float = 0.96, across: float = 0.945) -> tuple[np.ndarray, np.ndarray]:
+    """A person with five tight photos (0.97), 0.94 from a crowd of twelve look-alike people (pairs and
+    single faces: `inside` within a person, `across` between them), as dlib-resnet places some groups."""
+    sizes = [5] + [2] * 6 + [1] * 6
+    sims = np.full((len(sizes), len(sizes)), across)
+    np.fill_diagonal(sims, inside)
+    sims[0, :] = sims[:, 0] = 0.94
+    sims[0, 0] = 0.97
+    return with_similarities(sizes, sims.tolist())
+
+
+def test_a_crowd_of_look_alike_people_does_not_become_one_cluster() -> None:
+    x, group = crowd()
+    graph = knn_graph(x, 30)
+    without = cluster_labels(x, graph, replace(DEFAULT, crowd_k=None))
+    blob = np.bincount(without).argmax()
+    assert np.unique(group[without == blob]).size == 12  # size and consistency alone: one cluster of 12 people
+    labels = cluster_labels(x, graph, DEFAULT)
+    for lab in np.unique(labels):
+        assert np.unique(group[labels == lab]).size == 1  # every cluster is one person
+    person = groups_of(labels, group)[0]
+    assert len(person) == 1 and (labels == next(iter(person))).sum() == 5  # the person whole, alone
+    assert sum(len(g) == 1 and (labels == next(iter(g))).sum() == 2 for g in groups_of(labels, group)[1:7]) >= 5
+
+
+def test_the_crowd_check_keeps_a_person_with_many_photos_whole() -> None:
+    # 200 photos of one person (0.95 to each other) and two other people at 0.9: measured from the
+    # start, each photo's crowd would be the person's own other photos (0.95) and nothing would merge;
+    # measured outside the first pass's cluster it is the other people's (0.9)
+    x, group = with_similarities([200, 8, 8], [[0.95, 0.9, 0.9], [0.9, 0.97, 0.9], [0.9, 0.9, 0.97]])
+    graph = knn_graph(x, 30)
+    labels = cluster_labels(x, graph, DEFAULT)
+    assert [len(g) for g in groups_of(labels, group)] == [1, 1, 1] and np.unique(labels).size == 3
+    from_the_start = crowd_levels(graph, np.arange(x.shape[0]), DEFAULT.crowd_k)
+    assert from_the_start[group == 0].mean() == pytest.approx(0.95, abs=0.005)
+    naive = _agglomerate(x, graph, np.arange(x.shape[0]), None, DEFAULT.threshold, DEFAULT.floor,
+                         DEFAULT.consistency(), DEFAULT.crowd(), from_the_start)
+    assert np.unique(naive[group == 0]).size == 200  # what measuring from the start would do
+
+
+def test_crowd_level_is_the_kth_neighbour_outside_the_cluster() -> None:
+    neighbours = np.array([[1, 2, 3, 4], [0, 2, 3, -1], [0, 1, -1, -1]], np.int32)
+    similarities = np.array([[0.99, 0.98, 0.9, 0.8], [0.99, 0.97, 0.85, -np.inf], [0.98, 0.97, -np.inf, -np.inf]],
+                            np.float32)
+    graph = KnnGraph(np.vstack([neighbours, np.full((2, 4), -1, np.int32)]),
+                     np.vstack([similarities, np.full((2, 4), -np.inf, np.float32)]))
+    labels = np.array([0, 0, 0, 1, 2])
+    levels = crowd_levels(graph, labels, 2)
+    assert levels[0] == pytest.approx(0.8)  # 1 and 2 are its own cluster: 3 (0.9) then 4 (0.8)
+    assert levels[1] == pytest.approx(0.85)  # one face outside listed: the lowest one
+    assert np.isnan(levels[2]) and np.isnan(levels[3]) and np.isnan(levels[4])  # none outside, or no row
+    assert crowd_levels(graph, np.arange(5), 1)[0] == pytest.approx(0.99)  # alone: every neighbour counts
+
+
+def test_crowd_settings_resolve_and_turn_off() -> None:
+    assert resolve_settings("dlib-resnet", None).crowd() == DEFAULT.crowd()
+    assert resolve_settings("dlib-resnet", None, crowd_k=0).crowd() is None
+    previous = replace(DEFAULT, crowd_k=None, crowd_margin=None, crowd_margin_large=None).as_dict()
+    del previous["crowd_k"], previous["crowd_margin"], previous["crowd_margin_large"]
+    assert resolve_settings("dlib-resnet", previous).crowd() is None  # clustered before the check: added alike
+    with pytest.raises(GalleryError, match="crowd"):
+        resolve_settings("dlib-resnet", None, crowd_k=31)
+    with pytest.raises(GalleryError, match="Crowd margins"):
+        resolve_settings("dlib-resnet", None, crowd_margin=2.0)
+
+
+def test_the_crowd_check_in_a_gallery_and_its_incremental_runs(tmp_path: Path) -> None:
+    x, group = crowd()
+    results = {}
+    for crowd_k in (3, 0):  # with the check, and turned off
+        root = tmp_path / f"crowd-{crowd_k}"
+        with Gallery.open_or_create(root) as g:
+            append_embedded_faces(g, stamp(x.shape[1]), x[group < 11])  # two crowd faces come later
+        settings = {**{k: getattr(DEFAULT, k) for k in ("threshold", "floor", "cohesion_gap", "join_gap")},
+                    "crowd_k": crowd_k, "crowd_margin": 0.0125, "crowd_margin_large": -0.0075}
+        first = cluster_gallery(root, **settings)
+        assert first.crowd_k == crowd_k
+        with Gallery.open(root) as g:
+            assert g.clustering_settings()["crowd_k"] == crowd_k
+            append_embedded_faces(g, stamp(x.shape[1]), x[group >= 11])
+        later = cluster_gallery(root)  # added with the stored setting
+        assert later.crowd_k == crowd_k and later.new_faces == 2
+        results[crowd_k] = (first.clusters, later.joined, sorted(c.size for c in list_clusters(root)))
+    with pytest.raises(GalleryError, match="--rebuild"):
+        cluster_gallery(tmp_path / "crowd-3", crowd_k=0)
+    assert results[3] == (7, 0, [2, 2, 2, 2, 2, 2, 5])  # the person and six pairs; the late faces stay alone
+    assert results[0] == (2, 2, [5, 18])  # without it the crowd is one cluster, and the late faces join it
 
 
 # --- outliers first, naming protects itself (a gallery of made-up faces) -------------------------

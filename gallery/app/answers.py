@@ -191,6 +191,9 @@ class ClusterRun(Answer):
     k: int
     cohesion_gap: float | None
     join_gap: float | None
+    crowd_k: int | None = None
+    crowd_margin: float | None = None
+    crowd_margin_large: float | None = None
     faces: int
     excluded: int
     new_faces: int

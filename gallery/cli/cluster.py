@@ -204,6 +204,16 @@ def register(app: GalleryTyper) -> None:
         join_gap: Annotated[float | None, typer.Option(
             help="Consistency check for a smaller group joining a cluster of 3+ faces (default: the model's).",
             callback=finite_threshold, show_default=False)] = None,
+        crowd_k: Annotated[int | None, typer.Option(
+            help="Crowd check: how close other people come to a face is its cosine to its k-th nearest face "
+                 "outside its cluster; 0 turns the check off (default: the model's measured setting, 3 for "
+                 "dlib-resnet; none for other models).", min=0, show_default=False)] = None,
+        crowd_margin: Annotated[float | None, typer.Option(
+            help="Crowd check: how far above that level two single faces must be to merge (default: the "
+                 "model's).", callback=finite_threshold, show_default=False)] = None,
+        crowd_margin_large: Annotated[float | None, typer.Option(
+            help="Crowd check: the same for large clusters, whose mean may sit below it (default: the "
+                 "model's).", callback=finite_threshold, show_default=False)] = None,
         k: Annotated[int | None, typer.Option(help="Neighbours per face in the graph (default 30).", min=1,
                                               show_default=False)] = None,
         method: Annotated[str | None, typer.Option(help="average (default), single or core.",
@@ -221,7 +231,8 @@ def register(app: GalleryTyper) -> None:
 
         result = cluster_run(gallery, rebuild=rebuild, progress=progress, include_labeled=include_labeled,
                              include_low_quality=include_low_quality, threshold=threshold,
-                             floor=floor, k=k, method=method, cohesion_gap=cohesion_gap, join_gap=join_gap)
+                             floor=floor, k=k, method=method, cohesion_gap=cohesion_gap, join_gap=join_gap,
+                             crowd_k=crowd_k, crowd_margin=crowd_margin, crowd_margin_large=crowd_margin_large)
         if as_json:
             _print_json(result)
             return

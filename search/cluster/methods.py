@@ -1,7 +1,8 @@
 """Clustering methods on a k-NN graph: each returns one cluster label per face (0..c-1).
 
 - `average_link`: agglomerative average linkage, exact for every pair of clusters the graph connects,
-  with a size-aware threshold and a consistency check against each cluster's own cohesion.
+  with a size-aware threshold, a consistency check against each cluster's own cohesion and, in a
+  second pass over each cluster of the first, a crowd check against the faces of other people around it.
   A cluster pair's average cosine is (sum_A · sum_B) / (|A| |B|) for unit vectors, so it is computed
   from per-cluster vector sums, never from pair lists. Merges happen in rounds of reciprocal best pairs
   (as in reciprocal agglomerative clustering, RAC): plain average linkage is reducible, so this gives
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search.cluster.graph import KnnGraph
+from search.cluster.graph import EDGE_BLOCK, KnnGraph
 
 METHODS = ("average", "single", "core")
 MARGIN_BLOCK = 1 << 20  # cluster pairs whose margins are computed at once
@@ -91,11 +92,65 @@ def _consistency_need(coh_lo: np.ndarray, coh_hi: np.ndarray, check: Consistency
     return np.where(np.isnan(need), -np.inf, need)
 
 
+@dataclass(frozen=True)
+class CrowdCheck:
+    """The crowd check of a merge: how close other people come to a cluster's faces sets how close its
+    faces must be to each other.
+
+    A face's crowd level is its cosine to its `k`-th nearest face outside its cluster (of the first
+    pass: the cluster it would join without this check), a cluster's the mean over its faces. In a
+    region where the embedding puts many people close together (dlib-resnet places some groups of
+    people as close to each other as one person's photos), two faces or clusters merge only if their
+    link clears the mean crowd level of the two by `margin` for two single faces, tending to
+    `margin_large` for large clusters (steady means, which may sit below the crowd's nearest faces), as
+    the threshold tends to the floor: need = crowd + margin_large + (margin - margin_large) / sqrt(m n).
+    A face with no face outside its cluster among its graph neighbours has no crowd (no constraint)."""
+
+    k: int
+    margin: float
+    margin_large: float
+
+
+def crowd_levels(graph: KnnGraph, face_labels: np.ndarray, k: int) -> np.ndarray:
+    """Per face, the cosine to its k-th graph neighbour outside its own cluster (`face_labels`); the
+    lowest such neighbour's when fewer are listed; NaN when none is (a row without neighbours too)."""
+    n = graph.n
+    out = np.full(n, np.nan)
+    labels = np.asarray(face_labels, np.int64)
+    for start in range(0, n, EDGE_BLOCK):  # bounded (rows, k) temporaries at any face count
+        nb = graph.neighbours[start:start + EDGE_BLOCK]
+        sm = graph.similarities[start:start + EDGE_BLOCK]
+        own = labels[start:start + EDGE_BLOCK, None]
+        outside = (nb >= 0) & np.isfinite(sm) & (labels[np.maximum(nb, 0)] != own)
+        seen = np.cumsum(outside, axis=1)
+        kth = outside & (seen == k)
+        rows = np.arange(nb.shape[0])
+        lowest = np.where(outside, sm, np.inf).min(axis=1)  # rows are sorted: the last one outside
+        level = np.where(kth.any(axis=1), sm[rows, np.argmax(kth, axis=1)], lowest)
+        out[start:start + EDGE_BLOCK] = np.where(outside.any(axis=1), level, np.nan)
+    return out
+
+
+def _crowd_need(crowd_sum: np.ndarray, crowd_count: np.ndarray, counts: np.ndarray, a: np.ndarray,
+                b: np.ndarray, crowd: CrowdCheck) -> np.ndarray:
+    """The link each pair needs by the crowd check (-inf where neither side has a crowd level)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = crowd_sum / crowd_count  # NaN where a cluster has no face with a level
+    pair = np.where(np.isnan(mean[a]), mean[b], np.where(np.isnan(mean[b]), mean[a], (mean[a] + mean[b]) / 2))
+    size = np.sqrt(counts[a].astype(np.float64) * counts[b])
+    need = pair + crowd.margin_large + (crowd.margin - crowd.margin_large) / size
+    return np.where(np.isnan(need), -np.inf, need)
+
+
 def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, threshold: float,
-             floor: float, check: Consistency | None = None, coh: np.ndarray | None = None) -> np.ndarray:
+             floor: float, check: Consistency | None = None, coh: np.ndarray | None = None,
+             crowd: CrowdCheck | None = None, crowd_sum: np.ndarray | None = None,
+             crowd_count: np.ndarray | None = None) -> np.ndarray:
     """How far each pair's average link is above what it needs: by size, a pair of single faces needs
     `threshold` and large clusters (steady means) approach `floor`; with a consistency check, also
-    what the clusters' own cohesion asks (`coh`: per cluster, NaN below the check's size)."""
+    what the clusters' own cohesion asks (`coh`: per cluster, NaN below the check's size); with a crowd
+    check, also what the crowd around them asks (`crowd_sum`/`crowd_count`: per cluster, the sum and
+    number of its faces' crowd levels)."""
     out = np.empty(lo.shape[0], np.float32)
     for start in range(0, lo.shape[0], MARGIN_BLOCK):  # bounded float64 temporaries at any pair count
         a, b = lo[start:start + MARGIN_BLOCK], hi[start:start + MARGIN_BLOCK]
@@ -103,6 +158,8 @@ def _margins(sums: np.ndarray, counts: np.ndarray, lo: np.ndarray, hi: np.ndarra
         margin = link - (floor + (threshold - floor) / np.sqrt(counts[a].astype(np.float64) * counts[b]))
         if check is not None and coh is not None:
             np.minimum(margin, link - _consistency_need(coh[a], coh[b], check), out=margin)
+        if crowd is not None and crowd_sum is not None and crowd_count is not None:
+            np.minimum(margin, link - _crowd_need(crowd_sum, crowd_count, counts, a, b, crowd), out=margin)
         out[start:start + MARGIN_BLOCK] = margin
     return out
 
@@ -123,6 +180,7 @@ def _unique_pairs(lo: np.ndarray, hi: np.ndarray, n_clusters: int) -> tuple[np.n
 def average_link(
     vectors: np.ndarray, graph: KnnGraph, threshold: float, labels: np.ndarray | None = None,
     frozen: np.ndarray | None = None, floor: float | None = None, check: Consistency | None = None,
+    crowd: CrowdCheck | None = None,
 ) -> np.ndarray:
     """Average-linkage clusters: two clusters of m and n faces merge while their mean pairwise cosine
     is >= floor + (threshold - floor) / sqrt(m n) (floor None: plain average linkage at `threshold`)
@@ -133,23 +191,55 @@ def average_link(
     embedding separates poorly, and a floor alone lets their clusters merge; each cluster's own cohesion
     says how high a link between its faces and another person's can go (benchmarks/cluster_quality.py).
 
+    With a `crowd` check, a second pass clusters the faces of each first-pass cluster again, from the
+    same start, with the crowd check as well (see `CrowdCheck`): the crowd around a face is measured
+    outside the cluster it belongs to at first, so a person's own other photos never count as a crowd
+    (measured from the start, they would keep a person with many photos in pieces), while a cluster
+    grown from several look-alike people falls apart into its people.
+
     `labels` starts from given clusters instead of singletons (incremental clustering); clusters
     marked in `frozen` (a boolean per starting label) never merge with each other, only absorb others.
     """
     n = graph.n
     start = np.arange(n, dtype=np.int64) if labels is None else _dense_labels(labels)
-    c = int(start.max()) + 1 if n else 0
+    floor = threshold if floor is None else floor
+    first = _agglomerate(vectors, graph, start, frozen, threshold, floor, check)
+    if crowd is None or n == 0:
+        return first
+    levels = crowd_levels(graph, first, crowd.k)
+    return _agglomerate(vectors, graph, start, frozen, threshold, floor, check, crowd, levels, within=first)
+
+
+def _agglomerate(
+    vectors: np.ndarray, graph: KnnGraph, start: np.ndarray, frozen: np.ndarray | None, threshold: float,
+    floor: float, check: Consistency | None, crowd: CrowdCheck | None = None, levels: np.ndarray | None = None,
+    within: np.ndarray | None = None,
+) -> np.ndarray:
+    """One pass of `average_link` from the dense starting labels `start`; `within` (one label per
+    face): only faces with the same label may end in one cluster (the crowd check's second pass)."""
+    c = int(start.max()) + 1 if start.size else 0
     sums = cluster_sums(vectors, start, c)
     counts = np.bincount(start, minlength=c).astype(np.int64)
     locked = np.zeros(c, bool) if frozen is None else np.asarray(frozen, bool).copy()
-    floor = threshold if floor is None else floor
     a, b, _ = graph.edges(min(floor, threshold))
-    if labels is not None:  # (every face its own cluster: the edge ends are the cluster ids already)
+    if within is not None:
+        same = within[a] == within[b]
+        a, b = a[same], b[same]
+    if not np.array_equal(start, np.arange(start.size)):  # (faces their own clusters: edge ends are ids)
         a, b = start[a], start[b]
     lo, hi = _unique_pairs(a, b, c)
     del a, b
     coh = cohesion(sums, counts, min_size=check.min_size) if check is not None else None
-    margin = _margins(sums, counts, lo, hi, threshold, floor, check, coh)
+    crowd_sum = crowd_count = None
+    if crowd is not None and levels is not None:
+        known = ~np.isnan(levels)
+        crowd_sum = np.bincount(start[known], weights=levels[known], minlength=c)
+        crowd_count = np.bincount(start[known], minlength=c).astype(np.float64)
+
+    def margins(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return _margins(sums, counts, lo, hi, threshold, floor, check, coh, crowd, crowd_sum, crowd_count)
+
+    margin = margins(lo, hi)
     parent = np.arange(c, dtype=np.int64)  # cluster id -> the cluster it was merged into
     changed = np.zeros(c, bool)
     rounds = 0
@@ -179,6 +269,9 @@ def average_link(
         parent[mb] = ma
         if coh is not None:
             coh[ma] = cohesion(sums, counts, ma, min_size=check.min_size)  # type: ignore[union-attr]
+        if crowd_sum is not None and crowd_count is not None:
+            crowd_sum[ma] += crowd_sum[mb]
+            crowd_count[ma] += crowd_count[mb]
         # pairs between clusters that did not change keep their margin; the others are recomputed
         changed[ma] = True
         lo, hi = parent[lo], parent[hi]  # merged ids never appear again: one step suffices
@@ -187,9 +280,10 @@ def average_link(
         new_lo, new_hi = _unique_pairs(lo[dirty], hi[dirty], c)
         lo = np.concatenate([keep_lo, new_lo])
         hi = np.concatenate([keep_hi, new_hi])
-        margin = np.concatenate([keep_margin, _margins(sums, counts, new_lo, new_hi, threshold, floor, check, coh)])
+        margin = np.concatenate([keep_margin, margins(new_lo, new_hi)])
         changed[ma] = False
-        log.info("average linkage round %d: %d merges, %d candidate pairs left", rounds, ma.size, lo.size)
+        log.info("average linkage%s round %d: %d merges, %d candidate pairs left",
+                 " (crowd check)" if crowd is not None else "", rounds, ma.size, lo.size)
     while True:  # pointer jumping: every cluster id to the root of its merges
         up = parent[parent]
         if np.array_equal(up, parent):

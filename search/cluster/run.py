@@ -41,6 +41,9 @@ class ClusterReport:
     k: int
     cohesion_gap: float | None  # the consistency check's gaps (None: no check)
     join_gap: float | None
+    crowd_k: int | None  # the crowd check (None or 0: none)
+    crowd_margin: float | None
+    crowd_margin_large: float | None
     faces: int  # faces taken into account
     excluded: int  # live faces the caller's `exclude` left out
     new_faces: int  # faces no clustering had seen before this run
@@ -62,7 +65,7 @@ def cluster_labels(vectors: np.ndarray, graph: KnnGraph, settings: ClusterSettin
     """One label per face with the settings' method (kwargs: starting labels/frozen, average only)."""
     if settings.method == "average":
         return average_link(vectors, graph, settings.threshold, floor=settings.floor, check=settings.consistency(),
-                            **kwargs)
+                            crowd=settings.crowd(), **kwargs)
     if kwargs:
         raise GalleryError(f"Method '{settings.method}' cannot add faces to existing clusters; use --rebuild.")
     if settings.method == "single":
@@ -143,6 +146,9 @@ def cluster_gallery(
     method: str | None = None,
     cohesion_gap: float | None = None,
     join_gap: float | None = None,
+    crowd_k: int | None = None,
+    crowd_margin: float | None = None,
+    crowd_margin_large: float | None = None,
     exclude: FaceFilter | None = None,
     progress: ProgressFn | None = None,
 ) -> ClusterReport:
@@ -162,7 +168,8 @@ def cluster_gallery(
         settings = resolve_settings(defaults_key(stamp), previous if incremental else None, threshold=threshold,
                                     floor=floor, k=k, method=method, include_labeled=include_labeled,
                                     include_low_quality=include_low_quality, cohesion_gap=cohesion_gap,
-                                    join_gap=join_gap)
+                                    join_gap=join_gap, crowd_k=crowd_k, crowd_margin=crowd_margin,
+                                    crowd_margin_large=crowd_margin_large)
         if incremental and (changed := changed_settings(previous, settings)):
             raise GalleryError(
                 f"This gallery was clustered with {', '.join(f'{c} {previous[c]}' for c in changed)}; new faces are "
@@ -188,7 +195,8 @@ def cluster_gallery(
         clusters, clustered = int((sizes >= 2).sum()), int(sizes[sizes >= 2].sum())
     return ClusterReport(
         method=settings.method, threshold=settings.threshold, floor=settings.floor, k=settings.k,
-        cohesion_gap=settings.cohesion_gap, join_gap=settings.join_gap, faces=int(eligible.sum()),
+        cohesion_gap=settings.cohesion_gap, join_gap=settings.join_gap, crowd_k=settings.crowd_k,
+        crowd_margin=settings.crowd_margin, crowd_margin_large=settings.crowd_margin_large, faces=int(eligible.sum()),
         excluded=int(left_out.sum()), new_faces=result["new_faces"], clusters=clusters, clustered_faces=clustered,
         new_clusters=result["new_clusters"], joined=result["joined"], named_joined=result["named_joined"],
         singletons=int(eligible.sum()) - clustered, seconds=round(time.perf_counter() - started, 3),

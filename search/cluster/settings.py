@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gallery.errors import GalleryError
-from search.cluster.methods import METHODS, Consistency
+from search.cluster.methods import METHODS, Consistency, CrowdCheck
 
 DEFAULT_K = 30
 SPLIT_STEP = 0.01  # `clusters split` without --threshold: this much stricter than the gallery's setting
@@ -21,7 +21,12 @@ class ClusterSettings:
 
     And, when `cohesion_gap` is set, a consistency check (search.cluster.methods.Consistency): between
     two clusters of 3+ faces the mean cosine must come within `cohesion_gap` of the looser one's own
-    inner mean; a smaller group joining a cluster of 3+, within `join_gap` of that cluster's."""
+    inner mean; a smaller group joining a cluster of 3+, within `join_gap` of that cluster's.
+
+    And, when `crowd_k` is set (not 0), a crowd check (search.cluster.methods.CrowdCheck): a second pass
+    inside each cluster asks every merge's link to clear how close other people come to the faces (each
+    face's `crowd_k`-th nearest face outside its cluster) by `crowd_margin` for two single faces, tending
+    to `crowd_margin_large` for large clusters."""
 
     threshold: float
     floor: float
@@ -32,6 +37,9 @@ class ClusterSettings:
     include_low_quality: bool = False
     cohesion_gap: float | None = None  # None: no consistency check (galleries clustered before it)
     join_gap: float | None = None
+    crowd_k: int | None = None  # None or 0: no crowd check (galleries clustered before it)
+    crowd_margin: float | None = None
+    crowd_margin_large: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,18 +49,26 @@ class ClusterSettings:
             return None
         return Consistency(self.cohesion_gap, self.cohesion_gap if self.join_gap is None else self.join_gap)
 
+    def crowd(self) -> CrowdCheck | None:
+        if not self.crowd_k:
+            return None
+        margin = 0.0 if self.crowd_margin is None else self.crowd_margin
+        return CrowdCheck(self.crowd_k, margin, margin if self.crowd_margin_large is None else self.crowd_margin_large)
+
     def stricter(self, threshold: float | None = None) -> ClusterSettings:
         t = self.threshold + SPLIT_STEP if threshold is None else threshold
         return replace(self, threshold=t, floor=min(t, self.floor + (t - self.threshold)))
 
 
-# Tuned on half of the LFW A–J people (product ingest, dlib-resnet with flip averaging, faces below the
-# quality gate left out) with at most 6 and at most 20 photos per person, checked on the other half
-# (benchmarks/cluster_quality.py; docs/people-and-clusters.md). Flip averaging raises every cosine a little,
-# so a gallery built without it (its model stamp has no "flip") keeps the setting tuned on such
-# embeddings: the flip setting would cost it about 0.01 of BCubed F there.
+# Tuned on half of the LFW A–J people (seed 0's half 0 alone, three draws of the photos; product ingest,
+# dlib-resnet with flip averaging, faces below the quality gate left out) with at most 6 and at most 20
+# photos per person, checked on the other half and on all people (benchmarks/cluster_quality.py;
+# docs/people-and-clusters.md). Flip averaging raises every cosine a little, so a gallery built without
+# it (its model stamp has no "flip") keeps the setting tuned on such embeddings, from before the crowd
+# check (no such gallery of LFW was measured with it).
 MODEL_DEFAULTS: dict[str, ClusterSettings] = {
-    "dlib-resnet": ClusterSettings(threshold=0.9475, floor=0.93, cohesion_gap=0.016, join_gap=0.026),
+    "dlib-resnet": ClusterSettings(threshold=0.945, floor=0.925, cohesion_gap=0.016, join_gap=0.026,
+                                   crowd_k=3, crowd_margin=0.0125, crowd_margin_large=-0.0075),
     "dlib-resnet/no-flip": ClusterSettings(threshold=0.9425, floor=0.9275, cohesion_gap=0.016, join_gap=0.026),
 }
 NO_FLIP = "/no-flip"
@@ -79,6 +95,9 @@ def resolve_settings(
     include_low_quality: bool | None = None,
     cohesion_gap: float | None = None,
     join_gap: float | None = None,
+    crowd_k: int | None = None,
+    crowd_margin: float | None = None,
+    crowd_margin_large: float | None = None,
 ) -> ClusterSettings:
     """The settings of this run: what was asked, else those of the gallery's last clustering (so that an
     incremental run adds faces the way the clusters were made), else the model's measured defaults."""
@@ -96,7 +115,8 @@ def resolve_settings(
         base = ClusterSettings(threshold=threshold, floor=threshold if floor is None else floor)
     asked: dict[str, Any] = {"threshold": threshold, "floor": floor, "k": k, "method": method,
                              "include_labeled": include_labeled, "include_low_quality": include_low_quality,
-                             "cohesion_gap": cohesion_gap, "join_gap": join_gap}
+                             "cohesion_gap": cohesion_gap, "join_gap": join_gap, "crowd_k": crowd_k,
+                             "crowd_margin": crowd_margin, "crowd_margin_large": crowd_margin_large}
     changes = {key: value for key, value in asked.items() if value is not None}
     if threshold is not None and floor is None and not previous and model in MODEL_DEFAULTS:
         # keep the default gap between single faces and large clusters
@@ -110,6 +130,12 @@ def resolve_settings(
                            f"{settings.join_gap}).")
     if settings.k < 1:
         raise GalleryError("k must be at least 1.")
+    if settings.crowd_k is not None and not 0 <= settings.crowd_k <= settings.k:
+        raise GalleryError(f"The crowd check's neighbour is one of the graph's k = {settings.k} (got crowd k "
+                           f"{settings.crowd_k}; 0 turns the check off).")
+    if any(m is not None and not -1 <= m <= 1 for m in (settings.crowd_margin, settings.crowd_margin_large)):
+        raise GalleryError(f"Crowd margins are cosines between -1 and 1 (got {settings.crowd_margin}, "
+                           f"{settings.crowd_margin_large}).")
     if settings.method not in METHODS:
         raise GalleryError(f"Unknown clustering method '{settings.method}' (one of: {', '.join(METHODS)}).")
     return settings
