@@ -70,9 +70,17 @@ CONSISTENT_SETTINGS = [(0.94, 0.93), (0.9425, 0.925), (0.9425, 0.9275), (0.9425,
                        (0.945, 0.93), (0.9475, 0.9275), (0.9475, 0.93), (0.9475, 0.9325), (0.95, 0.93), (0.95, 0.9325)]
 COHESION_GAPS = [0.008, 0.012, 0.016, 0.02]
 JOIN_GAPS = [0.018, 0.022, 0.026, 0.03, 0.034]
+# the crowd check (second pass): at (threshold, floor), crowd k x single-face margin x large-cluster drop
+CROWD_SETTINGS = [(0.945, 0.925)]
+CROWD_KS = [3, 5, 7]
+CROWD_MARGINS = [0.0075, 0.01, 0.0125]
+CROWD_LARGE_DROPS = [0.015, 0.02, 0.025]  # crowd_margin_large = crowd_margin - this
 EXACT_THRESHOLDS = _grid(list(np.arange(0.92, 0.9501, 0.0025)))
 WHISPERS_THRESHOLDS = [0.94, 0.945, 0.95, 0.955, 0.96]
 PREVIOUS_DEFAULT = ClusterSettings(threshold=0.94, floor=0.925)  # the default before the consistency check
+# the default before the crowd check (size-aware threshold and consistency check)
+BEFORE_CROWD = ClusterSettings(threshold=0.9475, floor=0.93, cohesion_gap=0.016, join_gap=0.026)
+SETTING_KEYS = ("threshold", "floor", "cohesion_gap", "join_gap", "crowd_k", "crowd_margin", "crowd_margin_large")
 
 
 def _truth(g: Gallery) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -118,9 +126,9 @@ def _row(method: str, setting: dict, labels: np.ndarray, truth: np.ndarray, main
 
 
 def _print(row: dict[str, Any]) -> None:
-    keys = ("threshold", "floor", "cohesion_gap", "join_gap", "min_neighbours")
+    keys = (*SETTING_KEYS, "min_neighbours")
     setting = " ".join(f"{k}={row[k]}" for k in keys if row.get(k) is not None)
-    print(f"{row['method']:20s} {setting:56s} pP {row['pairwise_precision']:.3f} pR {row['pairwise_recall']:.3f} "
+    print(f"{row['method']:20s} {setting:110s} pP {row['pairwise_precision']:.3f} pR {row['pairwise_recall']:.3f} "
           f"pF {row['pairwise_f']:.3f} | bP {row['bcubed_precision']:.3f} bR {row['bcubed_recall']:.3f} "
           f"bF {row['bcubed_f']:.3f} | clusters {row['clusters']} single {row['singleton_rate']:.3f}", flush=True)
 
@@ -205,12 +213,12 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
     def average(name: str, settings: ClusterSettings) -> None:
         started = time.perf_counter()
         labels = cluster_labels(x, graph, settings)
-        add(_row(name, {"threshold": settings.threshold, "floor": settings.floor,
-                        "cohesion_gap": settings.cohesion_gap, "join_gap": settings.join_gap},
+        add(_row(name, {key: getattr(settings, key) for key in SETTING_KEYS},
                  whole(labels), truth, main, time.perf_counter() - started))
 
     if default is not None:
         average("default", default)
+    average("no crowd check (before)", BEFORE_CROWD)
     average("size-aware (before)", PREVIOUS_DEFAULT)
     if sweep:
         for th in AVERAGE_THRESHOLDS:
@@ -222,6 +230,13 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
             for gap in COHESION_GAPS:
                 for join in JOIN_GAPS:
                     average("consistent", ClusterSettings(threshold=th, floor=fl, cohesion_gap=gap, join_gap=join))
+        for th, fl in CROWD_SETTINGS:
+            for crowd_k in CROWD_KS:
+                for margin in CROWD_MARGINS:
+                    for drop in CROWD_LARGE_DROPS:
+                        average("crowd", ClusterSettings(threshold=th, floor=fl, cohesion_gap=0.016, join_gap=0.026,
+                                                         crowd_k=crowd_k, crowd_margin=margin,
+                                                         crowd_margin_large=round(margin - drop, 4)))
         for th in LINK_THRESHOLDS:
             t = time.perf_counter()
             add(_row("single-link", {"threshold": th}, whole(single_link(graph, th)), truth, main,
@@ -263,8 +278,7 @@ def quality(gallery: Path, k: int, faces_scope: str, work: Path, cap: int | None
         ids, person, is_main, _ = _truth(g)
     scored = np.isin(ids, face_ids) & is_main
     labels = np.where(state.cluster_ids >= 0, state.cluster_ids, -1 - np.arange(state.cluster_ids.size))
-    product = _row("gallery cluster", {"threshold": report.threshold, "floor": report.floor,
-                                       "cohesion_gap": report.cohesion_gap, "join_gap": report.join_gap},
+    product = _row("gallery cluster", {key: getattr(report, key) for key in SETTING_KEYS},
                    labels, person, scored, report.seconds)
     _print(product)
     shutil.rmtree(copy)
@@ -317,9 +331,9 @@ def _step(argv: list[str]) -> None:
     what, root = argv[0], Path(argv[1])
     if what == "full":
         threshold, floor = float(argv[2]), float(argv[3])
-        gaps = {"cohesion_gap": float(argv[4]), "join_gap": float(argv[5])} if len(argv) > 5 else {}
+        checks = json.loads(argv[4]) if len(argv) > 4 else {}  # the consistency and crowd checks' settings
         report = cluster_gallery(root, rebuild=True, include_labeled=True, threshold=threshold, floor=floor,
-                                 **gaps).as_dict()
+                                 **checks).as_dict()
     elif what == "incremental":
         report = cluster_gallery(root).as_dict()
     else:
@@ -338,7 +352,7 @@ def _score_synthetic(root: Path) -> dict[str, Any]:
 
 
 def scale(sizes: list[int], work: Path, dim: int, threshold: float, floor_gap: float,
-          cohesion_gap: float | None = None, join_gap: float | None = None, keep: bool = False) -> dict[str, Any]:
+          checks: dict[str, Any] | None = None, keep: bool = False) -> dict[str, Any]:
     from benchmarks.synthetic import (
         SyntheticFaces,
         append_embedded_faces,
@@ -357,8 +371,8 @@ def scale(sizes: list[int], work: Path, dim: int, threshold: float, floor_gap: f
         made = ensure_synthetic_gallery(root, spec)
         th = threshold
         print(f"{n:,} faces: generated in {made.get('seconds')} s; clustering at threshold {th}", flush=True)
-        gaps = [str(cohesion_gap), str(join_gap)] if cohesion_gap is not None and join_gap is not None else []
-        full = _child(["full", str(root), str(th), str(th - floor_gap), *gaps])
+        checks = {key: value for key, value in (checks or {}).items() if value is not None}
+        full = _child(["full", str(root), str(th), str(th - floor_gap), json.dumps(checks)])
         full["scores"] = _score_synthetic(root)
         print(f"  full: {full['seconds']} s, peak RSS {full['peak_rss_gb']} GB, {full['clusters']:,} clusters, "
               f"scores {full['scores']}", flush=True)
@@ -375,8 +389,7 @@ def scale(sizes: list[int], work: Path, dim: int, threshold: float, floor_gap: f
         inc["scores"] = _score_synthetic(root)
         print(f"  +{new:,} faces incremental: {inc['seconds']} s ({100 * inc['seconds'] / full['seconds']:.1f}% of "
               f"full), peak RSS {inc['peak_rss_gb']} GB, joined {inc['joined']:,}", flush=True)
-        runs.append({"faces": n, "dim": dim, "threshold": th, "floor": th - floor_gap, "cohesion_gap": cohesion_gap,
-                     "join_gap": join_gap, "full": full,
+        runs.append({"faces": n, "dim": dim, "threshold": th, "floor": th - floor_gap, **checks, "full": full,
                      "index_build_seconds": index_seconds, "incremental": inc,
                      "incremental_share": round(inc["seconds"] / full["seconds"], 4)})
         if not keep:
@@ -418,6 +431,10 @@ def main() -> None:
                    help="the consistency check's gap between clusters (default: the dlib-resnet setting)")
     s.add_argument("--join-gap", type=float, default=MODEL_DEFAULTS["dlib-resnet"].join_gap,
                    help="its gap for a small group joining a cluster")
+    s.add_argument("--crowd-k", type=int, default=MODEL_DEFAULTS["dlib-resnet"].crowd_k,
+                   help="the crowd check's neighbour (0: no crowd check; default: the dlib-resnet setting)")
+    s.add_argument("--crowd-margin", type=float, default=MODEL_DEFAULTS["dlib-resnet"].crowd_margin)
+    s.add_argument("--crowd-margin-large", type=float, default=MODEL_DEFAULTS["dlib-resnet"].crowd_margin_large)
     s.add_argument("--work", type=Path, default=Path("/tmp/cluster_scale"))
     s.add_argument("--keep", action="store_true", help="keep the last synthetic gallery (to look at it)")
     for p in (q, s):
@@ -429,8 +446,10 @@ def main() -> None:
                          half=None if args.half == "all" else int(args.half), seed=args.seed, sweep=args.sweep,
                          include_low_quality=args.include_low_quality, photo_seed=args.photo_seed)
     else:
+        checks = {"cohesion_gap": args.cohesion_gap, "join_gap": args.join_gap, "crowd_k": args.crowd_k,
+                  "crowd_margin": args.crowd_margin, "crowd_margin_large": args.crowd_margin_large}
         result = scale([int(v) for v in args.sizes.split(",")], args.work, args.dim, args.threshold, args.floor_gap,
-                       args.cohesion_gap, args.join_gap, args.keep)
+                       checks, args.keep)
     if args.output:
         args.output.write_text(json.dumps(result, indent=2))
         print(f"wrote {args.output}")
