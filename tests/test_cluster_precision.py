@@ -20,7 +20,7 @@ from search.cluster.graph import KnnGraph, knn_graph
 from search.cluster.methods import _agglomerate, average_link, cohesion, crowd_levels
 from search.cluster.outliers import outlyingness, similarity_to_rest
 from search.cluster.run import cluster_labels
-from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, resolve_settings
+from search.cluster.settings import MODEL_DEFAULTS, ClusterSettings, changed_settings, resolve_settings
 from tests.helpers.galleries import stamp
 
 runner = CliRunner()
@@ -165,6 +165,10 @@ def test_crowd_settings_resolve_and_turn_off() -> None:
     previous = replace(DEFAULT, crowd_k=None, crowd_margin=None, crowd_margin_large=None).as_dict()
     del previous["crowd_k"], previous["crowd_margin"], previous["crowd_margin_large"]
     assert resolve_settings("dlib-resnet", previous).crowd() is None  # clustered before the check: added alike
+    asked = resolve_settings("dlib-resnet", previous, crowd_k=3)
+    assert changed_settings(previous, asked) == ["crowd_k"]  # asking for it on such a gallery needs --rebuild
+    assert changed_settings(previous, resolve_settings("dlib-resnet", previous)) == []
+    assert DEFAULT.stricter().crowd() is None  # split and the doubtful marks look at one cluster alone
     with pytest.raises(GalleryError, match="crowd"):
         resolve_settings("dlib-resnet", None, crowd_k=31)
     with pytest.raises(GalleryError, match="Crowd margins"):

@@ -172,8 +172,8 @@ def cluster_gallery(
                                     crowd_margin_large=crowd_margin_large)
         if incremental and (changed := changed_settings(previous, settings)):
             raise GalleryError(
-                f"This gallery was clustered with {', '.join(f'{c} {previous[c]}' for c in changed)}; new faces are "
-                f"added the same way. To cluster everything again with the new setting: gallery cluster "
+                f"This gallery was clustered with {', '.join(f'{c} {previous.get(c)}' for c in changed)}; new faces "
+                f"are added the same way. To cluster everything again with the new setting: gallery cluster "
                 f"--gallery {g.root} --rebuild ..."
             )
         faces = g.clustering_faces()

@@ -56,8 +56,12 @@ class ClusterSettings:
         return CrowdCheck(self.crowd_k, margin, margin if self.crowd_margin_large is None else self.crowd_margin_large)
 
     def stricter(self, threshold: float | None = None) -> ClusterSettings:
+        """The setting `clusters split` and the doubtful marks use on one cluster's faces: a stricter
+        threshold (and floor) and no crowd check. Among one cluster's faces alone the crowd is the
+        cluster's other part, which would split one person further (it marked more faces of the right
+        person on LFW A–J and not one more face of another)."""
         t = self.threshold + SPLIT_STEP if threshold is None else threshold
-        return replace(self, threshold=t, floor=min(t, self.floor + (t - self.threshold)))
+        return replace(self, threshold=t, floor=min(t, self.floor + (t - self.threshold)), crowd_k=None)
 
 
 # Tuned on half of the LFW A–J people (seed 0's half 0 alone, three draws of the photos; product ingest,
@@ -142,7 +146,10 @@ def resolve_settings(
 
 
 def changed_settings(previous: dict | None, settings: ClusterSettings) -> list[str]:
-    """Which settings differ from the last clustering's (an incremental run must not mix two)."""
+    """Which settings differ from the last clustering's (an incremental run must not mix two). A setting
+    the last clustering's record lacks (it came before that setting existed) had its default then."""
     if not previous:
         return []
-    return [key for key, value in settings.as_dict().items() if key in previous and previous[key] != value]
+    defaults = {name: field.default for name, field in ClusterSettings.__dataclass_fields__.items()}
+    return [key for key, value in settings.as_dict().items()
+            if (previous[key] if key in previous else defaults[key]) != value]
