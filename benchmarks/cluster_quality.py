@@ -362,6 +362,7 @@ def scale(sizes: list[int], work: Path, dim: int, threshold: float, floor_gap: f
     )
     from indexer.build import build_index
 
+    checks = {key: value for key, value in (checks or {}).items() if value is not None}
     runs = []
     for n in sizes:
         spec = fitted_spec(n, dim)
@@ -371,7 +372,6 @@ def scale(sizes: list[int], work: Path, dim: int, threshold: float, floor_gap: f
         made = ensure_synthetic_gallery(root, spec)
         th = threshold
         print(f"{n:,} faces: generated in {made.get('seconds')} s; clustering at threshold {th}", flush=True)
-        checks = {key: value for key, value in (checks or {}).items() if value is not None}
         full = _child(["full", str(root), str(th), str(th - floor_gap), json.dumps(checks)])
         full["scores"] = _score_synthetic(root)
         print(f"  full: {full['seconds']} s, peak RSS {full['peak_rss_gb']} GB, {full['clusters']:,} clusters, "
